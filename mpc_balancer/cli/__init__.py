@@ -1,0 +1,50 @@
+"""The ``mpc-balancer`` command line.
+
+Each command group lives in its own module exposing ``register(subparsers)``; the parser for a
+subcommand sets ``func`` to a callable taking the parsed ``argparse.Namespace`` and returning an
+exit code. Errors a user can fix (bad trace, bad flag value, bad file) are raised as
+:class:`UsageError` or ``ValueError`` and printed as one line, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# modules of mpc_balancer.cli, each with register(subparsers)
+COMMAND_MODULES = ("simulate",)
+
+
+class UsageError(Exception):
+    """A problem with the command line or its inputs, reported as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpc-balancer",
+        description="Dynamic computation allocation for multi-stage recommender pipelines: "
+        "closed-loop simulation, controllers, forecasting, policies.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ValueError, FileNotFoundError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"mpc-balancer {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

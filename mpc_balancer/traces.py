@@ -1,0 +1,191 @@
+"""Real traffic traces: loading, validation, resampling, gaps and outages.
+
+A trace is a CSV (plain or gzip) with a header ``timestamp,<value>``: one row per time step,
+timestamps strictly increasing, values non-negative request counts per step. Three real traces ship
+with the package and load by name:
+
+========== ============================================== ======= =====================
+name       what                                           step    span
+========== ============================================== ======= =====================
+nasa       HTTP requests/min, NASA Kennedy Space Center   1 min   1995-07-01..08-31
+nyc-taxi   NYC taxi passengers per 30 min (NAB)           30 min  2014-07-01..2015-01-31
+elb        AWS ELB request count per 5 min (NAB)          5 min   2014-04-10..04-24
+========== ============================================== ======= =====================
+
+Gaps. Two kinds are handled explicitly:
+
+* *missing rows* (a timestamp step is absent): :meth:`Trace.resample` leaves them NaN and the
+  ``gaps`` argument decides: ``"interpolate"`` (default; linear in time between the neighbours),
+  ``"zero"`` (no traffic was recorded, so none arrived), or ``"error"``.
+* *outages* recorded as zeros (NASA's server was down from 1995-08-01 14:52 to 08-03 04:36):
+  :meth:`Trace.outages` lists runs of zeros at least ``min_minutes`` long. They are real: no
+  request arrived, so the simulator replays them as zero traffic and excludes ticks without
+  traffic from the utilisation metrics (no controller can fill a cluster without requests).
+"""
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+BUNDLED = {
+    "nasa": "nasa_http_1995_1min.csv.gz",
+    "nyc-taxi": "nab_nyc_taxi_30min.csv.gz",
+    "elb": "nab_elb_request_count_5min.csv.gz",
+}
+
+
+class TraceError(ValueError):
+    """A trace file or name that cannot be used; the message names the row and the problem."""
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A validated trace: counts per step, indexed by strictly increasing timestamps."""
+
+    name: str
+    series: pd.Series  # float counts per step, DatetimeIndex
+    step: pd.Timedelta  # the trace's own (median) step
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return self.series.index[0]
+
+    @property
+    def end(self) -> pd.Timestamp:
+        return self.series.index[-1]
+
+    def rate_per_s(self) -> pd.Series:
+        """Requests per second at each timestamp."""
+        return self.series / self.step.total_seconds()
+
+    def resample(self, freq: str | pd.Timedelta, gaps: str = "interpolate") -> pd.Series:
+        """Counts per ``freq`` step.
+
+        Coarser than the trace: counts are summed. Finer: each count is spread evenly over the
+        sub-steps (the rate is held, linearly interpolated between trace points). Missing rows are
+        handled by ``gaps`` (see the module docstring).
+        """
+        if gaps not in ("interpolate", "zero", "error"):
+            raise TraceError(f"gaps must be 'interpolate', 'zero' or 'error', got {gaps!r}")
+        freq = pd.Timedelta(freq)
+        if freq <= pd.Timedelta(0):
+            raise TraceError(f"resample step must be positive, got {freq}")
+        full = self.series.asfreq(self.step)  # missing rows become NaN
+        n_missing = int(full.isna().sum())
+        if n_missing:
+            if gaps == "error":
+                first = full.index[full.isna()][0]
+                raise TraceError(f"trace {self.name!r}: {n_missing} missing rows, first at {first}")
+            full = full.fillna(0.0) if gaps == "zero" else full.interpolate("time")
+        if freq >= self.step:
+            out = full.resample(freq, origin="start").sum(min_count=1)
+            # a partial last bucket would look like a traffic drop: drop it
+            if (self.end + self.step - out.index[-1]) < freq:
+                out = out.iloc[:-1]
+            return out.astype(float)
+        # finer: interpolate the rate, then convert back to counts per new step
+        rate = full / self.step.total_seconds()
+        idx = pd.date_range(self.start, self.end, freq=freq)
+        r = np.interp(idx.asi8, rate.index.asi8, rate.to_numpy())
+        return pd.Series(r * freq.total_seconds(), index=idx, name=self.series.name)
+
+    def outages(self, min_minutes: float = 30.0) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """Runs of zero counts lasting at least ``min_minutes`` (start, end inclusive)."""
+        z = (self.series.to_numpy() == 0).astype(np.int8)
+        edges = np.diff(np.concatenate([[0], z, [0]]))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+        out = []
+        for s, e in zip(starts, ends):
+            dur = self.series.index[e] - self.series.index[s] + self.step
+            if dur >= pd.Timedelta(minutes=min_minutes):
+                out.append((self.series.index[s], self.series.index[e]))
+        return out
+
+
+def available() -> list[str]:
+    return sorted(BUNDLED)
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise TraceError(f"{path}: corrupted gzip file ({e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TraceError(f"{path}: not a UTF-8 text file ({e})") from None
+
+
+def load_trace(name_or_path: str | Path) -> Trace:
+    """Load a bundled trace by name (``nasa``, ``nyc-taxi``, ``elb``) or a user CSV (plain or .gz)."""
+    key = str(name_or_path)
+    if key in BUNDLED:
+        ref = resources.files("mpc_balancer") / "data" / "traces" / BUNDLED[key]
+        with resources.as_file(ref) as p:
+            return parse_trace(_read_text(Path(p)), name=key)
+    path = Path(key)
+    if not path.exists():
+        raise TraceError(f"unknown trace {key!r}: not a bundled name ({', '.join(available())}) nor an existing file")
+    if path.is_dir():
+        raise TraceError(f"trace path {key!r} is a directory, expected a CSV file")
+    return parse_trace(_read_text(path), name=path.name)
+
+
+def parse_trace(text: str, name: str = "<csv>") -> Trace:
+    """Parse and validate CSV text ``timestamp,<value>``. Errors name the (1-based) file row."""
+    if not text.strip():
+        raise TraceError(f"{name}: empty file")
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except pd.errors.ParserError as e:
+        raise TraceError(f"{name}: malformed CSV ({e})") from None
+    cols = [c.strip() for c in df.columns]
+    if not cols or cols[0].lower() != "timestamp":
+        raise TraceError(f"{name}: missing column 'timestamp' (header is {','.join(cols)!r}); expected 'timestamp,<value>'")
+    if len(cols) < 2:
+        raise TraceError(f"{name}: missing value column (header is {','.join(cols)!r}); expected 'timestamp,<value>'")
+    if len(df) == 0:
+        raise TraceError(f"{name}: no data rows after the header")
+    ts_raw, val_raw = df.iloc[:, 0].str.strip(), df.iloc[:, 1].str.strip()
+    ts = pd.to_datetime(ts_raw, errors="coerce", format="mixed")
+    bad = ts.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise TraceError(f"{name}: row {i + 2}: unparsable timestamp {ts_raw.iloc[i]!r}")
+    vals = pd.to_numeric(val_raw, errors="coerce").to_numpy(dtype=float)
+    nan = np.isnan(vals)
+    if nan.any():
+        i = int(np.flatnonzero(nan)[0])
+        raise TraceError(f"{name}: row {i + 2}: column {cols[1]!r} is not a number ({val_raw.iloc[i]!r})")
+    if np.isinf(vals).any():
+        i = int(np.flatnonzero(np.isinf(vals))[0])
+        raise TraceError(f"{name}: row {i + 2}: column {cols[1]!r} is infinite ({val_raw.iloc[i]!r})")
+    neg = vals < 0
+    if neg.any():
+        i = int(np.flatnonzero(neg)[0])
+        raise TraceError(f"{name}: row {i + 2}: negative value {vals[i]:g} in column {cols[1]!r}")
+    t = ts.to_numpy(dtype="datetime64[ns]")
+    if len(t) < 2:
+        raise TraceError(f"{name}: need at least 2 rows, got {len(t)}")
+    nonincr = np.diff(t.astype(np.int64)) <= 0
+    if nonincr.any():
+        i = int(np.flatnonzero(nonincr)[0]) + 1
+        raise TraceError(
+            f"{name}: row {i + 2}: timestamp {ts_raw.iloc[i]} is not after the previous row's {ts_raw.iloc[i - 1]} "
+            "(timestamps must be strictly increasing)"
+        )
+    step = pd.Timedelta(int(np.median(np.diff(t.astype(np.int64)))), unit="ns")
+    series = pd.Series(vals, index=pd.DatetimeIndex(t), name=cols[1])
+    return Trace(name=name, series=series, step=step)
