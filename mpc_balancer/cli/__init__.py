@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
+# the decision path runs many small matrix products: BLAS threads only add contention on small, shared machines
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # modules of mpc_balancer.cli, each with register(subparsers)
-COMMAND_MODULES = ("simulate",)
+COMMAND_MODULES = ("simulate", "mtorl")
 
 
 class UsageError(Exception):

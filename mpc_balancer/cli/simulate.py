@@ -1,0 +1,70 @@
+"""``mpc-balancer simulate`` and ``mpc-balancer compare``: closed-loop runs on a trace."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise_arg(f"expected a {kind.__name__}, got {text!r}")
+        if not v > 0:
+            raise_arg(f"must be > 0, got {text!r}")
+        return v
+    return parse
+
+
+def raise_arg(msg):
+    import argparse
+
+    raise argparse.ArgumentTypeError(msg)
+
+
+def add_common(p):
+    p.add_argument("--trace", default="nasa", help="bundled trace (nasa, nyc-taxi, elb) or a CSV path (timestamp,<value>; .gz ok)")
+    p.add_argument("--days", type=_positive(float), default=7.0, help="simulate the last D days (default 7); earlier data is history")
+    p.add_argument("--start", default=None, help="start the window at this timestamp instead of D days before the end")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--period", type=_positive(float), default=60.0, help="control period in seconds (default 60)")
+    p.add_argument("--requests", type=_positive(int), default=1000, help="sampled requests per tick (default 1000)")
+    p.add_argument("--peak-qps", type=_positive(float), default=20000.0, help="QPS the trace's peak is scaled to")
+    p.add_argument("--traffic", choices=["rate", "raw"], default="rate", help="rate: de-noised trace rate (default); raw: replay counts")
+    p.add_argument("--policy", default="oracle", help="per-request policy: oracle")
+    p.add_argument("--cost-table", default=None, help="cost table JSON from `mpc-balancer testbench fit`")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="controller or plant option, e.g. pid.kp=0.4, plant.target_load=0.85")
+    p.add_argument("--json", default=None, help="write the results JSON here")
+    p.add_argument("--out", default=None, help="directory for per-tick CSV logs and a PNG plot")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def register(sub):
+    p = sub.add_parser("simulate", help="closed-loop simulation of one controller on a trace")
+    add_common(p)
+    p.add_argument("--controller", default="pid", help="static, dcaf, pid, ...")
+    p.set_defaults(func=lambda a: run(a, [a.controller]))
+    p = sub.add_parser("compare", help="closed-loop comparison of controllers on the same traffic and requests")
+    add_common(p)
+    p.add_argument("--controllers", default="static,dcaf,pid", help="comma-separated (default static,dcaf,pid)")
+    p.set_defaults(func=lambda a: run(a, [c.strip() for c in a.controllers.split(",") if c.strip()]))
+
+
+def run(args, controllers: list[str]) -> int:
+    cfg = ExperimentConfig(trace=args.trace, days=args.days, start=args.start, seed=args.seed, period_s=args.period,
+                           n_requests=args.requests, peak_qps=args.peak_qps, traffic_mode=args.traffic, policy=args.policy,
+                           cost_table=args.cost_table)
+    ctrl_opts, plant_opts = parse_overrides(args.set)
+    runs, summary = run_comparison(cfg, controllers, ctrl_opts, plant_opts, progress=not args.no_progress and sys.stderr.isatty())
+    print(format_table(summary))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    if args.out:
+        write_outputs(args.out, runs, summary)
+        print(f"logs and plot written to {args.out}")
+    return 0

@@ -1,0 +1,56 @@
+"""PID feedback on measured load (MaRCA-Feedback / CRAS arm).
+
+Per cluster, on the relative load error ``e = (L - S) / C_m`` against the setpoint
+``S = (1 - margin) C_m`` (margin 0 by default, as in the papers), in log-lambda (the load responds
+to lambda multiplicatively, so gains in log space hold over a day whose traffic varies tenfold)::
+
+    log lambda = log lambda_0 + Kp e + Ki sum(e) + Kd (e - e_prev)
+
+Anti-windup: the integral only accumulates while lambda is inside its bounds (or the error drives
+it back inside), so a long night at the lower bound does not build up a debt.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import ControlContext, Controller, Observation, Plan
+
+
+class PidController(Controller):
+    name = "pid"
+
+    def __init__(self, kp: float = 0.5, ki: float = 1.0, kd: float = 0.0, lam0: float = 0.01, margin: float = 0.0):
+        for k, v in {"kp": kp, "ki": ki, "kd": kd}.items():
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"{k} must be finite and >= 0, got {v!r}")
+        if not (np.isfinite(lam0) and lam0 > 0):
+            raise ValueError(f"lam0 must be > 0, got {lam0!r}")
+        if not 0 <= margin < 1:
+            raise ValueError(f"margin must be in [0, 1), got {margin!r}")
+        self.kp, self.ki, self.kd, self.lam0, self.margin = kp, ki, kd, lam0, margin
+
+    def setup(self, context: ControlContext) -> "PidController":
+        super().setup(context)
+        self.integral_ = np.zeros(context.n_clusters)
+        self.prev_error_ = np.zeros(context.n_clusters)
+        return self
+
+    def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
+        ctx = self.ctx_
+        e = (np.asarray(obs.load, dtype=float) - (1 - self.margin) * ctx.target) / ctx.target
+        lo, hi = np.log(ctx.lam_min), np.log(ctx.lam_max)
+        base = np.log(self.lam0) + self.kp * e + self.kd * (e - self.prev_error_)
+        trial = base + self.ki * (self.integral_ + e)
+        # anti-windup: integrate only if that does not push further past a bound
+        saturated = ((trial > hi) & (e > 0)) | ((trial < lo) & (e < 0))
+        self.integral_ = np.where(saturated, self.integral_, self.integral_ + e)
+        self.prev_error_ = e
+        log_lam = np.clip(base + self.ki * self.integral_, lo, hi)
+        return Plan(lam=np.exp(log_lam), controller=self.name, info={"error": e})
+
+    def state_dict(self) -> dict:
+        return {"integral": self.integral_.tolist(), "prev_error": self.prev_error_.tolist()}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.integral_ = np.asarray(d["integral"], dtype=float)
+        self.prev_error_ = np.asarray(d["prev_error"], dtype=float)

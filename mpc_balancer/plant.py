@@ -1,0 +1,139 @@
+"""The plant: one cluster per stage, with capacity, lagged and noisy load, true costs that differ
+from the controller's estimate, and degradation under overload.
+
+Per tick, for the requests' chosen joint actions ``a_i``:
+
+* true cost ``cost_true[g, a] = cost_est[g, a] * bias_g * (1 + drift * sin(2 pi t / day + phase_g))``;
+* demand load ``D_g = qps * mean_i cost_true[g, a_i] / capacity_g`` (1.0 = all cores busy);
+* measured load follows with a first-order lag and multiplicative noise:
+  ``L_g <- e^(-period/lag) L_g + (1 - e^(-period/lag)) D_g``, reported as ``L_g (1 + eps)``;
+* overload: of a cluster's requests a fraction ``1 - 1/L`` (when ``L > 1``) cannot be served at
+  their chosen action and is *degraded* (that stage runs its cheapest action; revenue is lost),
+  and a fraction ``1 - drop_load/L`` (when ``L > drop_load``) is *dropped* (no revenue). Each
+  request is counted once: served, degraded (at one or more stages) or dropped.
+
+Defaults size capacity so that compute is scarce at peaks and plentiful at night: the most
+expensive allocation at the trace's peak rate would need ``scarcity`` times ``C_m`` (8x), so at
+an eighth of the peak rate it just fills ``C_m`` and at the peak the cheapest allocation fits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from policies.cascade import Cascade
+
+
+@dataclass(frozen=True)
+class PlantConfig:
+    target_load: float = 0.9  # C_m: the load budget, a fraction of capacity
+    scarcity: float = 14.0  # demand of the most expensive allocation at peak QPS, in units of C_m
+    capacity: tuple | None = None  # explicit capacity per cluster (CPU-ms per second); overrides scarcity
+    lag_s: float = 30.0
+    load_noise: float = 0.01
+    cost_bias: tuple = (1.08, 0.94, 1.05)  # true cost / estimated cost, per cluster
+    cost_drift: float = 0.05  # amplitude of the daily drift of true costs
+    drop_load: float = 1.3
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            arr = np.atleast_1d(np.asarray(v, dtype=float))
+            if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                raise ValueError(f"plant.{f.name} must be finite and >= 0, got {v!r}")
+        if not 0 < self.target_load <= 1.5:
+            raise ValueError(f"plant.target_load (C_m) must be in (0, 1.5], got {self.target_load!r}")
+        if self.scarcity <= 0:
+            raise ValueError(f"plant.scarcity must be > 0, got {self.scarcity!r}")
+        if self.drop_load <= 1:
+            raise ValueError(f"plant.drop_load must be > 1, got {self.drop_load!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PlantConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown plant config keys: {sorted(unknown)} (known: {sorted(known)})")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass
+class TickOutcome:
+    load: np.ndarray  # measured load per cluster
+    true_load: np.ndarray  # noise-free lagged load
+    demand: np.ndarray  # instantaneous demand load
+    revenue: float
+    served: int
+    degraded: int
+    dropped: int
+    degraded_by_cluster: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+class Plant:
+    """The clusters. ``step`` advances one tick; all randomness comes from the arrays passed in,
+    so every controller of a comparison sees the same noise."""
+
+    def __init__(self, cascade: Cascade, config: PlantConfig, peak_qps: float, period_s: float):
+        self.cascade, self.config, self.period_s = cascade, config, float(period_s)
+        G = len(cascade.clusters)
+        for name in ("cost_bias",):
+            if len(getattr(config, name)) != G:
+                raise ValueError(f"plant.{name} needs {G} values (one per cluster), got {getattr(config, name)!r}")
+        if config.capacity is not None:
+            cap = np.asarray(config.capacity, dtype=float)
+            if cap.shape != (G,) or np.any(cap <= 0):
+                raise ValueError(f"plant.capacity needs {G} positive values, got {config.capacity!r}")
+        else:
+            cap = peak_qps * cascade.cost.max(axis=1) * np.asarray(config.cost_bias) / (config.target_load * config.scarcity)
+        self.capacity = cap
+        self.target = np.full(G, config.target_load)
+        self.alpha = float(np.exp(-self.period_s / config.lag_s)) if config.lag_s > 0 else 0.0
+        self.phase = np.linspace(0, np.pi, G)
+        self.reset()
+
+    def reset(self, load: np.ndarray | None = None):
+        self.load = np.zeros(len(self.capacity)) if load is None else np.asarray(load, dtype=float).copy()
+
+    def cost_factor(self, t_seconds: float) -> np.ndarray:
+        """True / estimated cost per cluster at time ``t_seconds`` (seconds since midnight ok)."""
+        c = self.config
+        return np.asarray(c.cost_bias) * (1 + c.cost_drift * np.sin(2 * np.pi * t_seconds / 86400.0 + self.phase))
+
+    def step(self, qps: float, arrivals: int, actions: np.ndarray, weights: np.ndarray, t_seconds: float,
+             u: np.ndarray, noise: np.ndarray) -> TickOutcome:
+        cas = self.cascade
+        factor = self.cost_factor(t_seconds)
+        demand = qps * cas.cost[:, actions].mean(axis=1) * factor / self.capacity
+        self.load = self.alpha * self.load + (1 - self.alpha) * demand
+        L = self.load
+        deg_frac = np.where(L > 1, 1 - 1 / np.maximum(L, 1e-12), 0.0)
+        drop_frac = np.where(L > self.config.drop_load, 1 - self.config.drop_load / np.maximum(L, 1e-12), 0.0)
+        # the same (late-in-queue) requests are the first to be shed at every cluster: rank by u
+        dropped = u < drop_frac.max()
+        deg_mask = (u[:, None] < deg_frac[None, :]) & ~dropped[:, None]
+        final = actions
+        if deg_mask.any():
+            final = actions.copy()
+            for g in range(len(L)):
+                rows = np.flatnonzero(deg_mask[:, g])
+                if rows.size:
+                    final[rows] = cas.degrade(final[rows], g)
+        rev = cas.expected_revenue_w(weights, final)
+        rev[dropped] = 0.0
+        n = len(actions)
+        # counts: rounding the cumulative fractions keeps served + degraded + dropped == arrivals
+        n_drop = int(round(arrivals * float(drop_frac.max())))
+        n_deg = int(round(arrivals * float(deg_frac.max()))) - n_drop
+        return TickOutcome(
+            load=L * (1 + self.config.load_noise * noise),
+            true_load=L.copy(),
+            demand=demand,
+            revenue=float(rev.sum() * arrivals / max(n, 1)),
+            served=arrivals - n_drop - n_deg,
+            degraded=n_deg,
+            dropped=n_drop,
+            degraded_by_cluster=deg_frac,
+        )

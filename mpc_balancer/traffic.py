@@ -1,0 +1,97 @@
+"""Traffic from a trace: a rate at the control period, scaled to a system's QPS.
+
+A public trace gives the *shape* of a day, not the traffic of a system serving tens of thousands
+of requests per second. At 40 requests a minute Poisson noise alone moves the count by ~15%, noise
+such a system never sees. So by default (``mode="rate"``):
+
+1. the trace's counts are smoothed by a centred moving average whose width is matched to the
+   *local* count level ``m_t`` (a one-hour centred mean): ``w_t = ceil(1 / (target_cv**2 * m_t))``
+   trace steps, capped at one hour, so the Poisson sampling noise left is about ``target_cv``
+   (3%) everywhere: busy hours keep their minute-scale bursts, quiet hours are averaged longer;
+2. the rate is interpolated linearly to the control period;
+3. it is scaled so that the 99.5th percentile of the rate is ``peak_qps``;
+4. each tick's arrivals are drawn ``Poisson(rate * period)`` at that scaled volume.
+
+``mode="raw"`` replays the counts as they are (no smoothing; the scaled count itself is the tick's
+traffic), for stress tests: every sampling burst of the trace becomes a burst of the system.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .traces import Trace, TraceError
+
+
+class Traffic:
+    """Per-tick traffic rate (requests/s) over the whole trace at the control period."""
+
+    def __init__(self, trace: Trace, period_s: float = 60.0, peak_qps: float = 20000.0, mode: str = "rate",
+                 target_cv: float = 0.03):
+        if mode not in ("rate", "raw"):
+            raise ValueError(f"traffic mode must be 'rate' or 'raw', got {mode!r}")
+        if not (np.isfinite(period_s) and period_s > 0):
+            raise ValueError(f"control period must be > 0 seconds, got {period_s!r}")
+        if not (np.isfinite(peak_qps) and peak_qps > 0):
+            raise ValueError(f"peak_qps must be > 0, got {peak_qps!r}")
+        if not (0 < target_cv < 1):
+            raise ValueError(f"target_cv must be in (0, 1), got {target_cv!r}")
+        self.trace, self.period_s, self.peak_qps, self.mode, self.target_cv = trace, float(period_s), float(peak_qps), mode, target_cv
+        counts = trace.series.asfreq(trace.step).interpolate("time")  # missing rows: linear (documented in traces)
+        self.smoothing_steps = np.ones(len(counts), dtype=np.int64)
+        if mode == "rate":
+            counts, self.smoothing_steps = _level_matched_smooth(counts, trace.step, target_cv)
+        rate = counts.to_numpy() / trace.step.total_seconds()
+        step = pd.Timedelta(seconds=self.period_s)
+        self.times = pd.date_range(trace.start, trace.end, freq=step)
+        if len(self.times) < 2:
+            raise TraceError(f"trace {trace.name!r} spans less than two control periods of {self.period_s:g} s")
+        r = np.interp(self.times.asi8, counts.index.asi8, rate)
+        self.scale = self.peak_qps / max(np.percentile(r, 99.5), 1e-12)
+        self.rate_qps = r * self.scale
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def window(self, days: float | None = None, start: str | pd.Timestamp | None = None) -> tuple[slice, slice]:
+        """(history, simulation) tick slices: the last ``days`` days, or ``days`` from ``start``."""
+        if days is not None and not (np.isfinite(days) and days > 0):
+            raise ValueError(f"--days must be > 0, got {days!r}")
+        n = len(self.times)
+        ticks = n if days is None else int(round(days * 86400 / self.period_s))
+        if start is None:
+            if ticks > n:
+                raise ValueError(f"--days {days:g} is longer than the trace {self.trace.name!r} "
+                                 f"({(self.times[-1] - self.times[0]).total_seconds() / 86400:.2f} days)")
+            s0 = n - ticks
+        else:
+            try:
+                ts = pd.Timestamp(start)
+            except (ValueError, TypeError):
+                raise ValueError(f"--start {start!r} is not a timestamp") from None
+            if ts < self.times[0] or ts > self.times[-1]:
+                raise ValueError(f"--start {ts} is outside the trace {self.trace.name!r} ({self.times[0]} .. {self.times[-1]})")
+            s0 = int(self.times.searchsorted(ts))
+            if s0 + ticks > n:
+                raise ValueError(f"--start {ts} plus --days {days:g} runs past the trace end {self.times[-1]}")
+        return slice(0, s0), slice(s0, s0 + ticks)
+
+    def arrivals(self, sl: slice, rng: np.random.Generator) -> np.ndarray:
+        """Requests arriving in each tick of ``sl``."""
+        lam = self.rate_qps[sl] * self.period_s
+        if self.mode == "raw":
+            return np.round(lam).astype(np.int64)
+        return rng.poisson(lam).astype(np.int64)
+
+
+def _level_matched_smooth(counts: pd.Series, step: pd.Timedelta, target_cv: float) -> tuple[pd.Series, np.ndarray]:
+    """Centred moving average with a per-point half-width matched to the local count level."""
+    cap = max(1, int(pd.Timedelta(hours=1) // step))
+    level = counts.rolling(cap | 1, center=True, min_periods=1).mean().to_numpy()
+    w = np.ceil(1.0 / (target_cv ** 2 * np.maximum(level, 1e-9)))
+    half = (np.clip(w, 1, cap).astype(np.int64)) // 2
+    y = counts.to_numpy(dtype=float)
+    csum = np.concatenate([[0.0], np.cumsum(y)])
+    i = np.arange(len(y))
+    lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, len(y))
+    return pd.Series((csum[hi] - csum[lo]) / (hi - lo), index=counts.index), 2 * half + 1

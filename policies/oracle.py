@@ -1,0 +1,143 @@
+"""Exact oracle: the per-request optimum and the batch optimum under a compute budget.
+
+Per request, ``a*(x, lambda) = argmax_a E[rev | x, a] - sum_g lambda_g * cost_g(a)`` over all joint
+actions (vectorised over the batch; dominated actions are skipped, which never changes the argmax
+because all revenue weights are non-negative).
+
+Under a budget ``B_g`` per cluster, the batch optimum ``max sum_i E[rev_i] s.t. sum_i cost_g(a_i) <=
+B_g`` is found by Lagrangian bisection on lambda. The Lagrangian solution is *exactly* optimal for
+the budget it consumes (any allocation using no more compute on every cluster earns no more); a
+discrete problem can leave a small duality gap against ``B`` itself, which the tests bound against
+``scipy.optimize.milp``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cascade import Cascade
+
+
+def check_lambda(lam, n_clusters: int) -> np.ndarray:
+    """Validate a lambda vector (one per cluster, finite, >= 0)."""
+    arr = np.asarray(lam, dtype=float)
+    if arr.shape == (n_clusters,) and np.isfinite(arr).all() and arr.min() >= 0:  # fast path
+        return arr
+    if arr.ndim == 0:
+        arr = np.full(n_clusters, float(arr))
+    if arr.shape != (n_clusters,):
+        raise ValueError(f"lambda must have shape ({n_clusters},) (one per cluster), got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"lambda must be finite and >= 0, got {arr.tolist()}")
+    return arr
+
+
+class OraclePolicy:
+    """The exact per-request argmax, behind the same ``act(features, lam)`` slot as learned policies.
+
+    ``dtype=np.float32`` is the simulator's fast path (scores in single precision); evaluation uses
+    float64.
+    """
+
+    name = "oracle"
+
+    def __init__(self, cascade: Cascade, dtype=np.float64):
+        self.cascade = cascade
+        self.dtype = np.dtype(dtype)
+        idx = cascade.efficient
+        self._idx = idx
+        self._phi = cascade.phi[:, idx].astype(self.dtype)
+        self._cost = cascade.cost[:, idx]
+
+    def act(self, features: np.ndarray, lam) -> np.ndarray:
+        return self.act_weights(self.cascade.weights(features), lam)
+
+    def bind(self, features: np.ndarray):
+        """``lam -> actions`` for a fixed request batch, with per-request work done once."""
+        w = self.cascade.weights(features)
+        return lambda lam: self.act_weights(w, lam)
+
+    def act_weights(self, weights: np.ndarray, lam) -> np.ndarray:
+        """Joint actions for revenue weights ``(N, K)`` at ``lam`` ``(G,)``."""
+        lam = check_lambda(lam, self._cost.shape[0])
+        w = np.asarray(weights, dtype=self.dtype)
+        penalty = (lam @ self._cost).astype(self.dtype)
+        scores = w @ self._phi
+        scores -= penalty
+        return self._idx[np.argmax(scores, axis=1)]
+
+
+@dataclass
+class BatchOptimum:
+    actions: np.ndarray  # (N,) joint actions
+    lam: np.ndarray  # (G,) multipliers
+    revenue: float  # sum of expected revenue
+    cost: np.ndarray  # (G,) total cost per cluster
+
+
+def batch_optimum(cascade: Cascade, weights: np.ndarray, budget, lam_max: float = 1e3, tol: float = 1e-7,
+                  max_sweeps: int = 30) -> BatchOptimum:
+    """Lagrangian bisection for ``max sum E[rev] s.t. total cost_g <= budget_g`` (``np.inf`` = no budget).
+
+    Coordinate-wise bisection on each cluster's lambda (the dual is convex; raising ``lambda_g``
+    never raises cluster ``g``'s cost), swept until no multiplier moves. Always returns a feasible
+    allocation if the cheapest one is feasible; raises ``ValueError`` otherwise.
+    """
+    pol = OraclePolicy(cascade)
+    w = np.asarray(weights, dtype=float)
+    G = cascade.cost.shape[0]
+    B = np.broadcast_to(np.asarray(budget, dtype=float), (G,)).copy()
+    if np.any(np.isnan(B)) or np.any(B < 0):
+        raise ValueError(f"budget must be >= 0 per cluster, got {B.tolist()}")
+    cheapest = pol.act_weights(w, np.full(G, lam_max))
+    floor = cascade.cost[:, cheapest].sum(axis=1)
+    if np.any(floor > B + 1e-9):
+        g = int(np.argmax(floor - B))
+        raise ValueError(f"budget for cluster {cascade.clusters[g]!r} is {B[g]:g}, below the cheapest allocation's {floor[g]:g}")
+
+    def total_cost(lam):
+        a = pol.act_weights(w, lam)
+        return a, cascade.cost[:, a].sum(axis=1)
+
+    lam = np.zeros(G)
+    for _ in range(max_sweeps):
+        moved = False
+        for g in range(G):
+            if not np.isfinite(B[g]):
+                continue
+            _, c = total_cost(lam)
+            if c[g] <= B[g] and (lam[g] == 0 or _cost_at(total_cost, lam, g, lam[g] * (1 - 1e-3))[g] > B[g]):
+                continue  # already tight from the feasible side
+            lo, hi = 0.0, max(lam[g], 1e-6)
+            while _cost_at(total_cost, lam, g, hi)[g] > B[g]:
+                lo, hi = hi, hi * 4
+                if hi > lam_max:
+                    hi = lam_max
+                    break
+            while hi - lo > tol * max(1.0, hi):
+                mid = 0.5 * (lo + hi)
+                if _cost_at(total_cost, lam, g, mid)[g] > B[g]:
+                    lo = mid
+                else:
+                    hi = mid
+            if abs(hi - lam[g]) > tol * max(1.0, hi):
+                moved = True
+            lam[g] = hi
+        if not moved:
+            break
+    # a sweep can leave an earlier cluster over budget: raise its multiplier until all fit
+    a, c = total_cost(lam)
+    guard = 0
+    while np.any(c > B + 1e-9) and guard < 200:
+        g = int(np.argmax((c - B) / np.maximum(B, 1e-12)))
+        lam[g] = max(lam[g] * 1.05, 1e-6)
+        a, c = total_cost(lam)
+        guard += 1
+    return BatchOptimum(actions=a, lam=lam, revenue=float(cascade.expected_revenue_w(w, a).sum()), cost=c)
+
+
+def _cost_at(total_cost, lam, g, value):
+    trial = lam.copy()
+    trial[g] = value
+    return total_cost(trial)[1]
