@@ -62,9 +62,10 @@ class OraclePolicy:
         """Joint actions for revenue weights ``(N, K)`` at ``lam`` ``(G,)``."""
         lam = check_lambda(lam, self._cost.shape[0])
         w = np.asarray(weights, dtype=self.dtype)
-        penalty = (lam @ self._cost).astype(self.dtype)
-        scores = w @ self._phi
-        scores -= penalty
+        # one matrix product: [w, 1] @ [phi; -lam . cost]
+        m = np.vstack([self._phi, -(lam @ self._cost)[None, :].astype(self.dtype)])
+        scores = w @ m[:-1]
+        scores += m[-1]
         return self._idx[np.argmax(scores, axis=1)]
 
 
