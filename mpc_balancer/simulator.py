@@ -7,8 +7,9 @@ and is drawn in the same order whatever the controller does, so all runs of one 
 same traffic and the same request samples.
 
 Metrics (MaRCA's): per cluster ``mu = mean_t min(L_t, C_m) / C_m`` and
-``nu = mean_t max(L_t - C_m, 0) / C_m`` over ticks with traffic (no controller can load a cluster
-during an outage), total revenue, degraded % (requests not served at their chosen action: degraded
+``nu = mean_t max(L_t - C_m, 0) / C_m`` on the plant's true load (controllers see it through a
+noisy sensor; the sensor's noise is not over-utilisation), over ticks with traffic (no controller
+can load a cluster during an outage), total revenue, degraded % (requests not served at their chosen action: degraded
 or dropped), dropped %, and the lambda trajectory in the per-tick log.
 """
 from __future__ import annotations
@@ -22,7 +23,9 @@ import pandas as pd
 
 from policies.cascade import Cascade
 
-from .controllers.base import ControlContext, Controller, Observation, Plan
+from .balancer import Balancer, Decision
+from .controllers.base import ControlContext, Controller, Observation
+from .controllers.hindsight import Clairvoyance
 from .plant import Plant, PlantConfig
 from .response import Response
 from .traffic import Traffic
@@ -42,7 +45,7 @@ class SimResult:
         active = log["arrivals"].to_numpy() > 0
         per = {}
         for g, name in enumerate(self.clusters):
-            L = log[f"load_{name}"].to_numpy()[active]
+            L = log[f"true_load_{name}"].to_numpy()[active]
             cm = self.target[g]
             per[name] = {"mu": float(np.mean(np.minimum(L, cm)) / cm) if L.size else float("nan"),
                          "nu": float(np.mean(np.maximum(L - cm, 0)) / cm) if L.size else float("nan")}
@@ -87,7 +90,18 @@ class Simulator:
         plant = self.make_plant()
         return ControlContext(cascade=self.cascade, policy=policy, target=plant.target.copy(), capacity=plant.capacity.copy(),
                               period_s=self.traffic.period_s, history_qps=self.traffic.rate_qps[self.history],
-                              history_times=self.traffic.times[self.history])
+                              history_times=self.traffic.times[self.history],
+                              simulate_history=lambda controller, days: self.history_run(controller, policy, days).log)
+
+    def history_run(self, controller, policy, days: float) -> SimResult:
+        """Closed loop over the last ``days`` of the history window (what precedes the evaluated one)."""
+        if self.history.stop == 0:
+            raise ValueError("no history before the simulated window: use a later --start or fewer --days")
+        start = self.traffic.times[max(self.history.stop - int(round(days * 86400 / self.traffic.period_s)), 0)]
+        hist_days = (self.traffic.times[self.history.stop - 1] - start).total_seconds() / 86400.0
+        sim = Simulator(self.traffic, cascade=self.cascade, plant=self.plant_config, n_requests=self.n_requests,
+                        seed=self.seed + 1000, days=hist_days, start=start, response_requests=self.response_requests)
+        return sim.run(controller, policy)
 
     def make_plant(self) -> Plant:
         return Plant(self.cascade, self.plant_config, peak_qps=self.traffic.peak_qps, period_s=self.traffic.period_s)
@@ -102,51 +116,63 @@ class Simulator:
             x = self.cascade.sample_features(self.n_requests, hours[k], rng)
             yield int(arrivals[k]), x, rng.random(self.n_requests), rng.standard_normal(G)
 
-    def run(self, controller: Controller, policy, progress: bool = False, initial_lam: float = 0.01,
-            forecaster=None) -> SimResult:
+    def run(self, controller: Controller | Balancer, policy, progress: bool = False, initial_lam: float = 0.01) -> SimResult:
+        """Close the loop over the window with ``controller`` (wrapped in a default :class:`Balancer`
+        unless one is given) and ``policy`` (``act(features, lam)``, ``bind(features)``)."""
         cas, plant = self.cascade, self.make_plant()
-        ctx = self.context(policy)
-        controller.setup(ctx)
+        balancer = controller if isinstance(controller, Balancer) else Balancer(controller, response_requests=self.response_requests)
+        name = balancer.controller.name
+        balancer.setup(self.context(policy), initial_lam=initial_lam)
+        clairvoyant = getattr(balancer.controller, "clairvoyant", False)
         G, T, period = len(cas.clusters), len(self.times), self.traffic.period_s
         lam = np.full(G, initial_lam)
         cols = {k: np.zeros(T) for k in ("qps", "arrivals", "revenue", "served", "degraded", "dropped", "solve_ms")}
         lam_log, load_log, true_log = np.zeros((T, G)), np.zeros((T, G)), np.zeros((T, G))
-        status = np.empty(T, dtype=object)
+        plan_log = np.full((T, G), np.nan)  # the controller's planned load for this tick, where it plans
+        acted = np.empty(T, dtype=object)
         # warm start: the plant's load before the window, as if the policy ran at initial_lam
         qps0 = float(self.traffic.rate_qps[self.window][0])
         prev_x = cas.sample_features(self.n_requests, float(self.times[0].hour), np.random.default_rng(self.seed + 1))
         plant.reset(qps0 * cas.cost[:, policy.act(prev_x, lam)].mean(axis=1) * plant.cost_factor(0) / plant.capacity)
-        obs = Observation(t=0, time=self.times[0], qps=qps0, load=plant.load.copy(), lam=lam.copy(), features=prev_x)
+        obs = Observation(t=0, time=self.times[0] - pd.Timedelta(seconds=period), qps=qps0, load=plant.load.copy(),
+                          lam=lam.copy(), features=prev_x)
         it = self.environment()
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(it, total=T, desc=controller.name, unit="tick", leave=False, mininterval=0.5)
+            it = tqdm(it, total=T, desc=name, unit="tick", leave=False, mininterval=0.5)
         t0 = time.perf_counter()
         for k, (arrivals, x, u, noise) in enumerate(it):
-            response = Response(cas, policy, obs.features, max_requests=self.response_requests)
+            tsec = float(self.times[k].hour * 3600 + self.times[k].minute * 60 + self.times[k].second)
+            future = None
+            if clairvoyant:
+                future = Clairvoyance(qps=arrivals / period, features=x, cost_factor=plant.cost_factor(tsec),
+                                      load=plant.load.copy(), lag_alpha=plant.alpha)
             s0 = time.perf_counter()
-            plan: Plan = controller.make_step(obs, forecast=None, response=response)
+            dec: Decision = balancer.step(obs, future=future)
             cols["solve_ms"][k] = (time.perf_counter() - s0) * 1e3
             w = cas.weights(x)
-            if plan.fixed_action is not None:
-                actions = np.full(len(x), plan.fixed_action, dtype=np.int64)
+            if dec.fixed_action is not None:
+                actions = np.full(len(x), dec.fixed_action, dtype=np.int64)
             else:
-                lam = np.asarray(plan.lam, dtype=float)
+                lam = np.asarray(dec.lam, dtype=float)
                 actions = policy.act(x, lam)
             qps = arrivals / period
-            tsec = float(self.times[k].hour * 3600 + self.times[k].minute * 60 + self.times[k].second)
             out = plant.step(qps, arrivals, actions, w, tsec, u, noise)
             cols["qps"][k], cols["arrivals"][k], cols["revenue"][k] = qps, arrivals, out.revenue
             cols["served"][k], cols["degraded"][k], cols["dropped"][k] = out.served, out.degraded, out.dropped
-            lam_log[k], load_log[k], true_log[k], status[k] = plan.lam, out.load, out.true_load, plan.status
-            obs = Observation(t=k + 1, time=self.times[k], qps=qps, load=out.load, lam=np.asarray(plan.lam, dtype=float),
+            lam_log[k], load_log[k], true_log[k], acted[k] = dec.lam, out.load, out.true_load, dec.controller
+            if dec.load_plan is not None:
+                plan_log[k] = dec.load_plan[0]
+            obs = Observation(t=k + 1, time=self.times[k], qps=qps, load=out.load, lam=np.asarray(dec.lam, dtype=float),
                               features=x, revenue=out.revenue)
         wall = time.perf_counter() - t0
         log = pd.DataFrame(cols, index=self.times)
-        for g, name in enumerate(cas.clusters):
-            log[f"lambda_{name}"] = lam_log[:, g]
-            log[f"load_{name}"] = load_log[:, g]
-            log[f"true_load_{name}"] = true_log[:, g]
-        log["status"] = status
-        return SimResult(controller=controller.name, log=log, clusters=cas.clusters, target=plant.target.copy(), wall_s=wall)
+        for g, cname in enumerate(cas.clusters):
+            log[f"lambda_{cname}"] = lam_log[:, g]
+            log[f"load_{cname}"] = load_log[:, g]
+            log[f"true_load_{cname}"] = true_log[:, g]
+            log[f"planned_load_{cname}"] = plan_log[:, g]
+        log["acted"] = acted
+        return SimResult(controller=name, log=log, clusters=cas.clusters, target=plant.target.copy(), wall_s=wall,
+                         extra={"decisions": dict(balancer.counts_)})

@@ -1,10 +1,14 @@
 """Controllers behind one interface: ``setup(context)``, ``make_step(obs, forecast, response) -> Plan``."""
 from .base import ControlContext, Controller, Observation, Plan
 from .dcaf import DcafController
+from .hindsight import HindsightController
+from .mpc import MpcController
+from .nmpc import NmpcController, ShootingController
 from .pid import PidController
 from .static import StaticController
 
-REGISTRY = {"static": StaticController, "dcaf": DcafController, "pid": PidController}
+REGISTRY = {"static": StaticController, "dcaf": DcafController, "pid": PidController, "mpc": MpcController,
+            "hindsight": HindsightController, "nmpc": NmpcController, "shooting": ShootingController}
 
 
 def make_controller(name: str, **kwargs) -> Controller:
@@ -18,4 +22,5 @@ def make_controller(name: str, **kwargs) -> Controller:
 
 
 __all__ = ["ControlContext", "Controller", "Observation", "Plan", "StaticController", "DcafController",
-           "PidController", "REGISTRY", "make_controller"]
+           "PidController", "MpcController", "HindsightController", "NmpcController",
+           "ShootingController", "REGISTRY", "make_controller"]

@@ -28,6 +28,9 @@ class ControlContext:
     history_times: pd.DatetimeIndex
     lam_min: float = LAM_MIN
     lam_max: float = LAM_MAX
+    # runs a controller in closed loop over the last ``days`` of the *history* (never the evaluated
+    # window) and returns its per-tick log: how learned-dynamics controllers collect training logs
+    simulate_history: object = None  # Callable[[Controller, float], pandas.DataFrame] | None
 
     @property
     def n_clusters(self) -> int:

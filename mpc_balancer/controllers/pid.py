@@ -48,6 +48,14 @@ class PidController(Controller):
         log_lam = np.clip(base + self.ki * self.integral_, lo, hi)
         return Plan(lam=np.exp(log_lam), controller=self.name, info={"error": e})
 
+    def align(self, lam_applied: np.ndarray, obs: Observation) -> None:
+        """Bumpless transfer: set the integral so this controller's output equals ``lam_applied``."""
+        ctx = self.ctx_
+        e = (np.asarray(obs.load, dtype=float) - (1 - self.margin) * ctx.target) / ctx.target
+        if self.ki > 0:
+            self.integral_ = (np.log(np.clip(lam_applied, ctx.lam_min, ctx.lam_max)) - np.log(self.lam0) - self.kp * e
+                              - self.kd * (e - self.prev_error_)) / self.ki
+
     def state_dict(self) -> dict:
         return {"integral": self.integral_.tolist(), "prev_error": self.prev_error_.tolist()}
 

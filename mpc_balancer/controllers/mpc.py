@@ -1,0 +1,154 @@
+"""The convex MPC controller: frontier from the policy's response, forecast-driven QP, offset-free.
+
+Every tick: (1) the response curve of each cluster is re-measured every ``curve_every`` ticks on a
+pool of the last ``pool_ticks`` request samples (the frontier's segments refresh the QP's ``A``
+values); (2) the load offset ``d`` (measured minus predicted load) is updated with gain
+``offset_gain`` (offset-free MPC: true costs differ from the estimates, and ``d`` learns by how
+much); (3) the QP over ``horizon`` ticks is solved warm by OSQP (or cvxpy, ``solver="cvxpy"``), with the
+frontier either as a fitted concave quadratic (``frontier="quadratic"``, default: ~50 ADMM
+iterations) or as its exact piecewise-linear epigraph (``frontier="pwl"``: LP-like, several hundred
+iterations, 10-50x slower; see benchmarks/bench_mpc.py);
+(4) the applied lambda is the one whose cost per request equals the first planned ``u``.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from ..frontier import ResponseCurve, default_grid, measure_response
+from ..mpc import CvxpyMpcSolver, MpcData, MpcProblem, MpcWeights, OsqpMpcSolver, QuadraticMpcProblem, frontier_data
+from .base import ControlContext, Controller, Observation, Plan
+
+
+class MpcController(Controller):
+    name = "mpc"
+    needs_forecast = True
+
+    def __init__(self, horizon: int = 30, objective: str = "revenue", solver: str = "osqp", frontier: str = "quadratic",
+                 n_segments: int = 8,
+                 grid_points: int = 12, curve_every: int = 5, pool_ticks: int = 2, offset_gain: float = 0.5,
+                 time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
+                 backoff_quantile: float = 0.95, backoff_window: int = 240):
+        if solver not in ("osqp", "cvxpy"):
+            raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {solver!r}")
+        if frontier not in ("quadratic", "pwl"):
+            raise ValueError(f"frontier must be 'quadratic' (fitted, fast) or 'pwl' (exact epigraph), got {frontier!r}")
+        self.frontier = frontier
+        for k, v in {"horizon": horizon, "n_segments": n_segments, "grid_points": grid_points, "curve_every": curve_every,
+                     "pool_ticks": pool_ticks}.items():
+            if not (isinstance(v, (int, np.integer)) and v >= 1):
+                raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+        if not 0 < offset_gain <= 1:
+            raise ValueError(f"offset_gain must be in (0, 1], got {offset_gain!r}")
+        self.horizon, self.objective, self.solver, self.n_segments = int(horizon), objective, solver, int(n_segments)
+        self.grid_points, self.curve_every, self.pool_ticks, self.offset_gain = int(grid_points), int(curve_every), int(pool_ticks), offset_gain
+        if not 0 <= backoff_quantile < 1:
+            raise ValueError(f"backoff_quantile must be in [0, 1), got {backoff_quantile!r}")
+        self.time_limit_s, self.backoff_quantile, self.backoff_window = time_limit_s, backoff_quantile, int(backoff_window)
+        self.weights = MpcWeights(rho=rho, slack=slack, alpha=alpha, beta=beta)
+        MpcProblem(1, 1, 1, objective, self.weights)  # validate objective early
+
+    def setup(self, context: ControlContext) -> "MpcController":
+        super().setup(context)
+        # the rate penalty is measured relative to each cluster's most expensive allocation (fixed at setup)
+        u_scale = context.cascade.cost.max(axis=1)
+        if self.frontier == "pwl":
+            self.problem_ = MpcProblem(context.n_clusters, self.horizon, self.n_segments, self.objective, self.weights, u_scale)
+        else:
+            self.problem_ = QuadraticMpcProblem(context.n_clusters, self.horizon, self.objective, self.weights, u_scale)
+        self.solver_ = (OsqpMpcSolver(self.problem_, time_limit_s=self.time_limit_s) if self.solver == "osqp"
+                        else CvxpyMpcSolver(self.problem_))
+        self.grid_ = default_grid(context.lam_min, context.lam_max, self.grid_points)
+        hist = context.history_qps[context.history_qps > 0]
+        self.qps_ref_ = float(np.percentile(hist, 99)) if hist.size else 1.0
+        self.pool_: deque = deque(maxlen=self.pool_ticks)
+        self.curve_: ResponseCurve | None = None
+        self.offset_ = np.zeros(context.n_clusters)
+        self.u_applied_: np.ndarray | None = None
+        self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
+        self.errors_: deque = deque(maxlen=self.backoff_window)  # measured - planned load, per cluster
+        self.backoff_ = np.zeros(context.n_clusters)
+        self.ticks_ = 0
+        return self
+
+    # ----------------------------------------------------------------------------------------
+    def _refresh_curve(self, lam: np.ndarray) -> None:
+        if self.curve_ is not None and self.ticks_ % self.curve_every != 0:
+            return
+        ctx = self.ctx_
+        x = np.concatenate(list(self.pool_))
+        w = ctx.cascade.weights(x)
+        self.curve_ = measure_response(ctx.policy.bind(x), ctx.cascade, w, lam, self.grid_)
+
+    def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
+        ctx = self.ctx_
+        if forecast is None:
+            return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: no forecast")
+        feats = obs.features if response is None else response.features
+        self.pool_.append(feats)
+        lam_now = self.clip(np.asarray(obs.lam, dtype=float))
+        self._refresh_curve(lam_now)
+        curve, G, H = self.curve_, ctx.n_clusters, self.horizon
+        # offset-free: d <- d + K (measured - predicted), the prediction made with the same model the
+        # plan uses (the frontier's cost at the applied lambda), so d absorbs every model error: the
+        # true/estimated cost gap, cross-cluster effects, the lag
+        u_last = self.u_applied_ if self.u_applied_ is not None else np.array([curve.cost_at(g, lam_now[g]) for g in range(G)])
+        if obs.qps > 0:
+            predicted = obs.qps * u_last / ctx.capacity
+            self.offset_ += self.offset_gain * (np.asarray(obs.load) - predicted - self.offset_)
+            if self.planned_ is not None and self.ticks_ > 30:  # after the start-up transient
+                # constraint tightening: the back-off is the upper quantile of recent plan errors
+                self.errors_.append(np.asarray(obs.load) - self.planned_)
+                if len(self.errors_) >= 30 and self.backoff_quantile > 0:
+                    self.backoff_ = np.maximum(np.quantile(np.array(self.errors_), self.backoff_quantile, axis=0), 0.0)
+        fr = [frontier_data(*curve.hull(g), self.n_segments) for g in range(G)]
+        u_min = np.array([f[0] for f in fr])
+        mean, hi = np.asarray(forecast["mean"][:H], dtype=float), np.asarray(forecast["hi"][:H], dtype=float)
+        if len(mean) < H:
+            return Plan(lam=lam_now, controller=self.name, status=f"error: forecast has {len(mean)} steps, horizon is {H}")
+        data = MpcData(qps=mean, qps_hi=hi, capacity=ctx.capacity, target=ctx.target, offset=self.offset_ + self.backoff_,
+                       u_prev=u_last, u_min=u_min, widths=np.array([f[1] for f in fr]),
+                       slopes=np.array([f[2] for f in fr]), qps_ref=self.qps_ref_)
+        sol = self.solver_.solve(data)
+        self.ticks_ += 1
+        if not sol.ok:
+            return Plan(lam=lam_now, controller=self.name, status=f"error: solver {sol.status}", solve_time_s=sol.solve_time_s)
+        u0 = sol.u[:, 0]
+        lam = np.array([curve.lam_for_cost(g, u0[g]) for g in range(G)])
+        self.u_applied_ = np.array([curve.cost_at(g, lam[g]) for g in range(G)])
+        lam_plan = np.stack([curve.lam_for_costs(g, sol.u[g]) for g in range(G)], axis=1)
+        load_plan = (hi[:, None] * sol.u.T / ctx.capacity[None, :]) + self.offset_[None, :]
+        # what this plan predicts for the coming tick at the mean forecast (its error feeds the back-off)
+        self.planned_ = mean[0] * self.u_applied_ / ctx.capacity + self.offset_
+        return Plan(lam=self.clip(lam), controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
+                    lam_plan=lam_plan, load_plan=load_plan,
+                    info={"slack_max": float(np.max(sol.slack)), "offset": self.offset_.tolist(), "backoff": self.backoff_.tolist(),
+                          "iterations": sol.iterations})
+
+    def notify_applied(self, lam: np.ndarray) -> None:
+        """The Balancer applied ``lam`` (possibly clamped, rate-limited, or from a fallback)."""
+        if self.curve_ is not None:
+            u = np.array([self.curve_.cost_at(g, lam[g]) for g in range(len(lam))])
+            if self.u_applied_ is not None and not np.allclose(u, self.u_applied_, rtol=1e-3):
+                self.planned_ = None  # rate-limited or overridden: this tick does not score the plan
+            self.u_applied_ = u
+
+    def state_dict(self) -> dict:
+        arr = lambda a: None if a is None else np.asarray(a).tolist()  # noqa: E731
+        c = self.curve_
+        return {"offset": self.offset_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
+                "planned": arr(self.planned_), "errors": [e.tolist() for e in self.errors_], "backoff": self.backoff_.tolist(),
+                "pool": [p.tolist() for p in self.pool_],
+                "curve": None if c is None else {"lam_grid": c.lam_grid.tolist(), "cost": c.cost.tolist(), "revenue": c.revenue.tolist()}}
+
+    def load_state_dict(self, d: dict) -> None:
+        opt = lambda a: None if a is None else np.asarray(a, dtype=float)  # noqa: E731
+        self.offset_ = np.asarray(d["offset"], dtype=float)
+        self.ticks_ = int(d["ticks"])
+        self.u_applied_, self.planned_ = opt(d["u_applied"]), opt(d["planned"])
+        self.errors_ = deque((np.asarray(e, dtype=float) for e in d["errors"]), maxlen=self.backoff_window)
+        self.backoff_ = np.asarray(d["backoff"], dtype=float)
+        self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.pool_ticks)
+        c = d["curve"]
+        self.curve_ = None if c is None else ResponseCurve(np.asarray(c["lam_grid"]), np.asarray(c["cost"]), np.asarray(c["revenue"]))

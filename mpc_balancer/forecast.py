@@ -1,0 +1,181 @@
+"""Traffic forecasts at the control period for the MPC, built on the ``forecasting`` package.
+
+The slow model (SARIMA with Fourier seasonality, optionally the hybrid with its residual net)
+runs on 5-minute means of the measured QPS: it gives the shape of the next hours. Every tick:
+
+* a *nowcast* scales that shape by the ratio of the last measured QPS to the model's value for
+  the last tick, the ratio decaying geometrically over the horizon (``nowcast_decay`` per tick),
+  so the first steps follow what is happening now and the far steps follow the model;
+* the upper band is *calibrated at tick resolution*: the relative errors of past forecasts, per
+  horizon step, are kept in a rolling window and their ``band`` quantile (80% or 95%) is the
+  margin (split-conformal, online); until enough errors are seen the model's own band is used;
+* announced events with an ``expected_multiplier`` multiply the forecast over their span, at tick
+  resolution (their past occurrences are divided out of the history before fitting); events
+  without a multiplier are regressors of the slow model, which learns their lift from history.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pandas as pd
+
+MODELS = ("sarima", "hybrid", "seasonal_naive")
+
+
+class TickForecaster:
+    """H-step QPS forecast (mean and an upper quantile) at the control period."""
+
+    def __init__(self, model: str = "sarima", step: str = "5min", band: int = 80, nowcast_decay: float = 0.97,
+                 calib_window: int = 1440, min_calib: int = 120, events=None, history_days: float = 28.0,
+                 refit_every: int | None = 288):
+        if model not in MODELS:
+            raise ValueError(f"forecast model must be one of {MODELS}, got {model!r}")
+        if band not in (80, 95):
+            raise ValueError(f"band must be 80 or 95, got {band!r}")
+        if not 0 <= nowcast_decay <= 1:
+            raise ValueError(f"nowcast_decay must be in [0, 1], got {nowcast_decay!r}")
+        self.model, self.step, self.band, self.nowcast_decay = model, pd.Timedelta(step), band, nowcast_decay
+        self.calib_window, self.min_calib, self.events, self.history_days = calib_window, min_calib, events, history_days
+        self.refit_every = refit_every
+
+    # ---------------------------------------------------------------------------------- setup
+    def _make_model(self, events):
+        import forecasting as fc
+
+        if self.model == "seasonal_naive":
+            return fc.SeasonalNaive(season="daily")
+        if self.model == "hybrid":
+            return fc.HybridForecaster(horizon=36, events=events, refit_every=self.refit_every)
+        return fc.SarimaForecaster(events=events, refit_every=self.refit_every)
+
+    def fit(self, qps: np.ndarray, times: pd.DatetimeIndex, period_s: float) -> "TickForecaster":
+        cal = self._calendar()
+        self.period_s_ = float(period_s)
+        s = pd.Series(np.asarray(qps, dtype=float), index=times)
+        s = s[s.index >= s.index[-1] - pd.Timedelta(days=self.history_days)]
+        s = s / self._multiplier(s.index, cal)  # divide out announced multipliers
+        y = s.resample(self.step, origin=s.index[0].floor(self.step)).mean()
+        # a partial last bucket would read as a traffic drop
+        if len(s) and (s.index[-1] + pd.Timedelta(seconds=period_s)) < y.index[-1] + self.step:
+            y = y.iloc[:-1]
+        self.calendar_ = cal
+        self.model_ = self._make_model(self._regressor_calendar(cal)).fit(y)
+        self.next_bucket_ = y.index[-1] + self.step
+        self.bucket_ = []
+        self.last_qps_ = float(s.iloc[-1] * self._multiplier(s.index[-1:], cal)[0]) if len(s) else 0.0
+        self.last_time_ = s.index[-1]
+        self.pending_: deque = deque()  # (target tick time, horizon index, predicted) for calibration
+        self.errors_ = np.full((self.calib_window, 0), np.nan)
+        self.err_rows_ = 0
+        self.margin_ = None
+        self.ticks_ = 0
+        return self
+
+    def _calendar(self):
+        if self.events is None:
+            return None
+        from forecasting import load_events
+        from forecasting.events import as_calendar
+
+        return load_events(self.events) if isinstance(self.events, str) else as_calendar(self.events)
+
+    @staticmethod
+    def _regressor_calendar(cal):
+        if cal is None:
+            return None
+        from forecasting import EventCalendar
+
+        return EventCalendar([e for e in cal.events if e.expected_multiplier is None]) or None
+
+    @staticmethod
+    def _multiplier(times: pd.DatetimeIndex, cal) -> np.ndarray:
+        m = np.ones(len(times))
+        if cal is None:
+            return m
+        t = times.asi8
+        for e in cal.events:
+            if e.expected_multiplier is not None:
+                m[(t >= e.start.value) & (t < e.end.value)] *= e.expected_multiplier
+        return m
+
+    # ----------------------------------------------------------------------------- per tick
+    def observe(self, time: pd.Timestamp, qps: float) -> None:
+        """Ingest the QPS measured over the tick that ended at ``time``."""
+        qps = float(qps)
+        if not np.isfinite(qps) or qps < 0:
+            raise ValueError(f"observation qps must be finite and >= 0, got {qps!r}")
+        self._calibrate(time, qps)
+        self.last_qps_, self.last_time_ = qps, pd.Timestamp(time)
+        base = qps / self._multiplier_ns(np.array([pd.Timestamp(time).value]))[0]
+        while time >= self.next_bucket_ + self.step - pd.Timedelta(seconds=self.period_s_):
+            # the bucket is complete: feed the slow model (empty buckets are missing observations)
+            v = float(np.mean(self.bucket_)) if self.bucket_ else float("nan")
+            self.model_.update(np.array([v]))
+            self.bucket_ = []
+            self.next_bucket_ += self.step
+        self.bucket_.append(base)
+        self.ticks_ += 1
+
+    def predict(self, h: int) -> dict:
+        """``{"mean": (h,), "hi": (h,)}`` for the next ``h`` ticks after the last observation."""
+        if h < 1:
+            raise ValueError(f"horizon must be >= 1, got {h!r}")
+        dt = int(self.period_s_ * 1e9)
+        t = self.last_time_.value + dt * np.arange(0, h + 1)  # ns: [last observed, next h]
+        nb, step = self.next_bucket_.value, self.step.value
+        steps = int(np.ceil((t[-1] - nb) / step)) + 2
+        f = self.model_.predict(max(steps, 1))
+        centers = (nb + step // 2 + step * np.arange(len(f["mean"]))).astype(float)
+        tf = t.astype(float)
+        base = np.interp(tf, centers, f["mean"])
+        hi_model = np.interp(tf, centers, f[f"hi-{self.band}"])
+        mult = self._multiplier_ns(t)
+        base_now = max(base[0] * mult[0], 1e-9)
+        ratio = self.last_qps_ / base_now if self.last_qps_ > 0 else 1.0
+        k = np.arange(1, h + 1)
+        mean = np.maximum(base[1:] * mult[1:] * (1 + (ratio - 1) * self.nowcast_decay ** k), 0.0)
+        if self.margin_ is not None and len(self.margin_) >= h:
+            hi = mean * (1 + self.margin_[:h])
+        else:
+            hi = mean * np.maximum(hi_model[1:] / np.maximum(base[1:], 1e-9), 1.0)
+        self._remember(t[1:], mean)
+        return {"mean": mean, "hi": np.maximum(hi, mean)}
+
+    def _multiplier_ns(self, t: np.ndarray) -> np.ndarray:
+        m = np.ones(len(t))
+        if self.calendar_ is not None:
+            for e in self.calendar_.events:
+                if e.expected_multiplier is not None:
+                    m[(t >= e.start.value) & (t < e.end.value)] *= e.expected_multiplier
+        return m
+
+    # ------------------------------------------------------------------------- calibration
+    def _remember(self, times_ns, mean):
+        self.pending_.append((times_ns, mean))
+        while len(self.pending_) > len(mean) + 1:
+            self.pending_.popleft()
+
+    def _calibrate(self, time, qps):
+        if not self.pending_:
+            return
+        H = len(self.pending_[-1][1])
+        if self.errors_.shape[1] != H:
+            self.errors_ = np.full((self.calib_window, H), np.nan)
+            self.err_rows_ = 0
+        row = np.full(H, np.nan)
+        t = pd.Timestamp(time).value
+        for times, mean in self.pending_:
+            k = (t - times[0]) // max(int(self.period_s_ * 1e9), 1)
+            if 0 <= k < len(times) and times[k] == t and mean[k] > 0:
+                row[k] = qps / mean[k] - 1.0
+        self.errors_[self.err_rows_ % self.calib_window] = row
+        self.err_rows_ += 1
+        if self.err_rows_ >= self.min_calib and self.err_rows_ % 30 == 0:
+            q = np.nanquantile(self.errors_[: min(self.err_rows_, self.calib_window)], self.band / 100.0, axis=0)
+            self.margin_ = np.maximum(np.nan_to_num(q, nan=0.0), 0.0)
+
+    # ---------------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict:
+        return {"last_qps": self.last_qps_, "last_time": str(self.last_time_), "ticks": self.ticks_,
+                "margin": None if self.margin_ is None else self.margin_.tolist()}

@@ -1,0 +1,105 @@
+"""Response curves c(lambda), r(lambda) and the efficient frontier R(u).
+
+For each cluster ``g`` the policy is run over a recent request sample while ``lambda_g`` sweeps a
+log grid (the other clusters' multipliers held at their current values). This gives the mean
+estimated cost per request ``c_g(lambda)`` and the mean expected revenue per request
+``r(lambda)``, both non-increasing in ``lambda_g``. Their upper concave envelope in the
+``(cost, revenue)`` plane is the efficient frontier ``R_g(u)``: concave, piecewise linear,
+non-decreasing, whose segment slopes play the role of lambdas. The MPC plans the cost per request
+``u`` and applies the lambda whose ``c_g(lambda)`` equals the planned ``u`` (monotone
+interpolation in log lambda).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def default_grid(lam_min: float = 1e-5, lam_max: float = 10.0, n: int = 12) -> np.ndarray:
+    return np.geomspace(lam_min, lam_max, n)
+
+
+@dataclass
+class ResponseCurve:
+    lam_grid: np.ndarray  # (L,) increasing
+    cost: np.ndarray  # (G, L) mean estimated cost per request on cluster g while lambda_g sweeps
+    revenue: np.ndarray  # (G, L) mean expected revenue per request on the same sweep
+
+    @property
+    def u_min(self) -> np.ndarray:
+        return self.cost.min(axis=1)
+
+    @property
+    def u_max(self) -> np.ndarray:
+        return self.cost.max(axis=1)
+
+    def lam_for_cost(self, g: int, u: float) -> float:
+        """The lambda whose cost per request on cluster ``g`` is ``u`` (log-linear interpolation)."""
+        c = np.minimum.accumulate(self.cost[g])  # enforce non-increasing against sampling ties
+        x = np.log(self.lam_grid)
+        if u >= c[0]:
+            return float(self.lam_grid[0])
+        if u <= c[-1]:
+            return float(self.lam_grid[-1])
+        # c is non-increasing in lambda: interpolate on the reversed arrays
+        i = int(np.searchsorted(-c, -u, side="left"))  # first index with c[i] <= u
+        c0, c1 = c[i - 1], c[i]
+        t = 0.0 if c0 == c1 else (c0 - u) / (c0 - c1)
+        return float(np.exp(x[i - 1] + t * (x[i] - x[i - 1])))
+
+    def lam_for_costs(self, g: int, u: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`lam_for_cost` (log-linear interpolation on the non-increasing curve)."""
+        c = np.minimum.accumulate(self.cost[g])
+        x = np.log(self.lam_grid)
+        # np.interp needs increasing abscissae: reverse (cost decreases with lambda); ties keep the smallest lambda
+        cr, xr = c[::-1], x[::-1]
+        keep = np.concatenate([np.diff(cr) > 0, [True]])
+        return np.exp(np.interp(np.asarray(u, dtype=float), cr[keep], xr[keep]))
+
+    def cost_at(self, g: int, lam: float) -> float:
+        """Cost per request on cluster ``g`` at ``lambda_g = lam`` (log-linear interpolation)."""
+        c = np.minimum.accumulate(self.cost[g])
+        return float(np.interp(np.log(np.clip(lam, self.lam_grid[0], self.lam_grid[-1])), np.log(self.lam_grid), c))
+
+    def hull(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+        """Breakpoints (cost ascending, revenue) of cluster ``g``'s efficient frontier."""
+        return concave_hull(self.cost[g], self.revenue[g])
+
+
+def concave_hull(cost: np.ndarray, revenue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Breakpoints of the upper concave envelope of points (cost, revenue), made non-decreasing
+    (more compute never earns less on the frontier: the policy could ignore it)."""
+    order = np.lexsort((-np.asarray(revenue), np.asarray(cost)))
+    c, r = np.asarray(cost, dtype=float)[order], np.maximum.accumulate(np.asarray(revenue, dtype=float)[order])
+    hull: list[int] = []
+    for i in range(len(c)):
+        if hull and c[i] - c[hull[-1]] < 1e-12:
+            continue  # same cost, no more revenue (sorted): skip
+        while len(hull) >= 2:
+            i0, i1 = hull[-2], hull[-1]
+            cross = (c[i1] - c[i0]) * (r[i] - r[i0]) - (r[i1] - r[i0]) * (c[i] - c[i0])
+            if cross >= 0:  # i1 lies on or below the chord i0 -> i: not on the upper hull
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return c[hull], r[hull]
+
+
+def measure_response(bound_act, cascade, weights: np.ndarray, lam_current: np.ndarray, grid: np.ndarray) -> ResponseCurve:
+    """Sweep each cluster's lambda over ``grid`` on one request sample.
+
+    ``bound_act`` is ``policy.bind(features)``: ``lam -> joint actions`` for the sample whose
+    ground-truth revenue weights are ``weights``.
+    """
+    G, L = len(lam_current), len(grid)
+    cost, revenue = np.zeros((G, L)), np.zeros((G, L))
+    for g in range(G):
+        for j, v in enumerate(grid):
+            lam = np.array(lam_current, dtype=float)
+            lam[g] = v
+            a = bound_act(lam)
+            cost[g, j] = cascade.cost[g, a].mean()
+            revenue[g, j] = cascade.expected_revenue_w(weights, a).mean()
+    return ResponseCurve(lam_grid=np.asarray(grid, dtype=float), cost=cost, revenue=revenue)
