@@ -46,7 +46,7 @@ class Decision:
 
 
 class Balancer:
-    def __init__(self, controller: Controller, forecaster=None, fallback: bool = True, max_ratio: float = 20.0,
+    def __init__(self, controller: Controller, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                  time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None):
         if not max_ratio > 1:
             raise ValueError(f"max_ratio must be > 1, got {max_ratio!r}")

@@ -10,7 +10,9 @@ import numpy as np
 from policies.cascade import Cascade, CascadeSpec
 from policies.oracle import OraclePolicy
 
+from .balancer import Balancer
 from .controllers import make_controller
+from .forecast import TickForecaster
 from .plant import PlantConfig
 from .simulator import SimResult, Simulator
 from .traces import load_trace
@@ -29,6 +31,7 @@ class ExperimentConfig:
     traffic_mode: str = "rate"
     policy: str = "oracle"
     cost_table: str | None = None
+    events: str | None = None  # announced events CSV (start,end,name[,expected_multiplier]) for forecasters
 
 
 def parse_overrides(items: list[str] | None) -> tuple[dict[str, dict], dict]:
@@ -49,9 +52,16 @@ def parse_overrides(items: list[str] | None) -> tuple[dict[str, dict], dict]:
 
 
 def make_policy(name: str, cascade: Cascade):
+    """The per-request policy: ``oracle`` (exact argmax), ``pretrained`` (the shipped AWRQ-Mixer bundle)
+    or the path of a bundle written by ``mpc-balancer train``. Learned policies decide with the
+    cascade's current cost table (the same estimate the controllers use)."""
     if name == "oracle":
         return OraclePolicy(cascade, dtype=np.float32)
-    raise ValueError(f"unknown policy {name!r}; available: oracle")
+    from policies.runtime import PolicyRuntime
+
+    if name == "pretrained" or name.endswith((".json", ".npz")) or "/" in name:
+        return PolicyRuntime.load(name, cost=cascade.cost)
+    raise ValueError(f"unknown policy {name!r}; available: oracle, pretrained, or a bundle path")
 
 
 def build_simulator(cfg: ExperimentConfig, plant_overrides: dict | None = None) -> Simulator:
@@ -75,17 +85,27 @@ def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_opt
     if unknown:
         raise ValueError(f"--set names controller(s) {sorted(unknown)} that are not in this run ({', '.join(controllers)})")
     built = [make_controller(name, **opts.get(name, {})) for name in controllers]  # fail fast on bad names/options
+    if cfg.events is not None:
+        from forecasting import load_events
+
+        load_events(cfg.events)  # fail fast on a bad events file
     sim = build_simulator(cfg, plant_overrides)
     policy = make_policy(cfg.policy, sim.cascade)
-    runs = [sim.run(c, policy, progress=progress) for c in built]
+    runs = []
+    for c in built:
+        forecaster = TickForecaster(events=cfg.events) if getattr(c, "needs_forecast", False) else None
+        runs.append(sim.run(Balancer(c, forecaster=forecaster, response_requests=sim.response_requests), policy, progress=progress))
     return runs, summarize(cfg, sim, runs)
 
 
 def summarize(cfg: ExperimentConfig, sim: Simulator, runs: list[SimResult]) -> dict:
     results = [r.metrics() for r in runs]
     static = next((m["revenue"] for m in results if m["controller"] == "static"), None)
+    hindsight = next((m["revenue"] for m in results if m["controller"] == "hindsight"), None)
     for m in results:
         m["uplift_vs_static_pct"] = None if static in (None, 0) else 100.0 * (m["revenue"] / static - 1.0)
+        if hindsight:
+            m["return_vs_hindsight_pct"] = 100.0 * m["revenue"] / hindsight
     return {"trace": cfg.trace, "days": float(len(sim.times) * cfg.period_s / 86400.0), "control_period_s": cfg.period_s,
             "seed": cfg.seed, "window": [str(sim.times[0]), str(sim.times[-1])], "policy": cfg.policy,
             "capacity": sim.make_plant().capacity.tolist(), "target_load": sim.plant_config.target_load,

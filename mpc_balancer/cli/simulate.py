@@ -37,6 +37,9 @@ def add_common(p):
     p.add_argument("--traffic", choices=["rate", "raw"], default="rate", help="rate: de-noised trace rate (default); raw: replay counts")
     p.add_argument("--policy", default="oracle", help="per-request policy: oracle")
     p.add_argument("--cost-table", default=None, help="cost table JSON from `mpc-balancer testbench fit`")
+    p.add_argument("--events", default=None, help="announced events CSV (start,end,name[,expected_multiplier]) for forecasting controllers")
+    p.add_argument("--horizon", type=_positive(int), default=None, help="MPC / NMPC horizon in ticks")
+    p.add_argument("--objective", choices=["revenue", "tracking"], default=None, help="MPC objective (default revenue)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="controller or plant option, e.g. pid.kp=0.4, plant.target_load=0.85")
     p.add_argument("--json", default=None, help="write the results JSON here")
     p.add_argument("--out", default=None, help="directory for per-tick CSV logs and a PNG plot")
@@ -57,8 +60,13 @@ def register(sub):
 def run(args, controllers: list[str]) -> int:
     cfg = ExperimentConfig(trace=args.trace, days=args.days, start=args.start, seed=args.seed, period_s=args.period,
                            n_requests=args.requests, peak_qps=args.peak_qps, traffic_mode=args.traffic, policy=args.policy,
-                           cost_table=args.cost_table)
+                           cost_table=args.cost_table, events=args.events)
     ctrl_opts, plant_opts = parse_overrides(args.set)
+    for name in controllers:
+        if name in ("mpc", "nmpc", "shooting") and args.horizon is not None:
+            ctrl_opts.setdefault(name, {}).setdefault("horizon", args.horizon)
+        if name == "mpc" and args.objective is not None:
+            ctrl_opts.setdefault(name, {}).setdefault("objective", args.objective)
     runs, summary = run_comparison(cfg, controllers, ctrl_opts, plant_opts, progress=not args.no_progress and sys.stderr.isatty())
     print(format_table(summary))
     if args.json:

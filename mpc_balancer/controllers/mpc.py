@@ -2,9 +2,10 @@
 
 Every tick: (1) the response curve of each cluster is re-measured every ``curve_every`` ticks on a
 pool of the last ``pool_ticks`` request samples (the frontier's segments refresh the QP's ``A``
-values); (2) the load offset ``d`` (measured minus predicted load) is updated with gain
-``offset_gain`` (offset-free MPC: true costs differ from the estimates, and ``d`` learns by how
-much); (3) the QP over ``horizon`` ticks is solved warm by OSQP (or cvxpy, ``solver="cvxpy"``), with the
+values); (2) the load disturbance ``theta`` (measured / predicted load) is updated with gain
+``offset_gain`` (offset-free MPC: true costs differ from the estimates, and ``theta`` learns by how
+much), and the load budget is tightened by ``backoff``, the ``backoff_quantile`` of recent
+one-tick plan errors (what the forecast and the sampled request mix leave unexplained); (3) the QP over ``horizon`` ticks is solved warm by OSQP (or cvxpy, ``solver="cvxpy"``), with the
 frontier either as a fitted concave quadratic (``frontier="quadratic"``, default: ~50 ADMM
 iterations) or as its exact piecewise-linear epigraph (``frontier="pwl"``: LP-like, several hundred
 iterations, 10-50x slower; see benchmarks/bench_mpc.py);
@@ -64,7 +65,7 @@ class MpcController(Controller):
         self.qps_ref_ = float(np.percentile(hist, 99)) if hist.size else 1.0
         self.pool_: deque = deque(maxlen=self.pool_ticks)
         self.curve_: ResponseCurve | None = None
-        self.offset_ = np.zeros(context.n_clusters)
+        self.theta_ = np.ones(context.n_clusters)
         self.u_applied_: np.ndarray | None = None
         self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
         self.errors_: deque = deque(maxlen=self.backoff_window)  # measured - planned load, per cluster
@@ -79,7 +80,15 @@ class MpcController(Controller):
         ctx = self.ctx_
         x = np.concatenate(list(self.pool_))
         w = ctx.cascade.weights(x)
-        self.curve_ = measure_response(ctx.policy.bind(x), ctx.cascade, w, lam, self.grid_)
+        new = measure_response(ctx.policy.bind(x), ctx.cascade, w, lam, self.grid_)
+        if self.curve_ is not None:
+            # re-base the disturbance so the new curve predicts the current load as the old one did
+            old_u = np.array([self.curve_.cost_at(g, lam[g]) for g in range(len(lam))])
+            new_u = np.array([new.cost_at(g, lam[g]) for g in range(len(lam))])
+            self.theta_ = self.theta_ * old_u / np.maximum(new_u, 1e-12)
+            if self.u_applied_ is not None:
+                self.u_applied_ = new_u
+        self.curve_ = new
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
         ctx = self.ctx_
@@ -90,13 +99,16 @@ class MpcController(Controller):
         lam_now = self.clip(np.asarray(obs.lam, dtype=float))
         self._refresh_curve(lam_now)
         curve, G, H = self.curve_, ctx.n_clusters, self.horizon
-        # offset-free: d <- d + K (measured - predicted), the prediction made with the same model the
-        # plan uses (the frontier's cost at the applied lambda), so d absorbs every model error: the
-        # true/estimated cost gap, cross-cluster effects, the lag
+        # offset-free: the disturbance theta (measured / predicted load) is estimated with the same
+        # model the plan uses (the frontier's cost at the applied lambda), so it absorbs every model
+        # error: the true/estimated cost gap, cross-cluster effects, the lag. It is multiplicative
+        # because cost errors are: a gap learned at night still holds at the peak or in a spike.
         u_last = self.u_applied_ if self.u_applied_ is not None else np.array([curve.cost_at(g, lam_now[g]) for g in range(G)])
         if obs.qps > 0:
             predicted = obs.qps * u_last / ctx.capacity
-            self.offset_ += self.offset_gain * (np.asarray(obs.load) - predicted - self.offset_)
+            ok = predicted > 1e-3
+            ratio = np.where(ok, np.asarray(obs.load) / np.maximum(predicted, 1e-12), self.theta_)
+            self.theta_ += self.offset_gain * (np.clip(ratio, 0.2, 5.0) - self.theta_)
             if self.planned_ is not None and self.ticks_ > 30:  # after the start-up transient
                 # constraint tightening: the back-off is the upper quantile of recent plan errors
                 self.errors_.append(np.asarray(obs.load) - self.planned_)
@@ -107,7 +119,8 @@ class MpcController(Controller):
         mean, hi = np.asarray(forecast["mean"][:H], dtype=float), np.asarray(forecast["hi"][:H], dtype=float)
         if len(mean) < H:
             return Plan(lam=lam_now, controller=self.name, status=f"error: forecast has {len(mean)} steps, horizon is {H}")
-        data = MpcData(qps=mean, qps_hi=hi, capacity=ctx.capacity, target=ctx.target, offset=self.offset_ + self.backoff_,
+        cap_eff = ctx.capacity / self.theta_
+        data = MpcData(qps=mean, qps_hi=hi, capacity=cap_eff, target=ctx.target, offset=self.backoff_.copy(),
                        u_prev=u_last, u_min=u_min, widths=np.array([f[1] for f in fr]),
                        slopes=np.array([f[2] for f in fr]), qps_ref=self.qps_ref_)
         sol = self.solver_.solve(data)
@@ -118,12 +131,12 @@ class MpcController(Controller):
         lam = np.array([curve.lam_for_cost(g, u0[g]) for g in range(G)])
         self.u_applied_ = np.array([curve.cost_at(g, lam[g]) for g in range(G)])
         lam_plan = np.stack([curve.lam_for_costs(g, sol.u[g]) for g in range(G)], axis=1)
-        load_plan = (hi[:, None] * sol.u.T / ctx.capacity[None, :]) + self.offset_[None, :]
+        load_plan = hi[:, None] * sol.u.T / cap_eff[None, :]
         # what this plan predicts for the coming tick at the mean forecast (its error feeds the back-off)
-        self.planned_ = mean[0] * self.u_applied_ / ctx.capacity + self.offset_
+        self.planned_ = mean[0] * self.u_applied_ / cap_eff
         return Plan(lam=self.clip(lam), controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
                     lam_plan=lam_plan, load_plan=load_plan,
-                    info={"slack_max": float(np.max(sol.slack)), "offset": self.offset_.tolist(), "backoff": self.backoff_.tolist(),
+                    info={"slack_max": float(np.max(sol.slack)), "theta": self.theta_.tolist(), "backoff": self.backoff_.tolist(),
                           "iterations": sol.iterations})
 
     def notify_applied(self, lam: np.ndarray) -> None:
@@ -137,14 +150,14 @@ class MpcController(Controller):
     def state_dict(self) -> dict:
         arr = lambda a: None if a is None else np.asarray(a).tolist()  # noqa: E731
         c = self.curve_
-        return {"offset": self.offset_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
+        return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
                 "planned": arr(self.planned_), "errors": [e.tolist() for e in self.errors_], "backoff": self.backoff_.tolist(),
                 "pool": [p.tolist() for p in self.pool_],
                 "curve": None if c is None else {"lam_grid": c.lam_grid.tolist(), "cost": c.cost.tolist(), "revenue": c.revenue.tolist()}}
 
     def load_state_dict(self, d: dict) -> None:
         opt = lambda a: None if a is None else np.asarray(a, dtype=float)  # noqa: E731
-        self.offset_ = np.asarray(d["offset"], dtype=float)
+        self.theta_ = np.asarray(d["theta"], dtype=float)
         self.ticks_ = int(d["ticks"])
         self.u_applied_, self.planned_ = opt(d["u_applied"]), opt(d["planned"])
         self.errors_ = deque((np.asarray(e, dtype=float) for e in d["errors"]), maxlen=self.backoff_window)

@@ -1,0 +1,99 @@
+"""Synthetic scenarios: the DCAF-style spike test.
+
+A trace of three days of steady traffic (a mild daily cycle, large counts so no smoothing applies)
+whose last day holds a sudden step to ``factor`` times the traffic at ``spike_hour``, lasting
+``duration_min`` minutes. Announced, the spike is an event with ``expected_multiplier=factor``
+in the forecasters' calendar; unannounced, nobody knows it is coming.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .traces import Trace
+
+SPIKE_START = pd.Timestamp("2024-01-04 14:00")
+
+
+def spike_trace(factor: float = 8.0, duration_min: int = 30, base_fraction: float = 0.11, days: int = 4,
+                start: pd.Timestamp = SPIKE_START) -> Trace:
+    """Minute counts: ``base_fraction`` of the peak with a +-10% daily cycle, times ``factor`` during the spike."""
+    if not factor > 0:
+        raise ValueError(f"--factor must be > 0, got {factor!r}")
+    idx = pd.date_range("2024-01-01", periods=days * 1440, freq="1min")
+    hour = idx.hour + idx.minute / 60
+    level = 1e6 * base_fraction * (1 + 0.1 * np.sin(2 * np.pi * (hour - 8) / 24))
+    spike = (idx >= start) & (idx < start + pd.Timedelta(minutes=duration_min))
+    level = np.where(spike, level * factor, level)
+    # one minute of the run-up at full scale anchors the traffic scaling (99.5th percentile) at 1e6
+    level[:8] = 1e6
+    return Trace(name=f"spike-x{factor:g}", series=pd.Series(level, index=idx, name="value"), step=pd.Timedelta("1min"))
+
+
+def events_file(factor: float, duration_min: int, directory: str | Path, start: pd.Timestamp = SPIKE_START) -> Path:
+    p = Path(directory) / "spike_events.csv"
+    end = start + pd.Timedelta(minutes=duration_min)
+    p.write_text(f"start,end,name,expected_multiplier\n{start},{end},spike,{factor}\n")
+    return p
+
+
+def spike_metrics(log: pd.DataFrame, clusters, target: np.ndarray, start: pd.Timestamp = SPIKE_START) -> dict:
+    """Peak load, ticks over C_m, and ticks to recover (from the spike's first tick until every
+    cluster is back under C_m), on the plant's true load."""
+    L = np.stack([log[f"true_load_{c}"].to_numpy() for c in clusters], axis=1)
+    over = (L > target[None, :]).any(axis=1)
+    k0 = int(log.index.searchsorted(start))
+    after = over[k0:]
+    # recovered: the first tick from the spike on with every cluster under C_m
+    under = np.flatnonzero(~after)
+    recover = int(under[0]) if under.size else len(after)
+    return {"peak_load": float(L[k0:].max()), "peak_over_cm_pct": float(100 * (L[k0:].max() / target.max() - 1)),
+            "ticks_over_cm": int(over[k0:].sum()), "ticks_to_recover": recover}
+
+
+def run_spike_test(controllers: list[str], factor: float = 8.0, announced: bool = False, duration_min: int = 30,
+                   seed: int = 0, n_requests: int = 500, controller_options: dict | None = None) -> dict:
+    from .balancer import Balancer
+    from .controllers import make_controller
+    from .experiment import make_policy
+    from .forecast import TickForecaster
+    from .simulator import Simulator
+    from .traffic import Traffic
+
+    trace = spike_trace(factor, duration_min)
+    traffic = Traffic(trace, period_s=60, peak_qps=20000.0)
+    window_start = SPIKE_START - pd.Timedelta(hours=2)
+    sim = Simulator(traffic, n_requests=n_requests, seed=seed, days=0.25, start=window_start)
+    policy = make_policy("oracle", sim.cascade)
+    opts = controller_options or {}
+    out = {"factor": factor, "announced": announced, "duration_min": duration_min, "controllers": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        events = str(events_file(factor, duration_min, tmp)) if announced else None
+        for name in controllers:
+            c = make_controller(name, **opts.get(name, {}))
+            fc = TickForecaster(events=events) if getattr(c, "needs_forecast", False) else None
+            t0 = time.perf_counter()
+            res = sim.run(Balancer(c, forecaster=fc, response_requests=sim.response_requests), policy)
+            m = spike_metrics(res.log, sim.cascade.clusters, res.target)
+            m["wall_s"] = time.perf_counter() - t0
+            out["controllers"][name] = m
+            out.setdefault("_logs", {})[name] = res.log
+    return out
+
+
+def format_spike(result: dict) -> str:
+    lines = [f"spike x{result['factor']:g} for {result['duration_min']} min, {'announced' if result['announced'] else 'unannounced'}",
+             f"{'controller':<12}{'peak load':>10}{'peak over C_m %':>17}{'ticks > C_m':>13}{'ticks to recover':>18}"]
+    for name, m in result["controllers"].items():
+        lines.append(f"{name:<12}{m['peak_load']:>10.3f}{m['peak_over_cm_pct']:>17.1f}{m['ticks_over_cm']:>13d}{m['ticks_to_recover']:>18d}")
+    return "\n".join(lines)
+
+
+def dump(result: dict, path: str | Path) -> None:
+    clean = {k: v for k, v in result.items() if not k.startswith("_")}
+    Path(path).write_text(json.dumps(clean, indent=2))
