@@ -88,7 +88,7 @@ class Balancer:
             bad = ~np.isfinite(v) | (v < 0)
             if bad.any():
                 g = int(np.flatnonzero(bad)[0])
-                return f"invalid observation: {name}[{self.ctx_.cascade.clusters[g]}]={v[g]!r}"
+                return f"invalid observation: {name}[{self.ctx_.cascade.clusters[g]}]={float(v[g])!r}"
         if not np.all(np.isfinite(x)):
             return f"invalid observation: features row {int(np.argwhere(~np.isfinite(x))[0, 0])} is not finite"
         return ""

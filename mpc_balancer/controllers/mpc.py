@@ -28,9 +28,9 @@ class MpcController(Controller):
 
     def __init__(self, horizon: int = 30, objective: str = "revenue", solver: str = "osqp", frontier: str = "quadratic",
                  n_segments: int = 8,
-                 grid_points: int = 12, curve_every: int = 5, pool_ticks: int = 2, offset_gain: float = 0.5,
+                 grid_points: int = 12, curve_every: int = 1, pool_ticks: int = 1, offset_gain: float = 0.8,
                  time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
-                 backoff_quantile: float = 0.95, backoff_window: int = 240):
+                 backoff_quantile: float = 0.9, backoff_window: int = 240):
         if solver not in ("osqp", "cvxpy"):
             raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {solver!r}")
         if frontier not in ("quadratic", "pwl"):
@@ -123,6 +123,7 @@ class MpcController(Controller):
         data = MpcData(qps=mean, qps_hi=hi, capacity=cap_eff, target=ctx.target, offset=self.backoff_.copy(),
                        u_prev=u_last, u_min=u_min, widths=np.array([f[1] for f in fr]),
                        slopes=np.array([f[2] for f in fr]), qps_ref=self.qps_ref_)
+        self.last_data_ = data  # the QP's numbers this tick (benchmarks replay them)
         sol = self.solver_.solve(data)
         self.ticks_ += 1
         if not sol.ok:
@@ -132,8 +133,9 @@ class MpcController(Controller):
         self.u_applied_ = np.array([curve.cost_at(g, lam[g]) for g in range(G)])
         lam_plan = np.stack([curve.lam_for_costs(g, sol.u[g]) for g in range(G)], axis=1)
         load_plan = hi[:, None] * sol.u.T / cap_eff[None, :]
-        # what this plan predicts for the coming tick at the mean forecast (its error feeds the back-off)
-        self.planned_ = mean[0] * self.u_applied_ / cap_eff
+        # what this plan predicts for the coming tick at the upper forecast: the back-off only adds what
+        # the band does not already cover
+        self.planned_ = hi[0] * self.u_applied_ / cap_eff
         return Plan(lam=self.clip(lam), controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
                     lam_plan=lam_plan, load_plan=load_plan,
                     info={"slack_max": float(np.max(sol.slack)), "theta": self.theta_.tolist(), "backoff": self.backoff_.tolist(),

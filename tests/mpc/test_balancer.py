@@ -1,0 +1,158 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mpc_balancer.balancer import Balancer
+from mpc_balancer.controllers import MpcController, Observation, PidController
+from mpc_balancer.controllers.base import Controller, Plan
+from mpc_balancer.simulator import Simulator
+from mpc_balancer.traces import load_trace
+from mpc_balancer.traffic import Traffic
+from policies.cascade import Cascade
+from policies.oracle import OraclePolicy
+
+CAS = Cascade()
+POLICY = OraclePolicy(CAS, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return Simulator(Traffic(load_trace("elb"), period_s=60), cascade=CAS, n_requests=200, days=0.05, seed=3)
+
+
+def observations(sim, balancer, n):
+    """Drive ``balancer`` against the plant for n ticks; yield (observation, decision)."""
+    plant = sim.make_plant()
+    plant.reset(np.full(3, 0.8))
+    env = list(sim.environment())[:n]
+    lam = np.full(3, 0.01)
+    obs = Observation(t=0, time=sim.times[0], qps=env[0][0] / 60, load=plant.load.copy(), lam=lam, features=env[0][1])
+    for k, (arr, x, u, noise) in enumerate(env):
+        dec = balancer.step(obs)
+        yield obs, dec
+        a = POLICY.act(x, dec.lam)
+        out = plant.step(arr / 60, arr, a, CAS.weights(x), 3600.0 * sim.times[k].hour, u, noise)
+        obs = Observation(t=k + 1, time=sim.times[k], qps=arr / 60, load=out.load, lam=dec.lam, features=x)
+
+
+def test_checkpoint_round_trip_gives_the_same_next_decision(sim):
+    ctx = sim.context(POLICY)
+    a = Balancer(MpcController(horizon=10)).setup(ctx)
+    steps = list(observations(sim, a, 25))
+    state = json.loads(json.dumps(a.state_dict()))  # must survive JSON
+    b = Balancer(MpcController(horizon=10)).setup(ctx)
+    b.load_state_dict(state)
+    # the next observation, fed to both
+    last_obs, last_dec = steps[-1]
+    nxt = Observation(t=last_obs.t + 1, time=last_obs.time + (sim.times[1] - sim.times[0]), qps=last_obs.qps * 1.02,
+                      load=np.asarray(last_obs.load) * 1.01, lam=last_dec.lam, features=last_obs.features)
+    da, db = a.step(nxt), b.step(nxt)
+    assert da.status == db.status == "ok"
+    np.testing.assert_allclose(da.lam, db.lam, rtol=2e-3)
+
+
+def test_checkpoint_errors():
+    ctx_sim = Simulator(Traffic(load_trace("elb"), period_s=60), cascade=CAS, n_requests=50, days=0.02, seed=1)
+    b = Balancer(PidController()).setup(ctx_sim.context(POLICY))
+    with pytest.raises(ValueError, match="checkpoint version"):
+        b.load_state_dict({"version": 7})
+    with pytest.raises(ValueError, match="checkpoint is for controller 'mpc'"):
+        b.load_state_dict({"version": 1, "controller": "mpc"})
+
+
+class Exploding(Controller):
+    name = "exploding"
+
+    def make_step(self, obs, forecast=None, response=None):
+        raise RuntimeError("solver crashed")
+
+
+class Slow(Controller):
+    name = "slow"
+
+    def make_step(self, obs, forecast=None, response=None):
+        import time
+
+        time.sleep(0.02)
+        return Plan(lam=np.full(3, 0.5), controller=self.name)
+
+
+class NanPlan(Controller):
+    name = "nan"
+
+    def make_step(self, obs, forecast=None, response=None):
+        return Plan(lam=np.array([np.nan, 0.1, 0.1]), controller=self.name)
+
+
+@pytest.mark.parametrize("ctrl,kw,needle", [
+    (Exploding(), {}, "exploding raised RuntimeError: solver crashed"),
+    (Slow(), {"time_budget_s": 0.005}, "budget 5 ms"),
+    (NanPlan(), {}, "non-finite lambda"),
+])
+def test_fallback_chain_records_the_reason(sim, ctrl, kw, needle):
+    b = Balancer(ctrl, **kw).setup(sim.context(POLICY))
+    _, dec = next(iter(observations(sim, b, 1)))
+    assert dec.status == "fallback" and dec.controller == "pid (fallback)"
+    assert needle in dec.reason
+    assert np.all(np.isfinite(dec.lam))
+
+
+def test_mpc_time_limit_falls_back_to_pid(sim):
+    b = Balancer(MpcController(horizon=40, time_limit_s=1e-7)).setup(sim.context(POLICY))
+    decs = [d for _, d in observations(sim, b, 3)]
+    assert all(d.status == "fallback" for d in decs)
+    assert "time limit" in decs[0].reason
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("qps", float("nan"), "qps=nan"),
+    ("qps", -5.0, "qps=-5.0"),
+    ("load", np.array([0.5, np.nan, 0.5]), "load[prerank]=nan"),
+    ("load", np.array([0.5, 0.5, -1.0]), "load[rank]=-1.0"),
+])
+def test_bad_telemetry_holds_the_last_good_lambda(sim, field, value, needle):
+    b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
+    obs = Observation(t=0, time=sim.times[0], qps=100.0, load=np.full(3, 0.9), lam=np.full(3, 0.05), features=np.zeros((4, 5)))
+    setattr(obs, field, value)
+    dec = b.step(obs)
+    assert dec.status == "hold" and needle in dec.reason
+    np.testing.assert_allclose(dec.lam, 0.05)
+
+
+def test_wrong_shapes_raise_naming_the_field(sim):
+    b = Balancer(PidController()).setup(sim.context(POLICY))
+    obs = Observation(t=0, time=sim.times[0], qps=1.0, load=np.ones(2), lam=np.ones(3), features=np.zeros((4, 5)))
+    with pytest.raises(ValueError, match=r"observation load must have shape \(3,\)"):
+        b.step(obs)
+    obs.load, obs.features = np.ones(3), np.zeros((4, 2))
+    with pytest.raises(ValueError, match="observation features must have shape"):
+        b.step(obs)
+
+
+def test_lambda_is_clamped_and_rate_limited(sim):
+    class Wild(Controller):
+        name = "wild"
+
+        def make_step(self, obs, forecast=None, response=None):
+            return Plan(lam=np.array([1e9, 1e-12, 5.0]), controller=self.name)
+
+    b = Balancer(Wild(), max_ratio=10.0).setup(sim.context(POLICY))
+    obs = Observation(t=0, time=sim.times[0], qps=100.0, load=np.full(3, 0.9), lam=np.full(3, 0.01), features=np.zeros((4, 5)))
+    dec = b.step(obs)
+    np.testing.assert_allclose(dec.lam, [0.1, 0.001, 0.1])
+
+
+def test_decision_path_does_not_import_torch():
+    code = """
+import sys, numpy as np
+from mpc_balancer.experiment import ExperimentConfig, run_comparison
+run_comparison(ExperimentConfig(trace="elb", days=0.02, n_requests=50), ["mpc", "pid"])
+bad = [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+print("TORCH" if bad else "CLEAN")
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().endswith("CLEAN")
