@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cost_table import CostTable, default_cost_table
+
 FEATURES = ("log_value", "user_depth", "diversity_need", "hour_sin", "hour_cos")
 N_WEIGHTS = 3
 
@@ -58,7 +60,8 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class CostParams:
-    """Estimated CPU-ms per request, by stage (the AutoBucket TestBench can supply these)."""
+    """Hand-set linear cost model, CPU-ms per request by stage: the fallback used when a spec is built
+    with explicit ``costs`` (the default spec uses the measured :class:`CostTable` instead)."""
 
     retrieval_per_channel: float = 0.15  # fixed cost of querying one recall channel
     retrieval_per_item: float = 0.002  # per candidate fetched per channel
@@ -96,13 +99,23 @@ def default_stages() -> tuple[StageSpec, ...]:
 
 @dataclass(frozen=True)
 class CascadeSpec:
-    """Configurable cascade. ``CascadeSpec()`` is the default (24 x 8 x 5 = 960 joint actions)."""
+    """Configurable cascade. ``CascadeSpec()`` is the default (24 x 8 x 5 = 960 joint actions).
+
+    Costs come from ``cost_table`` (a TestBench-measured :class:`CostTable`; default: the shipped
+    ``policies/data/cost_table.json``) or, when ``costs`` is given explicitly, from the linear
+    :class:`CostParams` model. Giving both is an error.
+    """
 
     stages: tuple[StageSpec, ...] = field(default_factory=default_stages)
-    costs: CostParams = field(default_factory=CostParams)
+    costs: CostParams | None = None
     revenue: RevenueParams = field(default_factory=RevenueParams)
+    cost_table: CostTable | None = None
 
     def __post_init__(self):
+        if self.costs is not None and self.cost_table is not None:
+            raise ValueError("give either costs (linear CostParams) or cost_table (measured), not both")
+        if self.costs is None and self.cost_table is None:
+            object.__setattr__(self, "cost_table", default_cost_table())
         names = [s.name for s in self.stages]
         if names != ["retrieval", "prerank", "rank"]:
             raise ValueError(f"stages must be retrieval, prerank, rank in that order, got {names}")
@@ -124,28 +137,39 @@ class CascadeSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CascadeSpec":
-        unknown = set(d) - {"stages", "costs", "revenue"}
+        unknown = set(d) - {"stages", "costs", "revenue", "cost_table"}
         if unknown:
             raise ValueError(f"unknown cascade spec keys: {sorted(unknown)}")
         stages = default_stages()
         if "stages" in d:
             stages = tuple(StageSpec(s["name"], s.get("cluster", s["name"]), {k: tuple(v) for k, v in s["sub_actions"].items()}) for s in d["stages"])
-        return cls(stages=stages, costs=_dc_from(CostParams, d.get("costs", {}), "costs"), revenue=_dc_from(RevenueParams, d.get("revenue", {}), "revenue"))
+        costs = _dc_from(CostParams, d["costs"], "costs") if "costs" in d else None
+        table = CostTable.from_dict(d["cost_table"]) if "cost_table" in d else None
+        return cls(stages=stages, costs=costs, cost_table=table, revenue=_dc_from(RevenueParams, d.get("revenue", {}), "revenue"))
 
     def to_dict(self) -> dict:
-        return {"stages": [{"name": s.name, "cluster": s.cluster, "sub_actions": {k: list(v) for k, v in s.sub_actions.items()}} for s in self.stages],
-                "costs": _jsonable(asdict(self.costs)), "revenue": _jsonable(asdict(self.revenue))}
+        d = {"stages": [{"name": s.name, "cluster": s.cluster, "sub_actions": {k: list(v) for k, v in s.sub_actions.items()}} for s in self.stages],
+             "revenue": _jsonable(asdict(self.revenue))}
+        if self.costs is not None:
+            d["costs"] = _jsonable(asdict(self.costs))
+        else:
+            d["cost_table"] = self.cost_table.to_dict()
+        return d
 
     @classmethod
     def from_cost_table(cls, path: str | Path, **kw) -> "CascadeSpec":
-        """A spec whose cost parameters come from a TestBench cost table (JSON, ``"cost_params"``)."""
+        """A spec whose costs come from a TestBench cost table file (``testbench fit`` output; a legacy
+        file holding only linear ``"cost_params"`` is still accepted)."""
         try:
             table = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cost table {str(path)!r}: cannot read ({e})") from None
-        if not isinstance(table, dict) or "cost_params" not in table:
-            raise ValueError(f"cost table {str(path)!r}: missing key 'cost_params'")
-        return cls(costs=_dc_from(CostParams, table["cost_params"], "cost_params"), **kw)
+        if isinstance(table, dict) and "cost_params" in table:
+            return cls(costs=_dc_from(CostParams, table["cost_params"], "cost_params"), **kw)
+        try:
+            return cls(cost_table=CostTable.from_dict(table), **kw)
+        except ValueError as e:
+            raise ValueError(f"{str(path)!r}: {e}") from None
 
 
 def _jsonable(d: dict) -> dict:
@@ -227,11 +251,14 @@ class Cascade:
             raise ValueError(f"prerank model switch must be 0 or 1, got {sorted(set(model))}")
         n_p = np.minimum(pre[:, 0], n_r)
         n_k = np.minimum(rnk, n_p)
-        cost = np.stack([
-            ch * (c.retrieval_per_channel + c.retrieval_per_item * q) + sw * (c.retrieval_switch + c.retrieval_per_item * q),
-            c.prerank_base + n_p * np.asarray(c.prerank_per_item)[model],
-            c.rank_base + n_k * c.rank_per_item,
-        ])
+        if self.spec.cost_table is not None:
+            cost = self.spec.cost_table.cost_array(ch, q, sw, n_p, model, n_k)
+        else:
+            cost = np.stack([
+                ch * (c.retrieval_per_channel + c.retrieval_per_item * q) + sw * (c.retrieval_switch + c.retrieval_per_item * q),
+                c.prerank_base + n_p * np.asarray(c.prerank_per_item)[model],
+                c.rank_base + n_k * c.rank_per_item,
+            ])
         recall = 1 - np.exp(-n_r / r.recall_scale)
         keep_p = 1 - (1 - n_p / np.maximum(n_r, 1e-9)) ** np.asarray(r.prerank_sharpness)[model]
         keep_k = 1 - (1 - n_k / np.maximum(n_p, 1e-9)) ** r.rank_sharpness

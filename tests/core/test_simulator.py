@@ -64,7 +64,7 @@ def test_all_runs_of_a_comparison_see_the_same_environment():
 def test_metrics_follow_marca_definitions():
     idx = pd.date_range("2021-01-01", periods=4, freq="1min")
     log = pd.DataFrame({"arrivals": [10, 10, 10, 0], "revenue": [1.0, 2, 3, 0], "degraded": [0, 1, 0, 0], "dropped": [0, 0, 1, 0],
-                        "load_a": [0.45, 0.9, 1.35, 0.0]}, index=idx)
+                        "true_load_a": [0.45, 0.9, 1.35, 0.0]}, index=idx)
     m = SimResult("x", log, ("a",), np.array([0.9]), 0.0).metrics()
     # ticks without traffic are excluded; mu = mean(min(L, Cm))/Cm, nu = mean(max(L - Cm, 0))/Cm
     assert m["clusters"]["a"]["mu"] == pytest.approx((0.5 + 1 + 1) / 3)
