@@ -93,7 +93,7 @@ class _LearnedDynamicsController(Controller):
     """Shared configuration, training and bookkeeping of the ``nmpc`` and ``shooting`` arms."""
 
     def __init__(self, horizon: int = 30, alpha: float = 0.97, beta: float = 0.01, weights: str | None = None,
-                 train_days: float = 2.0, hidden: tuple = (32, 32), train_iters: int = 400, dither: float = 1.0,
+                 train_days: float = 2.0, hidden: tuple = (16, 16), train_iters: int = 400, dither: float = 1.0,
                  dither_hold: int = 5, trust_region: bool = True, seed: int = 0):
         if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
