@@ -12,9 +12,11 @@ Per tick, for the requests' chosen joint actions ``a_i``:
   and a fraction ``1 - drop_load/L`` (when ``L > drop_load``) is *dropped* (no revenue). Each
   request is counted once: served, degraded (at one or more stages) or dropped.
 
-Defaults size capacity so that compute is scarce at peaks and plentiful at night: the most
-expensive allocation at the trace's peak rate would need ``scarcity`` times ``C_m`` (8x), so at
-an eighth of the peak rate it just fills ``C_m`` and at the peak the cheapest allocation fits.
+Defaults size capacity so that compute is scarce at peaks and plentiful at night: the
+unconstrained allocation (the exact oracle at the smallest lambda, averaged over a day of
+requests) at the trace's peak rate would need ``scarcity`` times ``C_m`` (14x), so at a
+fourteenth of the peak rate it just fills ``C_m``; where a cluster's cost range is narrower, its
+capacity is raised so that the cheapest allocation still fits at the peak (``peak_fit`` x ``C_m``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from policies.cascade import Cascade
 @dataclass(frozen=True)
 class PlantConfig:
     target_load: float = 0.9  # C_m: the load budget, a fraction of capacity
-    scarcity: float = 14.0  # demand of the most expensive allocation at peak QPS, in units of C_m
+    scarcity: float = 14.0  # demand of the unconstrained allocation at peak QPS, in units of C_m
+    peak_fit: float = 0.8  # ... but never so little capacity that the cheapest allocation needs more than this x C_m at peak
     capacity: tuple | None = None  # explicit capacity per cluster (CPU-ms per second); overrides scarcity
     lag_s: float = 30.0
     load_noise: float = 0.01
@@ -72,6 +75,16 @@ class TickOutcome:
     degraded_by_cluster: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
+def unconstrained_cost(cascade: Cascade, n: int = 4096, lam: float = 1e-5) -> np.ndarray:
+    """Mean estimated cost per request per cluster of the exact oracle at ``lam`` over a day of requests."""
+    from policies.oracle import OraclePolicy
+
+    rng = np.random.default_rng(12345)
+    x = cascade.sample_features(n, rng.uniform(0, 24, n), rng)
+    a = OraclePolicy(cascade).act(x, np.full(len(cascade.clusters), lam))
+    return cascade.cost[:, a].mean(axis=1)
+
+
 class Plant:
     """The clusters. ``step`` advances one tick; all randomness comes from the arrays passed in,
     so every controller of a comparison sees the same noise."""
@@ -87,7 +100,8 @@ class Plant:
             if cap.shape != (G,) or np.any(cap <= 0):
                 raise ValueError(f"plant.capacity needs {G} positive values, got {config.capacity!r}")
         else:
-            cap = peak_qps * cascade.cost.max(axis=1) * np.asarray(config.cost_bias) / (config.target_load * config.scarcity)
+            need = np.maximum(unconstrained_cost(cascade) / config.scarcity, cascade.cost.min(axis=1) / config.peak_fit)
+            cap = peak_qps * need * np.asarray(config.cost_bias) / config.target_load
         self.capacity = cap
         self.target = np.full(G, config.target_load)
         self.alpha = float(np.exp(-self.period_s / config.lag_s)) if config.lag_s > 0 else 0.0
