@@ -111,7 +111,6 @@ def _plot(path, y, results, trace):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(12, 4))
     any_res = next(iter(results.values()))
