@@ -116,24 +116,36 @@ class CvxpyMpcSolver:
                 terms.append(-cp.sum(cp.multiply(disc * data.qps / data.qps_ref, d @ data.slopes[g])))
                 terms.append(w.rho / p.u_scale[g] ** 2 * cp.sum_squares(u - prev))
             else:
-                disc = w.alpha ** np.arange(H)
-                coef = data.qps_hi / data.capacity[g] / data.target[g]
-                resid = (data.offset[g] - data.target[g]) / data.target[g]
-                terms.append(cp.sum(cp.multiply(disc, cp.square(cp.multiply(coef, u) + resid))))
-                terms.append(w.beta / p.u_scale[g] ** 2 * cp.sum_squares(u - prev))
+                terms += self._tracking_terms(u, prev, g, data)
             terms.append(w.slack * cp.sum(cp.multiply(data.qps_hi / data.capacity[g], s[g])))
         prob = cp.Problem(cp.Minimize(cp.sum(terms)), cons)
-        try:
-            prob.solve(solver=self.solver) if self.solver else prob.solve()
-            status = "solved" if prob.status == "optimal" else str(prob.status)
-        except cp.error.SolverError as e:
-            status = f"solver error: {e}"
+        status = self._run(prob)
         elapsed = time.perf_counter() - t0
         if status != "solved" or s.value is None:
             return _failed(p, status, elapsed)
         dv = np.stack([d.value for d in deltas])
         x = np.concatenate([dv.ravel(), (data.u_min[:, None] + dv.sum(axis=2)).ravel(), s.value.ravel()])
         return MpcSolution(p.planned_cost(x, data), np.asarray(s.value), status, elapsed, 0, x)
+
+    def _run(self, prob) -> str:
+        import cvxpy as cp
+
+        try:
+            prob.solve(solver=self.solver) if self.solver else prob.solve()
+            return "solved" if prob.status == "optimal" else str(prob.status)
+        except cp.error.SolverError as e:
+            return f"solver error: {e}"
+
+    def _tracking_terms(self, u, prev, g: int, data: MpcData) -> list:
+        """MaRCA's tracking objective for cluster ``g``: discounted squared load error + rate penalty."""
+        import cvxpy as cp
+
+        p, w = self.problem, self.problem.weights
+        disc = w.alpha ** np.arange(p.H)
+        coef = data.qps_hi / data.capacity[g] / data.target[g]
+        resid = (data.offset[g] - data.target[g]) / data.target[g]
+        return [cp.sum(cp.multiply(disc, cp.square(cp.multiply(coef, u) + resid))),
+                w.beta / p.u_scale[g] ** 2 * cp.sum_squares(u - prev)]
 
     def _solve_quadratic(self, data: MpcData, t0: float) -> MpcSolution:
         import cvxpy as cp
@@ -153,17 +165,9 @@ class CvxpyMpcSolver:
                 terms.append(-(a1[g] * (wq @ x) - 0.5 * a2[g] * cp.sum(cp.multiply(wq, cp.square(x)))))
                 terms.append(w.rho / p.u_scale[g] ** 2 * cp.sum_squares(u - prev))
             else:
-                disc = w.alpha ** np.arange(H)
-                coef = data.qps_hi / data.capacity[g] / data.target[g]
-                resid = (data.offset[g] - data.target[g]) / data.target[g]
-                terms.append(cp.sum(cp.multiply(disc, cp.square(cp.multiply(coef, u) + resid))))
-                terms.append(w.beta / p.u_scale[g] ** 2 * cp.sum_squares(u - prev))
+                terms += self._tracking_terms(u, prev, g, data)
         prob = cp.Problem(cp.Minimize(cp.sum(terms)), [U >= lo, U <= hi])
-        try:
-            prob.solve(solver=self.solver) if self.solver else prob.solve()
-            status = "solved" if prob.status == "optimal" else str(prob.status)
-        except cp.error.SolverError as e:
-            status = f"solver error: {e}"
+        status = self._run(prob)
         elapsed = time.perf_counter() - t0
         if status != "solved" or U.value is None:
             return _failed(p, status, elapsed)
