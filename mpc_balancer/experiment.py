@@ -29,7 +29,7 @@ class ExperimentConfig:
     n_requests: int = 1000
     peak_qps: float = 20000.0
     traffic_mode: str = "rate"
-    policy: str = "oracle"
+    policy: str = "pretrained"
     cost_table: str | None = None
     events: str | None = None  # announced events CSV (start,end,name[,expected_multiplier]) for forecasters
 

@@ -35,7 +35,7 @@ def add_common(p):
     p.add_argument("--requests", type=_positive(int), default=1000, help="sampled requests per tick (default 1000)")
     p.add_argument("--peak-qps", type=_positive(float), default=20000.0, help="QPS the trace's peak is scaled to")
     p.add_argument("--traffic", choices=["rate", "raw"], default="rate", help="rate: de-noised trace rate (default); raw: replay counts")
-    p.add_argument("--policy", default="oracle", help="per-request policy: oracle")
+    p.add_argument("--policy", default="pretrained", help="per-request policy: pretrained (the shipped AWRQ-Mixer bundle), oracle (exact argmax), or a bundle path")
     p.add_argument("--cost-table", default=None, help="cost table JSON from `mpc-balancer testbench fit`")
     p.add_argument("--events", default=None, help="announced events CSV (start,end,name[,expected_multiplier]) for forecasting controllers")
     p.add_argument("--horizon", type=_positive(int), default=None, help="MPC / NMPC horizon in ticks")

@@ -1,0 +1,109 @@
+"""Runtime: parity with the torch forward, exact argmax, bundle round trip and integrity checks."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from policies.bundle import read_bundle
+from policies.runtime import PolicyRuntime
+
+
+def test_parity_with_torch_forward(tiny_bundle, requests):
+    path, model = tiny_bundle
+    rt = PolicyRuntime.load(path)
+    net = model.net_.double()
+    try:
+        xn = torch.as_tensor((requests - model.feature_mean_) / model.feature_scale_)
+        with torch.no_grad():
+            want = net.q_all(xn).numpy() * np.exp(requests[:, 0])[:, None]
+    finally:
+        model.net_.float()
+    got = rt.predict_revenue(requests)
+    assert got.shape == (len(requests), 960)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, model.predict_revenue(requests), rtol=1e-4, atol=1e-5)  # float32 torch path
+
+
+@pytest.mark.parametrize("n", [7, 300, 2048])
+def test_act_is_the_exact_penalised_argmax(tiny_bundle, cascade, n):
+    rt = PolicyRuntime.load(tiny_bundle[0])
+    rng = np.random.default_rng(n)
+    x = cascade.sample_features(n, rng.uniform(0, 24, n), rng)
+    for lam in ([1e-3, 1e-3, 1e-3], [0.05, 0.2, 0.01], [1.0, 0.01, 0.3], [0.0, 0.0, 0.0]):
+        lam = np.array(lam)
+        full = rt.predict_revenue(x) - lam @ rt.cost
+        a = rt.act(x, lam)
+        assert a.dtype == np.int64 and a.shape == (n,)
+        np.testing.assert_allclose(full[np.arange(n), a], full.max(axis=1), rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(rt.bind(x)(lam), a)
+
+
+def test_round_trip_and_metadata(tiny_bundle, requests):
+    path, _ = tiny_bundle
+    arrays, meta, _ = read_bundle(path)
+    assert meta["features"] == ["log_value", "user_depth", "diversity_need", "hour_sin", "hour_cos"]
+    assert meta["lambda_range"] == [1e-5, 10.0]
+    assert meta["actions"]["clusters"] == ["retrieval", "prerank", "rank"] and meta["actions"]["n_actions"] == 960
+    assert len(meta["npz_sha256"]) == 64 and meta["training"]["params"]["algo"] == "awrq"
+    np.testing.assert_allclose(meta["normalisation"]["mean"], arrays["feature_mean"])
+    a, b = PolicyRuntime.load(path), PolicyRuntime.load(str(path.with_suffix(".npz")))
+    lam = np.array([0.02, 0.05, 0.1])
+    np.testing.assert_array_equal(a.act(requests, lam), b.act(requests, lam))
+    assert a.name == "tiny"
+
+
+def _copy(path, tmp_path):
+    for suffix in (".json", ".npz"):
+        shutil.copy(path.with_suffix(suffix), tmp_path / f"tiny{suffix}")
+    return tmp_path / "tiny.json"
+
+
+def test_corrupted_npz_is_rejected(tiny_bundle, tmp_path):
+    p = _copy(tiny_bundle[0], tmp_path)
+    npz = p.with_suffix(".npz")
+    raw = bytearray(npz.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    npz.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"tiny\.npz.*sha256.*\(corrupted or tampered\)"):
+        PolicyRuntime.load(p)
+
+
+def test_tampered_metadata_is_rejected(tiny_bundle, tmp_path):
+    p = _copy(tiny_bundle[0], tmp_path)
+    meta = json.loads(p.read_text())
+    meta["npz_sha256"] = "0" * 64
+    p.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="sha256"):
+        PolicyRuntime.load(p)
+    p.write_text("{not json")
+    with pytest.raises(ValueError, match=r"tiny\.json.*cannot read metadata"):
+        PolicyRuntime.load(p)
+    del meta["lambda_range"]
+    p.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="missing.*lambda_range"):
+        PolicyRuntime.load(p)
+
+
+def test_missing_files(tiny_bundle, tmp_path):
+    p = _copy(tiny_bundle[0], tmp_path)
+    p.with_suffix(".npz").unlink()
+    with pytest.raises(FileNotFoundError, match="tiny.npz"):
+        PolicyRuntime.load(p)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        PolicyRuntime.load(tmp_path / "nothing")
+
+
+def test_bad_inputs_are_rejected(tiny_bundle, requests):
+    rt = PolicyRuntime.load(tiny_bundle[0])
+    with pytest.raises(ValueError, match="shape"):
+        rt.act(requests[:, :4], [0.1, 0.1, 0.1])
+    with pytest.raises(ValueError, match="lambda"):
+        rt.act(requests, [0.1, -1.0, 0.1])
+    bad = requests.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="row 3"):
+        rt.act(bad, [0.1, 0.1, 0.1])
+    with pytest.raises(ValueError, match="cost table"):
+        PolicyRuntime.load(tiny_bundle[0], cost=np.ones((3, 10)))
