@@ -28,10 +28,11 @@ class HindsightController(Controller):
     name = "hindsight"
     clairvoyant = True
 
-    def __init__(self, iterations: int = 22):
-        if iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {iterations!r}")
-        self.iterations = iterations
+    def __init__(self, iterations: int = 16, sweeps: int = 2, refine_iterations: int = 10):
+        for k, v in {"iterations": iterations, "sweeps": sweeps, "refine_iterations": refine_iterations}.items():
+            if not (isinstance(v, int) and v >= 0):
+                raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
+        self.iterations, self.sweeps, self.refine_iterations = iterations, sweeps, refine_iterations
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
         ctx = self.ctx_
@@ -53,4 +54,27 @@ class HindsightController(Controller):
             over = cost(np.exp(mid)) > budget
             lo = np.where(over & ~free, mid, lo)
             hi = np.where(~over & ~free, mid, hi)
-        return Plan(lam=self.clip(np.exp(np.where(free, lo, hi))), controller=self.name)
+        lam = self.clip(np.exp(np.where(free, lo, hi)))
+        # each cluster's cost also depends on the others' lambdas: refine cluster by cluster
+        # (Gauss-Seidel sweeps, each the smallest lambda_g that meets budget_g given the others)
+        lmin, lmax = np.log(ctx.lam_min), np.log(ctx.lam_max)
+        for _ in range(self.sweeps):
+            for g in range(ctx.n_clusters):
+                trial = lam.copy()
+                a, b = max(np.log(lam[g]) - 3.0, lmin), min(np.log(lam[g]) + 3.0, lmax)
+                trial[g] = np.exp(a)
+                if cost(trial)[g] <= budget[g]:
+                    lam[g] = np.exp(a) if a > lmin else ctx.lam_min
+                    continue
+                for _ in range(self.refine_iterations):
+                    m = 0.5 * (a + b)
+                    trial[g] = np.exp(m)
+                    a, b = (m, b) if cost(trial)[g] > budget[g] else (a, m)
+                lam[g] = np.exp(b)
+        # a last guard: raise any cluster still over budget in small steps
+        for _ in range(60):
+            over = cost(lam) > budget * (1 + 1e-9)
+            if not over.any() or np.all(lam[over] >= ctx.lam_max):
+                break
+            lam = self.clip(np.where(over, lam * 1.05, lam))
+        return Plan(lam=lam, controller=self.name)
