@@ -17,6 +17,7 @@ def register(sub):
     p.add_argument("--duration", type=_positive(int), default=30, help="spike length in minutes (default 30)")
     p.add_argument("--announced", action="store_true", help="the spike is in the forecasters' event calendar")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="CONTROLLER.KEY=VALUE", help="controller option, e.g. mpc.max_fall=4")
     p.add_argument("--json", default=None)
     p.set_defaults(func=spike)
     p = sub.add_parser("tune", help="horizon sweep of the MPC, one process per horizon")
@@ -33,8 +34,14 @@ def register(sub):
 def spike(args) -> int:
     from ..scenarios import dump, format_spike, run_spike_test
 
+    from ..experiment import parse_overrides
+
     names = [c.strip() for c in args.controllers.split(",") if c.strip()]
-    res = run_spike_test(names, factor=args.factor, announced=args.announced, duration_min=args.duration, seed=args.seed)
+    opts, plant = parse_overrides(args.set)
+    if plant:
+        raise ValueError("spike-test takes controller options only (--set CONTROLLER.KEY=VALUE)")
+    res = run_spike_test(names, factor=args.factor, announced=args.announced, duration_min=args.duration, seed=args.seed,
+                         controller_options=opts)
     print(format_spike(res))
     if args.json:
         dump(res, args.json)

@@ -30,7 +30,7 @@ class MpcController(Controller):
                  n_segments: int = 8,
                  grid_points: int = 12, curve_every: int = 1, pool_ticks: int = 1, offset_gain: float = 0.8,
                  time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
-                 backoff_quantile: float = 0.9, backoff_window: int = 240):
+                 backoff_quantile: float = 0.9, backoff_window: int = 240, max_fall: float | None = None):
         if solver not in ("osqp", "cvxpy"):
             raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {solver!r}")
         if frontier not in ("quadratic", "pwl"):
@@ -47,6 +47,9 @@ class MpcController(Controller):
         if not 0 <= backoff_quantile < 1:
             raise ValueError(f"backoff_quantile must be in [0, 1), got {backoff_quantile!r}")
         self.time_limit_s, self.backoff_quantile, self.backoff_window = time_limit_s, backoff_quantile, int(backoff_window)
+        if max_fall is not None and not max_fall > 1:
+            raise ValueError(f"max_fall must be > 1 (or None: no limit), got {max_fall!r}")
+        self.max_fall = max_fall
         self.weights = MpcWeights(rho=rho, slack=slack, alpha=alpha, beta=beta)
         MpcProblem(1, 1, 1, objective, self.weights)  # validate objective early
 
@@ -130,6 +133,10 @@ class MpcController(Controller):
             return Plan(lam=lam_now, controller=self.name, status=f"error: solver {sol.status}", solve_time_s=sol.solve_time_s)
         u0 = sol.u[:, 0]
         lam = np.array([curve.lam_for_cost(g, u0[g]) for g in range(G)])
+        if self.max_fall is not None:
+            # asymmetric slew limit: lambda may rise at once (shed load) but falls at most max_fall x
+            # per tick: the per-cluster curves miss the cross effects when every lambda drops together
+            lam = np.maximum(lam, lam_now / self.max_fall)
         self.u_applied_ = np.array([curve.cost_at(g, lam[g]) for g in range(G)])
         lam_plan = np.stack([curve.lam_for_costs(g, sol.u[g]) for g in range(G)], axis=1)
         load_plan = hi[:, None] * sol.u.T / cap_eff[None, :]

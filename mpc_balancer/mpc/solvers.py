@@ -67,7 +67,9 @@ class OsqpMpcSolver:
         if self._solver is None:
             self._solver = osqp.OSQP()
             self._solver.setup(p.P_matrix(data), q, p.A, l, u, verbose=False, warm_starting=True, eps_abs=self.eps,
-                               eps_rel=self.eps, max_iter=self.max_iter, polishing=self.polish,
+                               eps_rel=self.eps, max_iter=self.max_iter,
+                               # the fitted-quadratic QP is strictly convex: polishing only prints "not needed"
+                               polishing=self.polish and not isinstance(p, QuadraticMpcProblem),
                                time_limit=self.time_limit_s if self.time_limit_s > 0 else 1e10)
         else:
             kw = {"q": q, "l": l, "u": u}
