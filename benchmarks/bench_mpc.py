@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 from mpc_balancer.balancer import Balancer  # noqa: E402
 from mpc_balancer.controllers import MpcController, make_controller  # noqa: E402
 from mpc_balancer.experiment import ExperimentConfig, build_simulator, make_policy  # noqa: E402
+from mpc_balancer.controllers.nmpc import traffic_state  # noqa: E402
 from mpc_balancer.mpc import CvxpyMpcSolver, MpcProblem, OsqpMpcSolver, QuadraticMpcProblem  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def time_nmpc(name, sim, horizon, ticks):
     times = []
     for _ in range(ticks):
         load0 = rng.uniform(0.6, 1.1, ctx.n_clusters)
-        state = {"qps": float(rng.uniform(2000, 18000)), "hour": float(rng.uniform(0, 24))}
+        state = traffic_state(float(rng.uniform(2000, 18000)), float(rng.uniform(0, 24)), c.qps_ref_)
         lam_prev = np.exp(rng.uniform(np.log(1e-3), np.log(1.0), ctx.n_clusters))
         t0 = time.perf_counter()
         c.solve(load0, state, lam_prev)
