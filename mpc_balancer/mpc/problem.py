@@ -72,20 +72,22 @@ class MpcData:
         return self.u_min + self.widths.sum(axis=1)
 
     def validate(self, G: int, H: int, J: int) -> None:
-        shapes = {"qps": (H,), "qps_hi": (H,), "capacity": (G,), "target": (G,), "offset": (G,), "u_prev": (G,),
-                  "u_min": (G,), "widths": (G, J), "slopes": (G, J)}
-        for name, shape in shapes.items():
-            v = np.asarray(getattr(self, name))
-            if v.shape != shape:
-                raise ValueError(f"mpc data {name} must have shape {shape}, got {v.shape}")
-            if not np.all(np.isfinite(v)):
-                raise ValueError(f"mpc data {name} has non-finite values: {v.ravel()[:6].tolist()}")
-        for name in ("qps", "qps_hi", "widths", "slopes", "u_min"):
-            if np.any(np.asarray(getattr(self, name)) < 0):
-                raise ValueError(f"mpc data {name} must be >= 0")
-        if np.any(self.capacity <= 0):
+        shapes = (("qps", (H,)), ("qps_hi", (H,)), ("capacity", (G,)), ("target", (G,)), ("offset", (G,)),
+                  ("u_prev", (G,)), ("u_min", (G,)), ("widths", (G, J)), ("slopes", (G, J)))
+        for name, shape in shapes:
+            v = getattr(self, name)
+            if np.shape(v) != shape:
+                raise ValueError(f"mpc data {name} must have shape {shape}, got {np.shape(v)}")
+        flat = np.concatenate([np.ravel(getattr(self, n)) for n, _ in shapes])
+        if not np.isfinite(flat).all():
+            bad = next(n for n, _ in shapes if not np.isfinite(getattr(self, n)).all())
+            raise ValueError(f"mpc data {bad} has non-finite values: {np.ravel(getattr(self, bad))[:6].tolist()}")
+        if min(self.qps.min(), self.qps_hi.min(), self.widths.min(), self.slopes.min(), self.u_min.min()) < 0:
+            bad = next(n for n in ("qps", "qps_hi", "widths", "slopes", "u_min") if np.min(getattr(self, n)) < 0)
+            raise ValueError(f"mpc data {bad} must be >= 0")
+        if self.capacity.min() <= 0:
             raise ValueError(f"mpc data capacity must be > 0, got {self.capacity.tolist()}")
-        if np.any(np.diff(self.slopes, axis=1) > 1e-9):
+        if J > 1 and (np.diff(self.slopes, axis=1) > 1e-9).any():
             raise ValueError("mpc data slopes must be non-increasing along segments (a concave frontier)")
         if not self.qps_ref > 0:
             raise ValueError(f"mpc data qps_ref must be > 0, got {self.qps_ref!r}")
@@ -249,10 +251,14 @@ def frontier_quadratic(u_min: np.ndarray, widths: np.ndarray, slopes: np.ndarray
             continue
         x = np.concatenate([[0.0], np.cumsum(w)])
         r = np.concatenate([[0.0], np.cumsum(w * b)])
-        # min ||a1 x - a2 x^2/2 - r||: 2x2 normal equations, then project onto the constraints
-        X = np.column_stack([x, -0.5 * x ** 2])
-        coef, *_ = np.linalg.lstsq(X, r, rcond=None)
-        c1, c2 = float(coef[0]), float(coef[1])
+        # min ||a1 x - a2 x^2/2 - r||: the 2x2 normal equations (Cramer), then project onto the constraints
+        y = -0.5 * x * x
+        sxx, sxy, syy, sxr, syr = x @ x, x @ y, y @ y, x @ r, y @ r
+        det = sxx * syy - sxy * sxy
+        if det <= 1e-12 * max(sxx * syy, 1e-300):
+            c1, c2 = float(sxr / max(sxx, 1e-12)), 0.0
+        else:
+            c1, c2 = float((sxr * syy - syr * sxy) / det), float((syr * sxx - sxr * sxy) / det)
         if c2 < 0:  # convex fit: fall back to the best line
             c1, c2 = float(x @ r / max(x @ x, 1e-12)), 0.0
         c1 = max(c1, 0.0)
