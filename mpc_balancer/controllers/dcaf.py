@@ -17,7 +17,7 @@ from .base import Controller, Observation, Plan
 class DcafController(Controller):
     name = "dcaf"
 
-    def __init__(self, iterations: int = 10, bracket: float = 1.5, margin: float = 0.0):
+    def __init__(self, iterations: int = 7, bracket: float = 1.5, margin: float = 0.0):
         if not 0 <= margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {margin!r}")
         if iterations < 1:
