@@ -26,14 +26,6 @@ class ResponseCurve:
     cost: np.ndarray  # (G, L) mean estimated cost per request on cluster g while lambda_g sweeps
     revenue: np.ndarray  # (G, L) mean expected revenue per request on the same sweep
 
-    @property
-    def u_min(self) -> np.ndarray:
-        return self.cost.min(axis=1)
-
-    @property
-    def u_max(self) -> np.ndarray:
-        return self.cost.max(axis=1)
-
     def lam_for_cost(self, g: int, u: float) -> float:
         """The lambda whose cost per request on cluster ``g`` is ``u`` (log-linear interpolation)."""
         c = np.minimum.accumulate(self.cost[g])  # enforce non-increasing against sampling ties

@@ -92,9 +92,8 @@ class Plant:
     def __init__(self, cascade: Cascade, config: PlantConfig, peak_qps: float, period_s: float):
         self.cascade, self.config, self.period_s = cascade, config, float(period_s)
         G = len(cascade.clusters)
-        for name in ("cost_bias",):
-            if len(getattr(config, name)) != G:
-                raise ValueError(f"plant.{name} needs {G} values (one per cluster), got {getattr(config, name)!r}")
+        if len(config.cost_bias) != G:
+            raise ValueError(f"plant.cost_bias needs {G} values (one per cluster), got {config.cost_bias!r}")
         if config.capacity is not None:
             cap = np.asarray(config.capacity, dtype=float)
             if cap.shape != (G,) or np.any(cap <= 0):
