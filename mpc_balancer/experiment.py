@@ -27,6 +27,7 @@ class ExperimentConfig:
     seed: int = 0
     period_s: float = 60.0
     n_requests: int = 1000
+    sampling: str = "stratified"  # per-tick request sample: stratified (Latin hypercube) or iid
     peak_qps: float = 20000.0
     traffic_mode: str = "rate"
     policy: str = "pretrained"
@@ -69,7 +70,8 @@ def build_simulator(cfg: ExperimentConfig, plant_overrides: dict | None = None) 
     traffic = Traffic(trace, period_s=cfg.period_s, peak_qps=cfg.peak_qps, mode=cfg.traffic_mode)
     spec = CascadeSpec.from_cost_table(cfg.cost_table) if cfg.cost_table else CascadeSpec()
     return Simulator(traffic, cascade=Cascade(spec), plant=PlantConfig.from_dict(plant_overrides or {}),
-                     n_requests=cfg.n_requests, seed=cfg.seed, days=cfg.days, start=cfg.start)
+                     n_requests=cfg.n_requests, seed=cfg.seed, days=cfg.days, start=cfg.start,
+                     sampling=cfg.sampling)
 
 
 def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_options: dict | None = None,

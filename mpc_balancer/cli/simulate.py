@@ -33,6 +33,8 @@ def add_common(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--period", type=_positive(float), default=60.0, help="control period in seconds (default 60)")
     p.add_argument("--requests", type=_positive(int), default=1000, help="sampled requests per tick (default 1000)")
+    p.add_argument("--sampling", choices=["stratified", "iid"], default="stratified",
+                   help="per-tick request sample: stratified (Latin hypercube, default) or iid draws")
     p.add_argument("--peak-qps", type=_positive(float), default=20000.0, help="QPS the trace's peak is scaled to")
     p.add_argument("--traffic", choices=["rate", "raw"], default="rate", help="rate: de-noised trace rate (default); raw: replay counts")
     p.add_argument("--policy", default="pretrained", help="per-request policy: pretrained (the shipped AWRQ-Mixer bundle), oracle (exact argmax), or a bundle path")
@@ -59,7 +61,7 @@ def register(sub):
 
 def run(args, controllers: list[str]) -> int:
     cfg = ExperimentConfig(trace=args.trace, days=args.days, start=args.start, seed=args.seed, period_s=args.period,
-                           n_requests=args.requests, peak_qps=args.peak_qps, traffic_mode=args.traffic, policy=args.policy,
+                           n_requests=args.requests, sampling=args.sampling, peak_qps=args.peak_qps, traffic_mode=args.traffic, policy=args.policy,
                            cost_table=args.cost_table, events=args.events)
     ctrl_opts, plant_opts = parse_overrides(args.set)
     for name in controllers:

@@ -30,7 +30,7 @@ class MpcController(Controller):
                  n_segments: int = 8,
                  grid_points: int = 12, curve_every: int = 1, pool_ticks: int = 1, offset_gain: float = 0.8,
                  time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
-                 backoff_quantile: float = 0.9, backoff_window: int = 240, max_fall: float | None = None):
+                 backoff_quantile: float = 0.8, backoff_window: int = 240, max_fall: float | None = 4.0):
         if solver not in ("osqp", "cvxpy"):
             raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {solver!r}")
         if frontier not in ("quadratic", "pwl"):
