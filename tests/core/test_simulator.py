@@ -132,3 +132,42 @@ def test_window_selection_and_errors():
         tr.window(1.0, start="2030-01-01")
     with pytest.raises(ValueError, match="is not a timestamp"):
         tr.window(1.0, start="yesterday-ish")
+
+
+def test_stratified_sample_has_the_request_distribution_with_each_variate_stratified():
+    from scipy import stats
+
+    cas, rng = Cascade(), np.random.default_rng(3)
+    n = 4000
+    xs = cas.sample_features(n, 14.0, rng, stratified=True)
+    xi = cas.sample_features(n, 14.0, rng)
+    for j in range(3):  # value, engagement, diversity: the same marginals as independent draws
+        assert stats.ks_2samp(xs[:, j], xi[:, j]).pvalue > 1e-3
+    # diversity ~ Beta(2, 3) exactly, and one draw in each of the n equal-probability strata
+    q = stats.beta(2.0, 3.0).cdf(xs[:, 2])
+    assert np.array_equal(np.sort(np.floor(q * n).astype(int)), np.arange(n))
+    sigma = cas.spec.revenue.value_sigma
+    mu = cas.spec.revenue.value_daily_amp * np.cos(2 * np.pi * (14.0 - cas.spec.revenue.value_peak_hour) / 24.0)
+    qv = stats.norm.cdf((xs[:, 0] - mu) / sigma)
+    assert np.array_equal(np.sort(np.floor(qv * n).astype(int)), np.arange(n))
+
+
+def test_stratified_sample_mean_cost_varies_far_less_than_iid():
+    cas = Cascade()
+    pol = OraclePolicy(cas)
+    lam = np.full(len(cas.clusters), 0.3)
+
+    def spread(stratified):
+        rng = np.random.default_rng(11)
+        means = [cas.cost[:, pol.act(cas.sample_features(1000, 20.0, rng, stratified=stratified), lam)].mean(axis=1)
+                 for _ in range(60)]
+        return np.std(means, axis=0) / np.mean(means, axis=0)
+
+    s_iid, s_lhs = spread(False), spread(True)
+    assert np.all(s_iid > 0.004)  # iid: the sample mean alone moves the load by about 1%
+    assert np.all(s_lhs < 0.5 * s_iid)
+
+
+def test_sampling_option_is_validated():
+    with pytest.raises(ValueError, match="sampling"):
+        small_sim(sampling="sobol")
