@@ -9,7 +9,11 @@ one-tick plan errors (what the forecast and the sampled request mix leave unexpl
 frontier either as a fitted concave quadratic (``frontier="quadratic"``, default: ~50 ADMM
 iterations) or as its exact piecewise-linear epigraph (``frontier="pwl"``: LP-like, several hundred
 iterations, 10-50x slower; see benchmarks/bench_mpc.py);
-(4) the applied lambda is the one whose cost per request equals the first planned ``u``.
+(4) the applied lambda is the one whose cost per request equals the first planned ``u``: read off
+the curve, then refined by ``refine_steps`` joint bisection steps in log lambda on the request
+sample itself (all clusters' lambdas move together, so the refinement also catches the
+cross-cluster effects the per-cluster sweeps miss, and the cost between grid points is measured,
+not interpolated).
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ class MpcController(Controller):
                  n_segments: int = 8,
                  grid_points: int = 12, curve_every: int = 1, pool_ticks: int = 1, offset_gain: float = 0.8,
                  time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
-                 backoff_quantile: float = 0.8, backoff_window: int = 240, max_fall: float | None = 4.0):
+                 backoff_quantile: float = 0.8, backoff_window: int = 240, max_fall: float | None = 4.0,
+                 refine_steps: int = 8, refine_above: float = 2.0):
         if solver not in ("osqp", "cvxpy"):
             raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {solver!r}")
         if frontier not in ("quadratic", "pwl"):
@@ -50,6 +55,11 @@ class MpcController(Controller):
         if max_fall is not None and not max_fall > 1:
             raise ValueError(f"max_fall must be > 1 (or None: no limit), got {max_fall!r}")
         self.max_fall = max_fall
+        if not (isinstance(refine_steps, (int, np.integer)) and refine_steps >= 0):
+            raise ValueError(f"refine_steps must be an integer >= 0, got {refine_steps!r}")
+        if not refine_above >= 1:
+            raise ValueError(f"refine_above must be >= 1, got {refine_above!r}")
+        self.refine_steps, self.refine_above = int(refine_steps), float(refine_above)
         self.weights = MpcWeights(rho=rho, slack=slack, alpha=alpha, beta=beta)
         MpcProblem(1, 1, 1, objective, self.weights)  # validate objective early
 
@@ -70,6 +80,9 @@ class MpcController(Controller):
         self.curve_: ResponseCurve | None = None
         self.theta_ = np.ones(context.n_clusters)
         self.u_applied_: np.ndarray | None = None
+        self.lam_out_: np.ndarray | None = None  # the lambda this controller last returned
+        self.u_exact_ = False  # u_applied_ was measured on the sample (a refined tick), not read off the curve
+        self.sample_act_ = None  # lam -> actions on the request pool the curve was measured on
         self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
         self.errors_: deque = deque(maxlen=self.backoff_window)  # measured - planned load, per cluster
         self.backoff_ = np.zeros(context.n_clusters)
@@ -83,11 +96,16 @@ class MpcController(Controller):
         ctx = self.ctx_
         x = np.concatenate(list(self.pool_))
         w = ctx.cascade.weights(x)
-        new = measure_response(ctx.policy.bind(x), ctx.cascade, w, lam, self.grid_)
+        self.sample_act_ = ctx.policy.bind(x)
+        new = measure_response(self.sample_act_, ctx.cascade, w, lam, self.grid_)
         if self.curve_ is not None:
             # re-base the disturbance so the new curve predicts the current load as the old one did
-            old_u = np.array([self.curve_.cost_at(g, lam[g]) for g in range(len(lam))])
-            new_u = np.array([new.cost_at(g, lam[g]) for g in range(len(lam))])
+            # (a ratio estimator: the new sample's cost enters only relative to itself)
+            if self.u_exact_ and self.u_applied_ is not None:  # exact costs on both samples
+                old_u, new_u = self.u_applied_, self._sample_cost(lam)
+            else:
+                old_u = np.array([self.curve_.cost_at(g, lam[g]) for g in range(len(lam))])
+                new_u = np.array([new.cost_at(g, lam[g]) for g in range(len(lam))])
             self.theta_ = self.theta_ * old_u / np.maximum(new_u, 1e-12)
             if self.u_applied_ is not None:
                 self.u_applied_ = new_u
@@ -97,6 +115,7 @@ class MpcController(Controller):
         ctx = self.ctx_
         if forecast is None:
             return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: no forecast")
+        self.lam_out_ = None
         feats = obs.features if response is None else response.features
         self.pool_.append(feats)
         lam_now = self.clip(np.asarray(obs.lam, dtype=float))
@@ -132,35 +151,64 @@ class MpcController(Controller):
         if not sol.ok:
             return Plan(lam=lam_now, controller=self.name, status=f"error: solver {sol.status}", solve_time_s=sol.solve_time_s)
         u0 = sol.u[:, 0]
-        lam = np.array([curve.lam_for_cost(g, u0[g]) for g in range(G)])
+        lam = self.clip(np.array([curve.lam_for_cost(g, u0[g]) for g in range(G)]))
+        refine = self.refine_steps > 0 and np.max(np.abs(np.log(lam / lam_now))) > np.log(self.refine_above)
+        if refine:
+            lam = self._refine(lam, u0)
         if self.max_fall is not None:
-            # asymmetric slew limit: lambda may rise at once (shed load) but falls at most max_fall x
-            # per tick: the per-cluster curves miss the cross effects when every lambda drops together
+            # asymmetric slew limit: lambda may rise at once (shed load) but falls at most max_fall x per tick
             lam = np.maximum(lam, lam_now / self.max_fall)
-        self.u_applied_ = np.array([curve.cost_at(g, lam[g]) for g in range(G)])
+        if refine and self.sample_act_ is not None:
+            self.u_applied_ = self._sample_cost(lam)  # measured on the sample, not interpolated
+        else:
+            self.u_applied_ = np.array([curve.cost_at(g, lam[g]) for g in range(G)])
+        self.lam_out_, self.u_exact_ = lam.copy(), bool(refine)
         lam_plan = np.stack([curve.lam_for_costs(g, sol.u[g]) for g in range(G)], axis=1)
         load_plan = hi[:, None] * sol.u.T / cap_eff[None, :]
         # what this plan predicts for the coming tick at the upper forecast: the back-off only adds what
         # the band does not already cover
         self.planned_ = hi[0] * self.u_applied_ / cap_eff
-        return Plan(lam=self.clip(lam), controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
+        return Plan(lam=lam, controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
                     lam_plan=lam_plan, load_plan=load_plan,
                     info={"slack_max": float(np.max(sol.slack)), "theta": self.theta_.tolist(), "backoff": self.backoff_.tolist(),
                           "iterations": sol.iterations})
 
+    def _sample_cost(self, lam: np.ndarray) -> np.ndarray:
+        """Mean estimated cost per request of each cluster at ``lam`` on the curve's request pool."""
+        return self.ctx_.cascade.cost[:, self.sample_act_(lam)].mean(axis=1)
+
+    def _refine(self, lam: np.ndarray, u0: np.ndarray) -> np.ndarray:
+        """Joint bisection in log lambda, within two grid steps either side of ``lam`` (the other
+        clusters move too, so the per-cluster curve's own bracket may not hold), for the lambda whose
+        cost on the sample is at most ``u0`` (the side that keeps the load plan)."""
+        if self.sample_act_ is None:
+            return lam
+        grid = self.grid_
+        r2 = (grid[1] / grid[0]) ** 2
+        lo, hi = np.maximum(lam / r2, grid[0]), np.minimum(lam * r2, grid[-1])
+        edge = (lam <= grid[0]) | (lam >= grid[-1])  # the curve says: no lambda in range reaches u0
+        lo, hi = np.where(edge, lam, lo), np.where(edge, lam, hi)
+        for _ in range(self.refine_steps):
+            mid = np.sqrt(lo * hi)
+            over = self._sample_cost(mid) > u0
+            lo, hi = np.where(over, mid, lo), np.where(over, hi, mid)
+        return hi
+
     def notify_applied(self, lam: np.ndarray) -> None:
         """The Balancer applied ``lam`` (possibly clamped, rate-limited, or from a fallback)."""
+        if self.lam_out_ is not None and np.allclose(lam, self.lam_out_, rtol=1e-9, atol=0.0):
+            return  # applied as planned: u_applied_ and planned_ stand
         if self.curve_ is not None:
             u = np.array([self.curve_.cost_at(g, lam[g]) for g in range(len(lam))])
             if self.u_applied_ is not None and not np.allclose(u, self.u_applied_, rtol=1e-3):
                 self.planned_ = None  # rate-limited or overridden: this tick does not score the plan
-            self.u_applied_ = u
+            self.u_applied_, self.u_exact_ = u, False
 
     def state_dict(self) -> dict:
         arr = lambda a: None if a is None else np.asarray(a).tolist()  # noqa: E731
         c = self.curve_
         return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
-                "planned": arr(self.planned_), "errors": [e.tolist() for e in self.errors_], "backoff": self.backoff_.tolist(),
+                "planned": arr(self.planned_), "u_exact": self.u_exact_, "errors": [e.tolist() for e in self.errors_], "backoff": self.backoff_.tolist(),
                 "pool": [p.tolist() for p in self.pool_],
                 "curve": None if c is None else {"lam_grid": c.lam_grid.tolist(), "cost": c.cost.tolist(), "revenue": c.revenue.tolist()}}
 
@@ -169,6 +217,7 @@ class MpcController(Controller):
         self.theta_ = np.asarray(d["theta"], dtype=float)
         self.ticks_ = int(d["ticks"])
         self.u_applied_, self.planned_ = opt(d["u_applied"]), opt(d["planned"])
+        self.u_exact_ = bool(d.get("u_exact", False))
         self.errors_ = deque((np.asarray(e, dtype=float) for e in d["errors"]), maxlen=self.backoff_window)
         self.backoff_ = np.asarray(d["backoff"], dtype=float)
         self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.pool_ticks)

@@ -156,3 +156,31 @@ print("TORCH" if bad else "CLEAN")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().endswith("CLEAN")
+
+
+def test_refined_lambda_hits_the_planned_cost_on_the_sample(sim):
+    ctx = sim.context(POLICY)
+    c = MpcController(horizon=10, refine_steps=10).setup(ctx)
+    x = list(sim.environment())[0][1]
+    c.pool_.append(x)
+    lam_now = np.full(3, 0.05)
+    c._refresh_curve(lam_now)
+    u_now = c._sample_cost(lam_now)
+    u0 = 0.5 * u_now  # a big cut on every cluster at once, as at the start of a spike
+    lam_curve = c.clip(np.array([c.curve_.lam_for_cost(g, u0[g]) for g in range(3)]))
+    lam = c._refine(lam_curve, u0)
+    err_curve = np.abs(c._sample_cost(lam_curve) / u0 - 1)
+    err = np.abs(c._sample_cost(lam) / u0 - 1)
+    # the per-cluster curves miss that all lambdas rise together: read off them, the joint cost
+    # falls far below the plan (measured 0.62-0.70 of it); the joint refinement lands within 10%
+    assert err_curve.max() > 0.2
+    assert err.max() < 0.1
+    assert np.all(lam > lam_now)
+
+
+def test_announced_spike_stays_near_c_m():
+    from mpc_balancer.scenarios import run_spike_test
+
+    r = run_spike_test(["mpc"], announced=True, n_requests=300)
+    # measured: +6.2% at 500 requests; without the joint refinement of large lambda moves +13%
+    assert r["controllers"]["mpc"]["peak_over_cm_pct"] < 10.0
