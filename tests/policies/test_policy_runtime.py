@@ -40,6 +40,18 @@ def test_act_is_the_exact_penalised_argmax(tiny_bundle, cascade, n):
         np.testing.assert_array_equal(rt.bind(x)(lam), a)
 
 
+def test_chunked_request_profiles_equal_one_pass(tiny_bundle, cascade):
+    rt = PolicyRuntime.load(tiny_bundle[0])
+    rng = np.random.default_rng(5)
+    n = 2 * rt.PROFILE_CHUNK + 17
+    x = cascade.sample_features(n, rng.uniform(0, 24, n), rng)
+    z, b = rt.request_profiles(x)
+    z1, b1 = rt._profiles(x)
+    assert z.shape == z1.shape and b.shape == (n,)
+    np.testing.assert_allclose(z, z1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(b, b1, rtol=1e-12, atol=1e-15)
+
+
 def test_round_trip_and_metadata(tiny_bundle, requests):
     path, _ = tiny_bundle
     arrays, meta, _ = read_bundle(path)
