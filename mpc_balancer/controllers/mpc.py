@@ -10,10 +10,12 @@ frontier either as a fitted concave quadratic (``frontier="quadratic"``, default
 iterations) or as its exact piecewise-linear epigraph (``frontier="pwl"``: LP-like, several hundred
 iterations, 10-50x slower; see benchmarks/bench_mpc.py);
 (4) the applied lambda is the one whose cost per request equals the first planned ``u``: read off
-the curve, then refined by ``refine_steps`` joint bisection steps in log lambda on the request
-sample itself (all clusters' lambdas move together, so the refinement also catches the
-cross-cluster effects the per-cluster sweeps miss, and the cost between grid points is measured,
-not interpolated).
+the curve; when some cluster's lambda moves by more than ``refine_above`` x (a spike, a step in
+the plan), it is refined by ``refine_steps`` joint bisection steps in log lambda on the request
+sample itself: all clusters' lambdas move together, and read off the per-cluster curves a joint
+cut of every cluster lands far below the plan (the cross-cluster effects the sweeps miss). Small
+moves keep the curve's reading, whose errors the disturbance ``theta`` has already learned.
+Lambda may rise at once but falls at most ``max_fall`` x per tick.
 """
 from __future__ import annotations
 
