@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.cascade import Cascade
+from policies.cascade import FEATURES, Cascade
 
 
 class Response:
@@ -19,8 +19,12 @@ class Response:
                  rng: np.random.Generator | None = None):
         x = np.asarray(features, dtype=float)
         if max_requests is not None and len(x) > max_requests:
+            # a systematic sample over the requests sorted by value (the cost's main driver): every
+            # value stratum keeps its share, as in the tick's stratified sample; a random subset
+            # would bring back the noise of independent draws
             rng = rng or np.random.default_rng(0)
-            x = x[rng.choice(len(x), max_requests, replace=False)]
+            order = np.argsort(x[:, FEATURES.index("log_value")], kind="stable")
+            x = x[order[((np.arange(max_requests) + rng.random()) * (len(x) / max_requests)).astype(np.int64)]]
         self.cascade, self.policy, self.features = cascade, policy, x
         self.weights = cascade.weights(x)
         self._act = policy.bind(x)  # per-request preprocessing done once, lambda varies

@@ -4,7 +4,8 @@ Each tick ``n_requests`` sampled requests stand for all arrivals of the tick (re
 are scaled by ``arrivals / n_requests``). By default (``sampling="stratified"``) the sample is a
 Latin hypercube over the request distribution, so its mean cost is close to the mean over the
 tick's real arrivals (at 20,000 QPS, 1.2 million requests a minute); ``sampling="iid"`` draws
-independent requests, whose sample mean moves the load by 1-2% from tick to tick on its own,
+independent requests, whose sample mean moves the load by 1-3% from tick to tick on its own
+(more at high lambda),
 noise no system at that volume sees. Every random draw of the environment (arrivals, request
 features, which requests are shed first, load noise) comes from one generator seeded by ``seed``
 and is drawn in the same order whatever the controller does, so all runs of one comparison see the
@@ -143,7 +144,8 @@ class Simulator:
         acted = np.empty(T, dtype=object)
         # warm start: the plant's load before the window, as if the policy ran at initial_lam
         qps0 = float(self.traffic.rate_qps[self.window][0])
-        prev_x = cas.sample_features(self.n_requests, float(self.times[0].hour), np.random.default_rng(self.seed + 1))
+        prev_x = cas.sample_features(self.n_requests, float(self.times[0].hour), np.random.default_rng(self.seed + 1),
+                                     stratified=self.sampling == "stratified")
         plant.reset(qps0 * cas.cost[:, policy.act(prev_x, lam)].mean(axis=1) * plant.cost_factor(0) / plant.capacity)
         obs = Observation(t=0, time=self.times[0] - pd.Timedelta(seconds=period), qps=qps0, load=plant.load.copy(),
                           lam=lam.copy(), features=prev_x)

@@ -85,6 +85,7 @@ class MpcController(Controller):
         self.lam_out_: np.ndarray | None = None  # the lambda this controller last returned
         self.u_exact_ = False  # u_applied_ was measured on the sample (a refined tick), not read off the curve
         self.sample_act_ = None  # lam -> actions on the request pool the curve was measured on
+        self.curve_pool_: np.ndarray | None = None  # that pool (checkpointed: pool_ moves every tick)
         self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
         self.errors_: deque = deque(maxlen=self.backoff_window)  # measured - planned load, per cluster
         self.backoff_ = np.zeros(context.n_clusters)
@@ -98,7 +99,7 @@ class MpcController(Controller):
         ctx = self.ctx_
         x = np.concatenate(list(self.pool_))
         w = ctx.cascade.weights(x)
-        self.sample_act_ = ctx.policy.bind(x)
+        self.curve_pool_, self.sample_act_ = x, ctx.policy.bind(x)
         new = measure_response(self.sample_act_, ctx.cascade, w, lam, self.grid_)
         if self.curve_ is not None:
             # re-base the disturbance so the new curve predicts the current load as the old one did
@@ -115,9 +116,9 @@ class MpcController(Controller):
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
         ctx = self.ctx_
+        self.lam_out_ = None
         if forecast is None:
             return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: no forecast")
-        self.lam_out_ = None
         feats = obs.features if response is None else response.features
         self.pool_.append(feats)
         lam_now = self.clip(np.asarray(obs.lam, dtype=float))
@@ -164,7 +165,7 @@ class MpcController(Controller):
             self.u_applied_ = self._sample_cost(lam)  # measured on the sample, not interpolated
         else:
             self.u_applied_ = np.array([curve.cost_at(g, lam[g]) for g in range(G)])
-        self.lam_out_, self.u_exact_ = lam.copy(), bool(refine)
+        self.lam_out_, self.u_exact_ = lam.copy(), bool(refine and self.sample_act_ is not None)
         lam_plan = np.stack([curve.lam_for_costs(g, sol.u[g]) for g in range(G)], axis=1)
         load_plan = hi[:, None] * sol.u.T / cap_eff[None, :]
         # what this plan predicts for the coming tick at the upper forecast: the back-off only adds what
@@ -211,7 +212,8 @@ class MpcController(Controller):
         c = self.curve_
         return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
                 "planned": arr(self.planned_), "u_exact": self.u_exact_, "errors": [e.tolist() for e in self.errors_], "backoff": self.backoff_.tolist(),
-                "pool": [p.tolist() for p in self.pool_],
+                "pool": [p.tolist() for p in self.pool_], "curve_pool": arr(self.curve_pool_),
+                "warm_start": self.solver_.warm_state() if hasattr(self.solver_, "warm_state") else None,
                 "curve": None if c is None else {"lam_grid": c.lam_grid.tolist(), "cost": c.cost.tolist(), "revenue": c.revenue.tolist()}}
 
     def load_state_dict(self, d: dict) -> None:
@@ -223,5 +225,10 @@ class MpcController(Controller):
         self.errors_ = deque((np.asarray(e, dtype=float) for e in d["errors"]), maxlen=self.backoff_window)
         self.backoff_ = np.asarray(d["backoff"], dtype=float)
         self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.pool_ticks)
+        cp = d.get("curve_pool")
+        self.curve_pool_ = None if cp is None else np.asarray(cp, dtype=float)
+        self.sample_act_ = None if cp is None else self.ctx_.policy.bind(self.curve_pool_)
+        if d.get("warm_start") is not None and hasattr(self.solver_, "load_warm_state"):
+            self.solver_.load_warm_state(d["warm_start"])
         c = d["curve"]
         self.curve_ = None if c is None else ResponseCurve(np.asarray(c["lam_grid"]), np.asarray(c["cost"]), np.asarray(c["revenue"]))

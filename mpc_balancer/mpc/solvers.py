@@ -48,6 +48,17 @@ class OsqpMpcSolver:
     def reset(self) -> None:
         self._solver, self._x, self._y = None, None, None
 
+    def warm_state(self) -> dict | None:
+        """The last solution (primal, dual): what the next solve warm-starts from (for checkpoints)."""
+        return None if self._x is None else {"x": self._x.tolist(), "y": self._y.tolist()}
+
+    def load_warm_state(self, state: dict) -> None:
+        x, y = np.asarray(state["x"], dtype=float), np.asarray(state["y"], dtype=float)
+        if x.shape != (self.problem.n,) or y.shape != (self.problem.m,):
+            raise ValueError(f"warm start must have x of shape ({self.problem.n},) and y of shape ({self.problem.m},), "
+                             f"got {x.shape} and {y.shape}")
+        self._x, self._y = x, y
+
     def solve(self, data: MpcData) -> MpcSolution:
         p = self.problem
         p.validate(data)
@@ -71,6 +82,8 @@ class OsqpMpcSolver:
                                # the fitted-quadratic QP is strictly convex: polishing only prints "not needed"
                                polishing=self.polish and not isinstance(p, QuadraticMpcProblem),
                                time_limit=self.time_limit_s if self.time_limit_s > 0 else 1e10)
+            if self._x is not None:  # restored from a checkpoint
+                self._solver.warm_start(x=p.shift(self._x), y=self._y)
         else:
             kw = {"q": q, "l": l, "u": u}
             if p.objective == "tracking" or isinstance(p, QuadraticMpcProblem):
