@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+from .args import name_list
+
 MODELS = ("hybrid", "sarima", "seasonal_naive", "seasonal_naive_weekly")
 
 
@@ -59,7 +61,7 @@ def run_backtest(args) -> int:
         raise ValueError(f"--horizon must be >= 1, got {args.horizon}")
     if args.test_days <= 0 or args.train_days <= 0:
         raise ValueError("--test-days and --train-days must be > 0")
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    names = name_list(args.models)
     if not names:
         raise ValueError("--models is empty")
     events = load_events(args.events) if args.events else None

@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+from .args import name_list
+
 
 def register(sub) -> None:
     t = sub.add_parser("train", help="train a per-request value model on generated logs and write a policy bundle",
@@ -62,7 +64,7 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from policies.evaluation import evaluate, format_tables
 
-    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    algos = name_list(args.algos)
     if not algos:
         raise ValueError("--algos is empty")
     if args.ablations:

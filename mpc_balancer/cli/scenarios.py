@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .args import int_list, name_list
 from .simulate import _positive
 
 
@@ -36,7 +37,7 @@ def spike(args) -> int:
 
     from ..experiment import parse_overrides
 
-    names = [c.strip() for c in args.controllers.split(",") if c.strip()]
+    names = name_list(args.controllers)
     opts, plant = parse_overrides(args.set)
     if plant:
         raise ValueError("spike-test takes controller options only (--set CONTROLLER.KEY=VALUE)")
@@ -64,11 +65,8 @@ def _tune_one(job):
 
 
 def tune(args) -> int:
-    try:
-        horizons = [int(h) for h in args.horizons.split(",") if h.strip()]
-    except ValueError:
-        raise ValueError(f"--horizons must be comma-separated integers, got {args.horizons!r}") from None
-    if not horizons or min(horizons) < 1:
+    horizons = int_list(args.horizons, "--horizons")
+    if min(horizons) < 1:
         raise ValueError(f"--horizons must be integers >= 1, got {args.horizons!r}")
     from ..traces import load_trace
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
+from .args import name_list
 
 
 def _positive(kind):
@@ -56,7 +57,7 @@ def register(sub):
     p = sub.add_parser("compare", help="closed-loop comparison of controllers on the same traffic and requests")
     add_common(p)
     p.add_argument("--controllers", default="static,dcaf,pid", help="comma-separated (default static,dcaf,pid)")
-    p.set_defaults(func=lambda a: run(a, [c.strip() for c in a.controllers.split(",") if c.strip()]))
+    p.set_defaults(func=lambda a: run(a, name_list(a.controllers)))
 
 
 def run(args, controllers: list[str]) -> int:

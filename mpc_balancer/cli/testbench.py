@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import time
 
+from .args import int_list
+
 DEFAULT_QUEUES = "25,50,100,200,400"
-
-
-def _ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not vals:
-        raise ValueError(f"{what} is empty")
-    return vals
 
 
 def register(sub):
@@ -60,10 +52,10 @@ def run(args) -> int:
     from ..testbench.runner import LoadTestConfig, run_load_test
     from ..testbench.workloads import resolve_workload
 
-    variants = _ints(args.variants, "--variants") if args.variants else None
+    variants = int_list(args.variants, "--variants") if args.variants else None
     if args.value_buckets < 1:
         raise ValueError(f"--value-buckets must be >= 1, got {args.value_buckets}")
-    config = LoadTestConfig(queues=_ints(args.queues, "--queues"), qps=args.qps, duration_s=args.duration,
+    config = LoadTestConfig(queues=int_list(args.queues, "--queues"), qps=args.qps, duration_s=args.duration,
                             warmup_s=args.warmup, repeats=args.repeats, value_buckets=tuple(range(args.value_buckets)),
                             machines=args.machines, cores=args.cores, estimator=args.estimator)
     wl = resolve_workload(args.workload, stage=args.stage, variants=variants)

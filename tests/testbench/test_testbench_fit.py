@@ -68,12 +68,18 @@ def test_fit_errors(docs, needle):
         fit_cost_table(docs(linear_docs()))
 
 
-def test_cli_fit_and_check(tmp_path, capsys):
+def write_docs(directory, docs, prefix=""):
+    """Each measurement document to ``<prefix><stage>.json``; their paths."""
     paths = []
-    for d in linear_docs():
-        p = tmp_path / f"{d['stage']}.json"
+    for d in docs:
+        p = directory / f"{prefix}{d['stage']}.json"
         p.write_text(json.dumps(d))
         paths.append(str(p))
+    return paths
+
+
+def test_cli_fit_and_check(tmp_path, capsys):
+    paths = write_docs(tmp_path, linear_docs())
     out = tmp_path / "table.json"
     assert main(["testbench", "fit", "--measurements", *paths, "--out", str(out)]) == 0
     table = load_cost_table(out)
@@ -108,20 +114,14 @@ def test_cli_errors_are_one_line(argv, needle, capsys):
 
 
 def test_check_calibrate_removes_a_uniform_session_slowdown(tmp_path, capsys):
-    paths = []
-    for d in linear_docs():
-        p = tmp_path / f"{d['stage']}.json"
-        p.write_text(json.dumps(d))
-        paths.append(str(p))
+    paths = write_docs(tmp_path, linear_docs())
     out = tmp_path / "table.json"
     assert main(["testbench", "fit", "--measurements", *paths, "--out", str(out)]) == 0
-    slow = []
-    for d in linear_docs(queues=(15, 30, 60)):  # left-out lengths, measured on a machine 30% slower
+    slow_docs = linear_docs(queues=(15, 30, 60))  # left-out lengths, measured on a machine 30% slower
+    for d in slow_docs:
         for b in d["buckets"]:
             b["cpu_ms"] *= 1.3
-        p = tmp_path / f"slow_{d['stage']}.json"
-        p.write_text(json.dumps(d))
-        slow.append(str(p))
+    slow = write_docs(tmp_path, slow_docs, prefix="slow_")
     capsys.readouterr()
     assert main(["testbench", "check", "--cost-table", str(out), "--measurements", *slow]) == 1
     assert "max |error| 23.08%" in capsys.readouterr().out  # 1/1.3 - 1
