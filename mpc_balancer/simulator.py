@@ -4,9 +4,8 @@ Each tick ``n_requests`` sampled requests stand for all arrivals of the tick (re
 are scaled by ``arrivals / n_requests``). By default (``sampling="stratified"``) the sample is a
 Latin hypercube over the request distribution, so its mean cost is close to the mean over the
 tick's real arrivals (at 20,000 QPS, 1.2 million requests a minute); ``sampling="iid"`` draws
-independent requests, whose sample mean moves the load by 1-3% from tick to tick on its own
-(more at high lambda),
-noise no system at that volume sees. Every random draw of the environment (arrivals, request
+independent requests, whose sample mean alone moves the load by 1-3% from tick to tick (more
+at high lambda), noise no system at that volume sees. Every random draw of the environment (arrivals, request
 features, which requests are shed first, load noise) comes from one generator seeded by ``seed``
 and is drawn in the same order whatever the controller does, so all runs of one comparison see the
 same traffic and the same request samples.

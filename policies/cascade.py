@@ -318,8 +318,12 @@ class Cascade:
 
 # Beta(2, 3)'s CDF is the polynomial F(x) = 6x^2 - 8x^3 + 3x^4 (density 12 x (1-x)^2): its inverse is
 # read off a fine table, then polished by Newton steps (scipy's betaincinv is ~30x slower per tick)
+def _beta23_cdf(x: np.ndarray) -> np.ndarray:
+    return x * x * (6.0 - 8.0 * x + 3.0 * x * x)
+
+
 _BETA23_X = np.linspace(0.0, 1.0, 4097)
-_BETA23_F = _BETA23_X ** 2 * (6.0 - 8.0 * _BETA23_X + 3.0 * _BETA23_X ** 2)
+_BETA23_F = _beta23_cdf(_BETA23_X)
 
 
 def _beta23_ppf(q: np.ndarray) -> np.ndarray:
@@ -329,7 +333,7 @@ def _beta23_ppf(q: np.ndarray) -> np.ndarray:
     x = np.where(q > _BETA23_F[-2], 1.0 - np.cbrt((1.0 - q) / 4.0), x)
     for _ in range(3):
         f = 12.0 * x * (1.0 - x) ** 2
-        step = (x * x * (6.0 - 8.0 * x + 3.0 * x * x) - q) / np.where(f > 1e-12, f, np.inf)
+        step = (_beta23_cdf(x) - q) / np.where(f > 1e-12, f, np.inf)
         x = np.clip(x - step, 0.0, 1.0)
     return x
 
