@@ -45,7 +45,7 @@ def parse_overrides(items: list[str] | None) -> tuple[dict[str, dict], dict]:
         key, raw = item.split("=", 1)
         section, name = key.split(".", 1)
         try:
-            value = json.loads(raw)
+            value = None if raw == "None" else json.loads(raw)  # JSON values; None or null: no value
         except json.JSONDecodeError:
             value = raw
         (plant if section == "plant" else ctrl.setdefault(section, {}))[name] = value

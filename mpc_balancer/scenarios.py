@@ -57,7 +57,7 @@ def spike_metrics(log: pd.DataFrame, clusters, target: np.ndarray, start: pd.Tim
 
 
 def run_spike_test(controllers: list[str], factor: float = 8.0, announced: bool = False, duration_min: int = 30,
-                   seed: int = 0, n_requests: int = 500, controller_options: dict | None = None) -> dict:
+                   seed: int = 0, n_requests: int = 1000, controller_options: dict | None = None) -> dict:
     from .balancer import Balancer
     from .controllers import make_controller
     from .experiment import make_policy

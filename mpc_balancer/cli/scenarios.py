@@ -18,6 +18,8 @@ def register(sub):
     p.add_argument("--duration", type=_positive(int), default=30, help="spike length in minutes (default 30)")
     p.add_argument("--announced", action="store_true", help="the spike is in the forecasters' event calendar")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--requests", type=_positive(int), default=1000,
+                   help="sampled requests per tick (default 1000, as in simulate and compare)")
     p.add_argument("--set", action="append", metavar="CONTROLLER.KEY=VALUE", help="controller option, e.g. mpc.max_fall=4")
     p.add_argument("--json", default=None)
     p.set_defaults(func=spike)
@@ -42,7 +44,7 @@ def spike(args) -> int:
     if plant:
         raise ValueError("spike-test takes controller options only (--set CONTROLLER.KEY=VALUE)")
     res = run_spike_test(names, factor=args.factor, announced=args.announced, duration_min=args.duration, seed=args.seed,
-                         controller_options=opts)
+                         n_requests=args.requests, controller_options=opts)
     print(format_spike(res))
     if args.json:
         dump(res, args.json)

@@ -19,6 +19,7 @@ Lambda may rise at once but falls at most ``max_fall`` x per tick.
 """
 from __future__ import annotations
 
+import numbers
 from collections import deque
 
 import numpy as np
@@ -54,7 +55,7 @@ class MpcController(Controller):
         if not 0 <= backoff_quantile < 1:
             raise ValueError(f"backoff_quantile must be in [0, 1), got {backoff_quantile!r}")
         self.time_limit_s, self.backoff_quantile, self.backoff_window = time_limit_s, backoff_quantile, int(backoff_window)
-        if max_fall is not None and not max_fall > 1:
+        if max_fall is not None and not (isinstance(max_fall, numbers.Real) and max_fall > 1):
             raise ValueError(f"max_fall must be > 1 (or None: no limit), got {max_fall!r}")
         self.max_fall = max_fall
         if not (isinstance(refine_steps, (int, np.integer)) and refine_steps >= 0):
@@ -155,17 +156,18 @@ class MpcController(Controller):
             return Plan(lam=lam_now, controller=self.name, status=f"error: solver {sol.status}", solve_time_s=sol.solve_time_s)
         u0 = sol.u[:, 0]
         lam = self.clip(np.array([curve.lam_for_cost(g, u0[g]) for g in range(G)]))
-        refine = self.refine_steps > 0 and np.max(np.abs(np.log(lam / lam_now))) > np.log(self.refine_above)
+        refine = (self.refine_steps > 0 and self.sample_act_ is not None
+                  and np.max(np.abs(np.log(lam / lam_now))) > np.log(self.refine_above))
         if refine:
             lam = self._refine(lam, u0)
         if self.max_fall is not None:
             # asymmetric slew limit: lambda may rise at once (shed load) but falls at most max_fall x per tick
             lam = np.maximum(lam, lam_now / self.max_fall)
-        if refine and self.sample_act_ is not None:
+        if refine:
             self.u_applied_ = self._sample_cost(lam)  # measured on the sample, not interpolated
         else:
             self.u_applied_ = np.array([curve.cost_at(g, lam[g]) for g in range(G)])
-        self.lam_out_, self.u_exact_ = lam.copy(), bool(refine and self.sample_act_ is not None)
+        self.lam_out_, self.u_exact_ = lam.copy(), bool(refine)
         lam_plan = np.stack([curve.lam_for_costs(g, sol.u[g]) for g in range(G)], axis=1)
         load_plan = hi[:, None] * sol.u.T / cap_eff[None, :]
         # what this plan predicts for the coming tick at the upper forecast: the back-off only adds what
@@ -183,14 +185,12 @@ class MpcController(Controller):
     def _refine(self, lam: np.ndarray, u0: np.ndarray) -> np.ndarray:
         """Joint bisection in log lambda, within two grid steps either side of ``lam`` (the other
         clusters move too, so the per-cluster curve's own bracket may not hold), for the lambda whose
-        cost on the sample is at most ``u0`` (the side that keeps the load plan)."""
-        if self.sample_act_ is None:
-            return lam
+        cost on the sample is at most ``u0`` (the side that keeps the load plan). A lambda the curve
+        put at the end of the grid is searched inward too: once the other clusters have moved, a
+        smaller lambda may already reach ``u0`` (a spike raising every lambda at once)."""
         grid = self.grid_
         r2 = (grid[1] / grid[0]) ** 2
         lo, hi = np.maximum(lam / r2, grid[0]), np.minimum(lam * r2, grid[-1])
-        edge = (lam <= grid[0]) | (lam >= grid[-1])  # the curve says: no lambda in range reaches u0
-        lo, hi = np.where(edge, lam, lo), np.where(edge, lam, hi)
         for _ in range(self.refine_steps):
             mid = np.sqrt(lo * hi)
             over = self._sample_cost(mid) > u0
