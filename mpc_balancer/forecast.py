@@ -8,7 +8,11 @@ runs on 5-minute means of the measured QPS: it gives the shape of the next hours
   so the first steps follow what is happening now and the far steps follow the model;
 * the upper band is *calibrated at tick resolution*: the relative errors of past forecasts, per
   horizon step, are kept in a rolling window and their ``band`` quantile (80% or 95%) is the
-  margin (split-conformal, online); until enough errors are seen the model's own band is used;
+  margin (split-conformal, online). The calibration starts warm: ``fit`` holds out the history's
+  last ``warm_calib`` ticks, fits the slow model on the rest and replays them tick by tick exactly
+  as live operation would (forecast ``calib_horizon`` steps, observe, score), so the first live
+  forecast already carries a calibrated band. Horizon steps without enough scored errors (a
+  history too short to replay, a horizon longer than ``calib_horizon``) use the model's own band;
 * announced events with an ``expected_multiplier`` multiply the forecast over their span, at tick
   resolution (their past occurrences are divided out of the history before fitting); events
   without a multiplier are regressors of the slow model, which learns their lift from history.
@@ -28,7 +32,7 @@ class TickForecaster:
 
     def __init__(self, model: str = "sarima", step: str = "5min", band: int = 80, nowcast_decay: float = 0.97,
                  calib_window: int = 1440, min_calib: int = 120, events=None, history_days: float = 28.0,
-                 refit_every: int | None = 288):
+                 refit_every: int | None = 288, warm_calib: int = 360, calib_horizon: int = 96):
         if model not in MODELS:
             raise ValueError(f"forecast model must be one of {MODELS}, got {model!r}")
         if band not in (80, 95):
@@ -38,6 +42,10 @@ class TickForecaster:
         self.model, self.step, self.band, self.nowcast_decay = model, pd.Timedelta(step), band, nowcast_decay
         self.calib_window, self.min_calib, self.events, self.history_days = calib_window, min_calib, events, history_days
         self.refit_every = refit_every
+        for k, v in {"warm_calib": warm_calib, "calib_horizon": calib_horizon, "min_calib": min_calib}.items():
+            if not (isinstance(v, (int, np.integer)) and v >= 0):
+                raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
+        self.warm_calib, self.calib_horizon = int(warm_calib), max(int(calib_horizon), 1)
 
     # ---------------------------------------------------------------------------------- setup
     def _make_model(self, events):
@@ -50,9 +58,25 @@ class TickForecaster:
         return fc.SarimaForecaster(events=events, refit_every=self.refit_every)
 
     def fit(self, qps: np.ndarray, times: pd.DatetimeIndex, period_s: float) -> "TickForecaster":
+        """Fit the slow model on the history and calibrate the band on its last ``warm_calib`` ticks
+        (held out of the fit and replayed; skipped when less than two days of history would remain)."""
+        qps, times = np.asarray(qps, dtype=float), pd.DatetimeIndex(times)
+        n = self.warm_calib
+        if n and len(times) > n and times[-n - 1] - times[0] >= pd.Timedelta(days=2):
+            self._fit(qps[:-n], times[:-n], period_s)
+            self.predict(self.calib_horizon)
+            for t, q in zip(times[-n:], qps[-n:]):
+                self.observe(t, q)
+                self.predict(self.calib_horizon)
+            self._update_margin()
+            self.ticks_ = 0  # ticks observed live
+            return self
+        return self._fit(qps, times, period_s)
+
+    def _fit(self, qps: np.ndarray, times: pd.DatetimeIndex, period_s: float) -> "TickForecaster":
         cal = self._calendar()
         self.period_s_ = float(period_s)
-        s = pd.Series(np.asarray(qps, dtype=float), index=times)
+        s = pd.Series(qps, index=times)
         s = s[s.index >= s.index[-1] - pd.Timedelta(days=self.history_days)]
         s = s / self._multiplier(s.index, cal)  # divide out announced multipliers
         y = s.resample(self.step, origin=s.index[0].floor(self.step)).mean()
@@ -135,10 +159,11 @@ class TickForecaster:
         ratio = self.last_qps_ / base_now if self.last_qps_ > 0 else 1.0
         k = np.arange(1, h + 1)
         mean = np.maximum(base[1:] * mult[1:] * (1 + (ratio - 1) * self.nowcast_decay ** k), 0.0)
-        if self.margin_ is not None and len(self.margin_) >= h:
-            hi = mean * (1 + self.margin_[:h])
-        else:
-            hi = mean * np.maximum(hi_model[1:] / np.maximum(base[1:], 1e-9), 1.0)
+        margin = np.maximum(hi_model[1:] / np.maximum(base[1:], 1e-9), 1.0) - 1.0  # the model's band
+        if self.margin_ is not None:
+            m = self.margin_[:h]
+            margin[: len(m)] = np.where(np.isnan(m), margin[: len(m)], m)  # calibrated steps
+        hi = mean * (1 + margin)
         self._remember(t[1:], mean)
         return {"mean": mean, "hi": np.maximum(hi, mean)}
 
@@ -159,11 +184,10 @@ class TickForecaster:
     def _calibrate(self, time, qps):
         if not self.pending_:
             return
-        H = len(self.pending_[-1][1])
-        if self.errors_.shape[1] != H:
-            self.errors_ = np.full((self.calib_window, H), np.nan)
-            self.err_rows_ = 0
-        row = np.full(H, np.nan)
+        H = max(len(m) for _, m in self.pending_)
+        if self.errors_.shape[1] < H:  # a longer horizon than so far: the new steps start unscored
+            self.errors_ = np.concatenate([self.errors_, np.full((self.calib_window, H - self.errors_.shape[1]), np.nan)], axis=1)
+        row = np.full(self.errors_.shape[1], np.nan)
         t = pd.Timestamp(time).value
         for times, mean in self.pending_:
             k = (t - times[0]) // max(int(self.period_s_ * 1e9), 1)
@@ -171,9 +195,18 @@ class TickForecaster:
                 row[k] = qps / mean[k] - 1.0
         self.errors_[self.err_rows_ % self.calib_window] = row
         self.err_rows_ += 1
-        if self.err_rows_ >= self.min_calib and self.err_rows_ % 30 == 0:
-            q = np.nanquantile(self.errors_[: min(self.err_rows_, self.calib_window)], self.band / 100.0, axis=0)
-            self.margin_ = np.maximum(np.nan_to_num(q, nan=0.0), 0.0)
+        if self.err_rows_ % 30 == 0:
+            self._update_margin()
+
+    def _update_margin(self):
+        """The band quantile of the scored relative errors per horizon step (NaN: too few scored)."""
+        E = self.errors_[: min(self.err_rows_, self.calib_window)]
+        ok = np.sum(~np.isnan(E), axis=0) >= max(self.min_calib, 1)
+        if not ok.any():
+            return
+        margin = np.full(E.shape[1], np.nan)
+        margin[ok] = np.maximum(np.nanquantile(E[:, ok], self.band / 100.0, axis=0), 0.0)
+        self.margin_ = margin
 
     # ---------------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:

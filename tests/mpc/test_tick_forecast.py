@@ -79,3 +79,39 @@ def test_tune_rejects_bad_horizons():
         from argparse import Namespace
 
         tune(Namespace(horizons="5,x", trace="elb", days=0.1, seed=0, objective="revenue", jobs=1, json=None))
+
+
+def test_band_is_calibrated_warm_on_the_held_out_end_of_history():
+    """fit() holds out the last ``warm_calib`` ticks, fits on the rest and replays them as live
+    operation would; the first live band is the 80% quantile of those replayed one-step errors."""
+    q, t = history(days=3)
+    q = q * np.exp(np.random.default_rng(0).normal(0, 0.05, len(q)))
+    n = 240
+    warm = TickForecaster(model="seasonal_naive", warm_calib=n).fit(q, t, 60.0)
+    # the oracle: the same replay by hand on a forecaster fitted without the held-out ticks
+    cold = TickForecaster(model="seasonal_naive", warm_calib=0).fit(q[:-n], t[:-n], 60.0)
+    errs, prev = [], cold.predict(96)["mean"]
+    for ti, qi in zip(t[-n:], q[-n:]):
+        cold.observe(ti, qi)
+        errs.append(qi / prev[0] - 1)
+        prev = cold.predict(96)["mean"]
+    assert warm.margin_[0] == pytest.approx(max(np.quantile(errs, 0.8), 0.0), rel=1e-9)
+    f = warm.predict(30)
+    np.testing.assert_allclose(f["hi"] / f["mean"] - 1, warm.margin_[:30], rtol=1e-9)
+    assert 0.03 < warm.margin_[0] < 0.12  # 5% log-normal noise on today's and yesterday's minute
+    # without the warm start there is nothing scored yet: the model's own band
+    plain = TickForecaster(model="seasonal_naive", warm_calib=0).fit(q, t, 60.0)
+    assert plain.margin_ is None
+    # steps beyond the calibrated horizon fall back to the model's band, never to no band
+    g, h = warm.predict(120), plain.predict(120)
+    np.testing.assert_allclose((g["hi"] / g["mean"])[100:], (h["hi"] / h["mean"])[100:], rtol=1e-9)
+    assert np.all(g["hi"] >= g["mean"])
+
+
+def test_warm_calibration_needs_two_days_of_history_left():
+    q, t = history(days=3)
+    q, t = q[-2 * 1440:], t[-2 * 1440:]
+    fc = TickForecaster(model="seasonal_naive", warm_calib=360).fit(q, t, 60.0)
+    assert fc.margin_ is None  # too short to hold out: the model's band until live errors are scored
+    with pytest.raises(ValueError, match="warm_calib must be an integer >= 0"):
+        TickForecaster(warm_calib=-1)
