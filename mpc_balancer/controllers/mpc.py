@@ -187,14 +187,24 @@ class MpcController(Controller):
         clusters move too, so the per-cluster curve's own bracket may not hold), for the lambda whose
         cost on the sample is at most ``u0`` (the side that keeps the load plan). A lambda the curve
         put at the end of the grid is searched inward too: once the other clusters have moved, a
-        smaller lambda may already reach ``u0`` (a spike raising every lambda at once)."""
+        smaller lambda may already reach ``u0`` (a spike raising every lambda at once).
+
+        Each cluster's bracket is cut while the others move, so at the end one may sit above ``u0``
+        at the joint point (measured: prerank +8.6% on a spike's first tick); up to two repair
+        passes then bisect only those clusters upward, the others held."""
         grid = self.grid_
         r2 = (grid[1] / grid[0]) ** 2
         lo, hi = np.maximum(lam / r2, grid[0]), np.minimum(lam * r2, grid[-1])
-        for _ in range(self.refine_steps):
-            mid = np.sqrt(lo * hi)
-            over = self._sample_cost(mid) > u0
-            lo, hi = np.where(over, mid, lo), np.where(over, hi, mid)
+        active = np.ones(len(lam), dtype=bool)
+        for attempt in range(3):
+            for _ in range(self.refine_steps):
+                mid = np.where(active, np.sqrt(lo * hi), hi)
+                over = self._sample_cost(mid) > u0
+                lo, hi = np.where(active & over, mid, lo), np.where(active & ~over, mid, hi)
+            active = (self._sample_cost(hi) > u0) & (hi < grid[-1])
+            if not active.any():
+                break
+            lo, hi = hi.copy(), np.where(active, np.minimum(hi * r2, grid[-1]), hi)
         return hi
 
     def notify_applied(self, lam: np.ndarray) -> None:

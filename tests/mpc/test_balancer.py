@@ -177,6 +177,7 @@ def test_refined_lambda_hits_the_planned_cost_on_the_sample(sim):
     # falls far below the plan (measured 0.62-0.70 of it); the joint refinement lands within 10%
     assert err_curve.max() > 0.2
     assert err.max() < 0.1
+    assert np.all(c._sample_cost(lam) <= u0)  # the side that keeps the load plan, on every cluster
     assert np.all(lam > lam_now)
 
 
