@@ -40,10 +40,24 @@ from .bundle import read_bundle
 from .oracle import check_lambda
 
 
-def _softplus(x):
+def _softplus(x, out=None, abs_from=None):
     """``log(1 + exp(x))`` as torch computes it (``x`` itself above 20); ``log(1 + .)`` rather than
-    ``log1p``: several times faster, and its absolute error is within one rounding of 1."""
-    return np.where(x > 20.0, x, np.log(1.0 + np.exp(np.minimum(x, 20.0))))
+    ``log1p``: several times faster, and its absolute error is within one rounding of 1. With
+    ``abs_from``, rows from that index on get ``|x|`` instead (the mixer without SMC)."""
+    if abs_from is not None:
+        out = np.array(x) if out is None else out
+        np.abs(x[abs_from:], out=out[abs_from:])
+        _softplus(x[:abs_from], out=out[:abs_from])
+        return out
+    big = x > 20.0
+    keep = x[big] if big.any() else None  # before ``out`` (possibly ``x`` itself) is overwritten
+    t = np.minimum(x, 20.0, out=out)
+    np.exp(t, out=t)
+    t += 1.0
+    np.log(t, out=t)
+    if keep is not None:
+        t[big] = keep
+    return t
 
 
 def _sigmoid(x):
@@ -97,9 +111,9 @@ class PolicyRuntime:
     """
 
     PRUNE_MIN_BATCH = 1024  # per-lambda and per-chunk candidate pruning pay off from this batch size on
-    CHUNK = 128
-    GROUPS = 4
-    PROFILE_CHUNK = 1024
+    CHUNK = 256
+    GROUPS = 2
+    PROFILE_ELEMENTS = 1024 * 325  # rows per request-side chunk: this many activations in the widest layer
     SMALL_BATCH = 16  # up to this many rows the block layers run as one stacked product
     _CACHE = 32
 
@@ -221,6 +235,7 @@ class PolicyRuntime:
             widths = new_widths
         self._layers = [[(i, o, np.ascontiguousarray(w, dtype=dt)) for i, o, w in blocks] for blocks in layers]
         self._widths = [blocks[-1][1].stop or blocks[-1][2].shape[1] for blocks in self._layers]
+        self.PROFILE_CHUNK = max(256, self.PROFILE_ELEMENTS // max(self._widths))
         self._zeros = [np.zeros(w, dtype=dt) for w in self._widths]
         # small batches: a block layer as one call -- stacked (blocks, in, out) when the blocks are alike
         # (e.g. (n, 65) @ (5, 65, 65)), else one block-diagonal matrix -- instead of one call per block
@@ -235,28 +250,33 @@ class PolicyRuntime:
                 for i, o, w in blocks:
                     d[i, o] = w
                 self._small.append(("dense", d))
+        d = np.zeros((self._widths[-2], self._widths[-1]), dtype=dt)
+        for i, o, w in self._layers[-1]:
+            d[i, o] = w
+        self._last_dense = d  # the last layer as one matrix, for small batches
 
     def request_profiles(self, features) -> tuple[np.ndarray, np.ndarray]:
         """(``v z(x)`` (N, P) >= 0, ``v b(x)`` (N,)): the per-request part of the revenue estimate,
-        in the runtime's ``dtype``. Large batches run in chunks of ``PROFILE_CHUNK`` rows so that
-        the layers' activations stay in cache."""
+        in the runtime's ``dtype``. ``z`` is the transpose of a contiguous (P, N) array: the narrow
+        output side (softplus, mixing) runs on long contiguous rows. Large batches run in chunks of
+        ``PROFILE_CHUNK`` rows so that the layers' activations stay in cache."""
         x = self._check_features(features)
         N, C = len(x), self.PROFILE_CHUNK
         if N <= C:
             return self._profiles(x)
-        z = np.empty((N, self.n_agents * self.channels), dtype=self.dtype)
+        zt = np.empty((self.n_agents * self.channels, N), dtype=self.dtype)
         b = np.empty(N, dtype=self.dtype)
         for i in range(0, N, C):
-            self._profiles(x[i:i + C], z[i:i + C], b[i:i + C])
-        return z, b
+            self._profiles(x[i:i + C], zt[:, i:i + C], b[i:i + C])
+        return zt.T, b
 
-    def _profiles(self, x: np.ndarray, z_out=None, b_out=None) -> tuple[np.ndarray, np.ndarray]:
+    def _profiles(self, x: np.ndarray, zt_out=None, b_out=None) -> tuple[np.ndarray, np.ndarray]:
         N, dt = len(x), self.dtype
         h = np.empty((N, len(self.features) + 1), dtype=dt)
         h[:, :-1] = x
         h[:, -1] = 1.0
         last = len(self._layers) - 1
-        for l, blocks in enumerate(self._layers):
+        for l, blocks in enumerate(self._layers[:-1]):
             small = self._small[l] if N <= self.SMALL_BATCH else None
             if small is not None and small[0] == "stacked":
                 M, _, H = small[1].shape
@@ -269,18 +289,26 @@ class PolicyRuntime:
                 out = np.empty((N, self._widths[l]), dtype=dt)
                 for i, o, w in blocks:
                     np.matmul(h[:, i], w, out=out[:, o])
-            if l < last:
-                np.maximum(out, self._zeros[l], out=out)  # ReLU (a zero row broadcasts faster than a scalar)
+            np.maximum(out, self._zeros[l], out=out)  # ReLU (a zero row broadcasts faster than a scalar)
             h = out
+        # last layer transposed: (outputs, N), each output a contiguous row
+        if N <= self.SMALL_BATCH and self._small[last] is not None:
+            ot = np.ascontiguousarray((h @ self._last_dense).T)
+        else:
+            ot = np.empty((self._widths[last], N), dtype=dt)
+            for i, o, w in self._layers[last]:
+                np.matmul(w.T, h[:, i].T, out=ot[o])
         n, J = self.n_agents, self.channels
         nJ = n * J
-        sp = _softplus(h[:, :nJ + n]) if self.smc else np.concatenate([_softplus(h[:, :nJ]), np.abs(h[:, nJ:nJ + n])], axis=1)
-        v = np.exp(x[:, self.value_column]).astype(dt)
-        wv = sp[:, nJ:] * v[:, None]  # (N, n) mixing weight times value
-        z = z_out if z_out is not None else np.empty((N, nJ), dtype=dt)
-        np.multiply(sp[:, :nJ].reshape(N, n, J), wv[:, :, None], out=z.reshape(N, n, J))
-        b = np.multiply(v, h[:, nJ + n], out=b_out)
-        return z, b
+        sp = ot[:nJ + n]
+        _softplus(sp, out=sp, abs_from=None if self.smc else nJ)
+        v = np.exp(x[:, self.value_column].astype(dt))
+        wv = sp[nJ:]
+        wv *= v  # (n, N) mixing weight times value
+        zt = zt_out if zt_out is not None else np.empty((nJ, N), dtype=dt)
+        np.multiply(sp[:nJ].reshape(n, J, N), wv[:, None, :], out=zt.reshape(n, J, N))
+        b = np.multiply(v, ot[nJ + n], out=b_out)
+        return zt.T, b
 
     def predict_revenue(self, features) -> np.ndarray:
         """Estimated revenue of every joint action (N, A)."""
@@ -335,22 +363,36 @@ class PolicyRuntime:
         C = -(-n // CH)
         if psi_pos is None:
             psi_pos, psi_neg = np.maximum(psi_t, 0), np.minimum(psi_t, 0)
-        order = np.argsort(z @ np.ones(P, dtype=z.dtype))  # by scale (a matrix product sums rows fastest)
-        zs = z[order]
-        if C * CH > n:
-            zs = np.concatenate([zs, np.repeat(zs[-1:], C * CH - n, axis=0)])
-        zc = zs.reshape(C, CH, P)
-        zt = np.ascontiguousarray(zc.transpose(0, 2, 1))  # (C, P, CH): the bounds reduce a contiguous axis
-        lo, hi = zt.min(axis=2), zt.max(axis=2)
+        zt = z.T  # (P, n); contiguous as request_profiles returns it
+        order = np.argsort(np.ones(P, dtype=z.dtype) @ zt)  # by scale (a matrix product sums fastest)
+        if C * CH > n:  # pad the last chunk with repeats of the largest request
+            order_p = np.concatenate([order, np.repeat(order[-1:], C * CH - n)])
+        else:
+            order_p = order
+        zct = np.take(zt, order_p, axis=1).reshape(P, C, CH)  # each chunk's members a contiguous run
+        lo, hi = zct.min(axis=2).T, zct.max(axis=2).T  # (C, P) bounding boxes
         upper = hi @ psi_pos
         upper += lo @ psi_neg
         upper -= pen
         lower = lo @ psi_pos
         lower += hi @ psi_neg
         lower -= pen
-        best_lower = lower.max(axis=1, keepdims=True)
+        ref = lower.argmax(axis=1)  # per chunk, the action with the best worst case
+        best_lower = np.take_along_axis(lower, ref[:, None], axis=1)
         slack = (1e-9 if self.dtype == np.float64 else 1e-4) * (np.abs(best_lower) + 1.0)
         keep = upper >= best_lower - slack  # slack for rounding: never drops the argmax
+        # tighter, pairwise: drop a if it scores below ref everywhere in the box, i.e.
+        # max_z z . (psi_a - psi_ref) < pen_a - pen_ref (the shared part of the two scores cancels)
+        # with mid = (hi + lo) / 2, rad = (hi - lo) / 2: max_z z . d = mid . d + rad . |d|
+        psi = psi_t.T
+        mid, rad = (hi + lo) * 0.5, (hi - lo) * 0.5
+        d = psi[None, :, :] - psi[ref][:, None, :]  # (C, m, P)
+        np.abs(d, out=d)
+        gain = (d @ rad[:, :, None])[..., 0]
+        gain += mid @ psi_t
+        gain -= pen
+        gain += (pen[ref] - np.einsum("cp,cp->c", mid, psi[ref]))[:, None]
+        keep &= gain >= -slack
         count = keep.sum(axis=1)
         best = np.empty((C, CH), dtype=np.int64)
         by_count = np.argsort(count, kind="stable")
@@ -359,9 +401,10 @@ class PolicyRuntime:
             kg = keep[g]
             cols = np.argsort(~kg, axis=1, kind="stable")[:, :K]  # survivors first, in index order
             cols = np.where(np.take_along_axis(kg, cols, axis=1), cols, cols[:, :1])  # pad with a repeat
-            scores = zc[g] @ psi_t.T[cols].transpose(0, 2, 1)  # (chunks, CH, K)
+            zg = np.ascontiguousarray(zct[:, g].transpose(1, 2, 0))  # (chunks, CH, P)
+            scores = zg @ psi[cols].transpose(0, 2, 1)  # (chunks, CH, K)
             scores -= pen[cols][:, None, :]
-            best[g] = np.take_along_axis(cols, scores.argmax(axis=-1), axis=1)
+            best[g] = np.take_along_axis(cols, scores.argmax(axis=2), axis=1)
         out = np.empty(n, dtype=np.int64)
         out[order] = best.reshape(-1)[:n]
         return out
