@@ -27,7 +27,11 @@ Speed: because ``z >= 0`` and ``lambda >= 0``, an action whose ``psi`` is no lar
 component and whose cost is no smaller on every cluster than another's can never be chosen; those
 are dropped at load. For large batches the remaining candidates are further pruned for the given
 lambda (dominance in ``(psi, lambda . cost)``, cached per lambda) and then per chunk of similar
-requests by score bounds (see :meth:`PolicyRuntime._grouped_argmax`); the argmax stays exact.
+requests by score bounds over the chunk's bounding box, alone and relative to one reference action
+(see :meth:`PolicyRuntime._grouped_argmax`); the argmax stays exact. The request side -- five
+separate MLPs or one shared trunk, as the bundle's ``architecture["request"]`` says (bundles without
+the key have separate MLPs) -- runs as one fused chain of matrix products
+(:meth:`PolicyRuntime._fuse_request_networks`).
 """
 from __future__ import annotations
 
@@ -111,8 +115,9 @@ class PolicyRuntime:
     """
 
     PRUNE_MIN_BATCH = 1024  # per-lambda and per-chunk candidate pruning pay off from this batch size on
-    CHUNK = 256
+    CHUNK = 512
     GROUPS = 2
+    LOOP_CHUNKS = 16  # up to this many chunks with several survivors are scored one by one
     PROFILE_ELEMENTS = 1024 * 325  # rows per request-side chunk: this many activations in the widest layer
     SMALL_BATCH = 16  # up to this many rows the block layers run as one stacked product
     _CACHE = 32
@@ -347,6 +352,16 @@ class PolicyRuntime:
         scores -= pen
         return idx[np.argmax(scores, axis=1)]
 
+    @staticmethod
+    def _scale_order(key: np.ndarray) -> np.ndarray:
+        """An ordering of ``key`` > 0 up to ties within 1/65535 of its log range: a radix sort of
+        16-bit codes (any order is correct -- it only decides which requests share a chunk)."""
+        lk = np.log(np.maximum(key, np.finfo(key.dtype).tiny))
+        lo, hi = lk.min(), lk.max()
+        lk -= lo
+        lk *= 65535.0 / (hi - lo) if hi > lo else 0.0
+        return np.argsort(lk.astype(np.uint16), kind="stable")
+
     def _grouped_argmax(self, z: np.ndarray, psi_t: np.ndarray, pen: np.ndarray, psi_pos=None, psi_neg=None) -> np.ndarray:
         """Exact ``argmax(z @ psi_t - pen)`` for a large batch, over far fewer candidates per request.
 
@@ -354,7 +369,9 @@ class PolicyRuntime:
         bounding box ``[lo, hi]`` of ``z``, an action's score lies between
         ``lo . psi+ + hi . psi- - pen`` and ``hi . psi+ + lo . psi- - pen`` (``psi+``/``psi-`` the
         positive/negative parts); an action whose upper bound is below the best lower bound in the
-        chunk cannot be any member's argmax, so only the rest are scored. Chunks are scored in
+        chunk cannot be any member's argmax. Tighter, an action that scores below the best-lower-bound
+        action ``r`` everywhere in the box (``max_z z . (psi_a - psi_r) < pen_a - pen_r``) cannot
+        either; only the rest are scored. Chunks are scored in
         ``GROUPS`` groups of similar survivor counts, each padded to its largest count (padding
         repeats a survivor; survivors stay in index order, so ties resolve as in the full argmax).
         """
@@ -364,7 +381,7 @@ class PolicyRuntime:
         if psi_pos is None:
             psi_pos, psi_neg = np.maximum(psi_t, 0), np.minimum(psi_t, 0)
         zt = z.T  # (P, n); contiguous as request_profiles returns it
-        order = np.argsort(np.ones(P, dtype=z.dtype) @ zt)  # by scale (a matrix product sums fastest)
+        order = self._scale_order(np.ones(P, dtype=z.dtype) @ zt)  # by scale (a matrix product sums fastest)
         if C * CH > n:  # pad the last chunk with repeats of the largest request
             order_p = np.concatenate([order, np.repeat(order[-1:], C * CH - n)])
         else:
@@ -395,16 +412,25 @@ class PolicyRuntime:
         keep &= gain >= -slack
         count = keep.sum(axis=1)
         best = np.empty((C, CH), dtype=np.int64)
-        by_count = np.argsort(count, kind="stable")
-        for g in np.array_split(by_count, min(self.GROUPS, C)):
-            K = int(count[g[-1]])
-            kg = keep[g]
-            cols = np.argsort(~kg, axis=1, kind="stable")[:, :K]  # survivors first, in index order
-            cols = np.where(np.take_along_axis(kg, cols, axis=1), cols, cols[:, :1])  # pad with a repeat
-            zg = np.ascontiguousarray(zct[:, g].transpose(1, 2, 0))  # (chunks, CH, P)
-            scores = zg @ psi[cols].transpose(0, 2, 1)  # (chunks, CH, K)
-            scores -= pen[cols][:, None, :]
-            best[g] = np.take_along_axis(cols, scores.argmax(axis=2), axis=1)
+        best[:] = keep.argmax(axis=1)[:, None]  # chunks with one survivor: it is every member's argmax
+        rest = np.flatnonzero(count > 1)
+        if len(rest) <= self.LOOP_CHUNKS:  # few chunks left: score each over its own survivors
+            for c in rest:
+                cols = np.flatnonzero(keep[c])  # in index order: ties resolve as in the full argmax
+                scores = zct[:, c].T @ psi_t[:, cols]  # (CH, K)
+                scores -= pen[cols]
+                best[c] = cols[scores.argmax(axis=1)]
+        else:  # in groups of similar survivor counts, each padded to its largest count
+            rest = rest[np.argsort(count[rest], kind="stable")]
+            for g in np.array_split(rest, min(self.GROUPS, len(rest))):
+                K = int(count[g[-1]])
+                kg = keep[g]
+                cols = np.argsort(~kg, axis=1, kind="stable")[:, :K]  # survivors first, in index order
+                cols = np.where(np.take_along_axis(kg, cols, axis=1), cols, cols[:, :1])  # pad with a repeat
+                zg = np.ascontiguousarray(zct[:, g].transpose(1, 2, 0))  # (chunks, CH, P)
+                scores = zg @ psi[cols].transpose(0, 2, 1)  # (chunks, CH, K)
+                scores -= pen[cols][:, None, :]
+                best[g] = np.take_along_axis(cols, scores.argmax(axis=2), axis=1)
         out = np.empty(n, dtype=np.int64)
         out[order] = best.reshape(-1)[:n]
         return out
