@@ -395,7 +395,7 @@ class PolicyRuntime:
         lower += hi @ psi_neg
         lower -= pen
         ref = lower.argmax(axis=1)  # per chunk, the action with the best worst case
-        best_lower = np.take_along_axis(lower, ref[:, None], axis=1)
+        best_lower = lower.max(axis=1, keepdims=True)
         slack = (1e-9 if self.dtype == np.float64 else 1e-4) * (np.abs(best_lower) + 1.0)
         keep = upper >= best_lower - slack  # slack for rounding: never drops the argmax
         # tighter, pairwise: drop a if it scores below ref everywhere in the box, i.e.
@@ -403,12 +403,13 @@ class PolicyRuntime:
         # with mid = (hi + lo) / 2, rad = (hi - lo) / 2: max_z z . d = mid . d + rad . |d|
         psi = psi_t.T
         mid, rad = (hi + lo) * 0.5, (hi - lo) * 0.5
-        d = psi[None, :, :] - psi[ref][:, None, :]  # (C, m, P)
+        psi_ref = psi[ref]
+        d = psi[None, :, :] - psi_ref[:, None, :]  # (C, m, P)
         np.abs(d, out=d)
         gain = (d @ rad[:, :, None])[..., 0]
         gain += mid @ psi_t
         gain -= pen
-        gain += (pen[ref] - np.einsum("cp,cp->c", mid, psi[ref]))[:, None]
+        gain += (pen[ref] - (mid * psi_ref).sum(axis=1))[:, None]
         keep &= gain >= -slack
         count = keep.sum(axis=1)
         best = np.empty((C, CH), dtype=np.int64)
