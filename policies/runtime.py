@@ -53,13 +53,15 @@ def _softplus(x, out=None, abs_from=None):
         np.abs(x[abs_from:], out=out[abs_from:])
         _softplus(x[:abs_from], out=out[:abs_from])
         return out
-    big = x > 20.0
-    keep = x[big] if big.any() else None  # before ``out`` (possibly ``x`` itself) is overwritten
-    t = np.minimum(x, 20.0, out=out)
-    np.exp(t, out=t)
+    big = None
+    if x.size and x.max() > 20.0:  # rare: clamp, and keep x itself where it exceeds 20
+        big = x > 20.0
+        keep = x[big]  # before ``out`` (possibly ``x`` itself) is overwritten
+        x = np.minimum(x, 20.0)
+    t = np.exp(x, out=out)
     t += 1.0
     np.log(t, out=t)
-    if keep is not None:
+    if big is not None:
         t[big] = keep
     return t
 
