@@ -338,7 +338,8 @@ class PolicyRuntime:
         dominated = np.any(self._psi_ge & le & (~self._psi_eq | lt | self._lower), axis=1)
         keep = np.flatnonzero(~dominated)
         psi_t = np.ascontiguousarray(self._psi_t[:, keep])
-        out = (self._cand[keep], psi_t, pen[keep].astype(self.dtype), np.maximum(psi_t, 0), np.minimum(psi_t, 0))
+        out = (self._cand[keep], psi_t, pen[keep].astype(self.dtype), np.maximum(psi_t, 0), np.minimum(psi_t, 0),
+               np.abs(psi_t).max(axis=1))
         self._lam_cache[key] = out
         if len(self._lam_cache) > self._CACHE:
             self._lam_cache.popitem(last=False)
@@ -364,7 +365,8 @@ class PolicyRuntime:
         lk *= 65535.0 / (hi - lo) if hi > lo else 0.0
         return np.argsort(lk.astype(np.uint16), kind="stable")
 
-    def _grouped_argmax(self, z: np.ndarray, psi_t: np.ndarray, pen: np.ndarray, psi_pos=None, psi_neg=None) -> np.ndarray:
+    def _grouped_argmax(self, z: np.ndarray, psi_t: np.ndarray, pen: np.ndarray, psi_pos=None, psi_neg=None,
+                        psi_abs_max=None) -> np.ndarray:
         """Exact ``argmax(z @ psi_t - pen)`` for a large batch, over far fewer candidates per request.
 
         Requests are sorted by the scale of ``z`` and cut into chunks of ``CHUNK``. Over a chunk's
@@ -381,7 +383,7 @@ class PolicyRuntime:
         CH = self.CHUNK
         C = -(-n // CH)
         if psi_pos is None:
-            psi_pos, psi_neg = np.maximum(psi_t, 0), np.minimum(psi_t, 0)
+            psi_pos, psi_neg, psi_abs_max = np.maximum(psi_t, 0), np.minimum(psi_t, 0), np.abs(psi_t).max(axis=1)
         zt = z.T  # (P, n); contiguous as request_profiles returns it
         order = self._scale_order(np.ones(P, dtype=z.dtype) @ zt)  # by scale (a matrix product sums fastest)
         if C * CH > n:  # pad the last chunk with repeats of the largest request
@@ -398,7 +400,9 @@ class PolicyRuntime:
         lower -= pen
         ref = lower.argmax(axis=1)  # per chunk, the action with the best worst case
         best_lower = lower.max(axis=1, keepdims=True)
-        slack = (1e-9 if self.dtype == np.float64 else 1e-4) * (np.abs(best_lower) + 1.0)
+        # slack for rounding, relative to the largest term any score in the chunk can hold
+        magnitude = hi @ psi_abs_max + np.abs(pen).max() + 1.0
+        slack = (1e-9 if self.dtype == np.float64 else 1e-4) * magnitude[:, None]
         keep = upper >= best_lower - slack  # slack for rounding: never drops the argmax
         # tighter, pairwise: drop a if it scores below ref everywhere in the box, i.e.
         # max_z z . (psi_a - psi_ref) < pen_a - pen_ref (the shared part of the two scores cancels)
