@@ -25,17 +25,16 @@ raises the chosen actions' cost on cluster ``g``.
 
 Speed: because ``z >= 0`` and ``lambda >= 0``, an action whose ``psi`` is no larger in every
 component and whose cost is no smaller on every cluster than another's can never be chosen; those
-are dropped at load. For large batches the remaining candidates are further pruned for the given
-lambda (dominance in ``(psi, lambda . cost)``, cached per lambda) and then per chunk of similar
-requests by score bounds over the chunk's bounding box, alone and relative to one reference action
-(see :meth:`PolicyRuntime._grouped_argmax`); the argmax stays exact. The request side -- five
+are dropped at load. For large batches the remaining candidates are further pruned per chunk of
+similar requests by score bounds over the chunk's bounding box, alone and relative to one reference
+action (see :meth:`PolicyRuntime._grouped_argmax`); nothing is precomputed per lambda, so a new
+lambda costs no more than a repeated one, and the argmax stays exact. The request side -- five
 separate MLPs or one shared trunk, as the bundle's ``architecture["request"]`` says (bundles without
 the key have separate MLPs) -- runs as one fused chain of matrix products
 (:meth:`PolicyRuntime._fuse_request_networks`).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -116,13 +115,12 @@ class PolicyRuntime:
     ``dtype`` is the precision of the per-request argmax (float64 by default; float32 is faster).
     """
 
-    PRUNE_MIN_BATCH = 1024  # per-lambda and per-chunk candidate pruning pay off from this batch size on
+    PRUNE_MIN_BATCH = 512  # per-chunk candidate pruning pays off from this batch size on (measured)
     CHUNK = 512
     GROUPS = 2
     LOOP_CHUNKS = 16  # up to this many chunks with several survivors are scored one by one
     PROFILE_ELEMENTS = 1024 * 325  # rows per request-side chunk: this many activations in the widest layer
     SMALL_BATCH = 16  # up to this many rows the block layers run as one stacked product
-    _CACHE = 32
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict, name: str = "policy", dtype=np.float64, cost=None):
         self.meta, self.name, self.dtype = meta, name, np.dtype(dtype)
@@ -151,17 +149,14 @@ class PolicyRuntime:
         self.n_actions = self.psi.shape[0]
         self.lambda_range = tuple(meta["lambda_range"])
         self._cand = _dominance_free(self.psi, self.cost)
-        psi_c = self.psi[self._cand]
-        self._psi_ge = np.all(psi_c[None, :, :] >= psi_c[:, None, :], axis=-1)  # [a, b]: psi_b >= psi_a
-        self._psi_eq = np.all(psi_c[None, :, :] == psi_c[:, None, :], axis=-1)
-        self._lower = np.arange(len(self._cand))[None, :] < np.arange(len(self._cand))[:, None]
         self._set_dtype_tables()
         self._fuse_request_networks()
-        self._lam_cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
     def _set_dtype_tables(self):
         self._psi_t = np.ascontiguousarray(self.psi[self._cand].T, dtype=self.dtype)
         self._cost_c = self.cost[:, self._cand]
+        # for the chunk bounds: psi's positive and negative parts, and its largest magnitude per component
+        self._psi_parts = (np.maximum(self._psi_t, 0), np.minimum(self._psi_t, 0), np.abs(self._psi_t).max(axis=1))
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -323,37 +318,14 @@ class PolicyRuntime:
         return z @ self.psi.T.astype(self.dtype) + b[:, None]
 
     # -- decisions -------------------------------------------------------------------------------
-    def _candidates(self, lam: np.ndarray, prune: bool):
-        """(action indices, psi (P, m), lambda . cost (m,)) of the candidates; with ``prune`` also
-        psi's positive and negative parts, for the chunk bounds (cached per lambda)."""
-        if not prune:
-            return self._cand, self._psi_t, (lam @ self._cost_c).astype(self.dtype)
-        key = lam.tobytes()
-        hit = self._lam_cache.get(key)
-        if hit is not None:
-            self._lam_cache.move_to_end(key)
-            return hit
-        pen = lam @ self._cost_c
-        le, lt = pen[None, :] <= pen[:, None], pen[None, :] < pen[:, None]
-        dominated = np.any(self._psi_ge & le & (~self._psi_eq | lt | self._lower), axis=1)
-        keep = np.flatnonzero(~dominated)
-        psi_t = np.ascontiguousarray(self._psi_t[:, keep])
-        out = (self._cand[keep], psi_t, pen[keep].astype(self.dtype), np.maximum(psi_t, 0), np.minimum(psi_t, 0),
-               np.abs(psi_t).max(axis=1))
-        self._lam_cache[key] = out
-        if len(self._lam_cache) > self._CACHE:
-            self._lam_cache.popitem(last=False)
-        return out
-
     def _decide(self, z: np.ndarray, lam) -> np.ndarray:
         lam = check_lambda(lam, self.cost.shape[0])
-        large = len(z) >= self.PRUNE_MIN_BATCH
-        idx, psi_t, pen, *parts = self._candidates(lam, prune=large)
-        if large:
-            return idx[self._grouped_argmax(z, psi_t, pen, *parts)]
-        scores = z @ psi_t
+        pen = (lam @ self._cost_c).astype(self.dtype)
+        if len(z) >= self.PRUNE_MIN_BATCH:
+            return self._cand[self._grouped_argmax(z, self._psi_t, pen, *self._psi_parts)]
+        scores = z @ self._psi_t
         scores -= pen
-        return idx[np.argmax(scores, axis=1)]
+        return self._cand[np.argmax(scores, axis=1)]
 
     @staticmethod
     def _scale_order(key: np.ndarray) -> np.ndarray:
