@@ -6,7 +6,7 @@ All three compute the same decision ``argmax_a Rev(x, a) - lambda . cost(a)`` wi
 AWRQ-Mixer, on one core (torch and BLAS limited to one thread):
 
 * ``runtime``: :class:`policies.runtime.PolicyRuntime` (action side precomputed at load, dominance-
-  pruned candidates, per-lambda pruning cached), float64 and float32;
+  pruned candidates, pruned again per chunk of similar requests), float64 and float32;
 * ``numpy plain``: the same network in numpy, action side precomputed but no pruning: the full
   (N, 960) score matrix and its argmax;
 * ``torch eager``: the torch module's forward (request and action side) and the full argmax.
@@ -88,8 +88,8 @@ def main(argv=None) -> int:
     ref = numpy_plain(X)
     agree = {"runtime f64": float((rt64.act(X, lam) == ref).mean()), "runtime f32": float((rt32.act(X, lam) == ref).mean()),
              "torch eager": float((torch_eager(X) == ref).mean())}
-    print(f"bundle {args.bundle}: {rt64.n_actions} joint actions, {len(rt64._cand)} after static dominance, "
-          f"{len(rt64._candidates(lam, True)[0])} at lambda={lam.tolist()}")
+    print(f"bundle {args.bundle}: {rt64.n_actions} joint actions, {len(rt64._cand)} after static dominance "
+          f"(then pruned per chunk of requests), lambda={lam.tolist()}")
     print("agreement with the full argmax: " + ", ".join(f"{k} {v:.4f}" for k, v in agree.items()))
     rows = [("runtime (float64)", lambda: rt64.act(X, lam), rt64.act),
             ("runtime (float32)", lambda: rt32.act(X, lam), rt32.act),

@@ -25,13 +25,16 @@ raises the chosen actions' cost on cluster ``g``.
 
 Speed: because ``z >= 0`` and ``lambda >= 0``, an action whose ``psi`` is no larger in every
 component and whose cost is no smaller on every cluster than another's can never be chosen; those
-are dropped at load. For large batches the remaining candidates are further pruned for the given
-lambda (dominance in ``(psi, lambda . cost)``, cached per lambda) and then per chunk of similar
-requests by score bounds (see :meth:`PolicyRuntime._grouped_argmax`); the argmax stays exact.
+are dropped at load. For large batches the remaining candidates are further pruned per chunk of
+similar requests by score bounds over the chunk's bounding box, alone and relative to one reference
+action (see :meth:`PolicyRuntime._grouped_argmax`); nothing is precomputed per lambda, so a new
+lambda costs no more than a repeated one, and the argmax stays exact. The request side -- five
+separate MLPs or one shared trunk, as the bundle's ``architecture["request"]`` says (bundles without
+the key have separate MLPs) -- runs as one fused chain of matrix products
+(:meth:`PolicyRuntime._fuse_request_networks`).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +43,26 @@ from .bundle import read_bundle
 from .oracle import check_lambda
 
 
-def _softplus(x):
-    return np.logaddexp(0.0, x)
+def _softplus(x, out=None, abs_from=None):
+    """``log(1 + exp(x))`` as torch computes it (``x`` itself above 20); ``log(1 + .)`` rather than
+    ``log1p``: several times faster, and its absolute error is within one rounding of 1. With
+    ``abs_from``, rows from that index on get ``|x|`` instead (the mixer without SMC)."""
+    if abs_from is not None:
+        out = np.array(x) if out is None else out
+        np.abs(x[abs_from:], out=out[abs_from:])
+        _softplus(x[:abs_from], out=out[:abs_from])
+        return out
+    big = None
+    if x.size and x.max() > 20.0:  # rare: clamp, and keep x itself where it exceeds 20
+        big = x > 20.0
+        keep = x[big]  # before ``out`` (possibly ``x`` itself) is overwritten
+        x = np.minimum(x, 20.0)
+    t = np.exp(x, out=out)
+    t += 1.0
+    np.log(t, out=t)
+    if big is not None:
+        t[big] = keep
+    return t
 
 
 def _sigmoid(x):
@@ -94,10 +115,12 @@ class PolicyRuntime:
     ``dtype`` is the precision of the per-request argmax (float64 by default; float32 is faster).
     """
 
-    PRUNE_MIN_BATCH = 1024  # per-lambda and per-chunk candidate pruning pay off from this batch size on
-    CHUNK = 128
-    PROFILE_CHUNK = 1024
-    _CACHE = 32
+    PRUNE_MIN_BATCH = 512  # per-chunk candidate pruning pays off from this batch size on (measured)
+    CHUNK = 512
+    GROUPS = 2
+    LOOP_CHUNKS = 16  # up to this many chunks with several survivors are scored one by one
+    PROFILE_ELEMENTS = 1024 * 325  # rows per request-side chunk: this many activations in the widest layer
+    SMALL_BATCH = 16  # up to this many rows the block layers run as one stacked product
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict, name: str = "policy", dtype=np.float64, cost=None):
         self.meta, self.name, self.dtype = meta, name, np.dtype(dtype)
@@ -106,6 +129,9 @@ class PolicyRuntime:
             p = {k: np.asarray(v, dtype=np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
             self.n_agents, self.heads, self.channels = int(arch["n_agents"]), int(arch["heads"]), int(arch["channels"])
             self.smc = bool(arch["smc"])
+            self.request = str(arch.get("request", "separate"))  # bundles before the option: separate MLPs
+            if self.request not in ("separate", "shared"):
+                raise ValueError(f"unknown request-side architecture {self.request!r}")
             self.features = tuple(meta["features"])
             self.value_column = self.features.index("log_value")
             self.mean, self.scale = p["feature_mean"], p["feature_scale"]
@@ -123,17 +149,14 @@ class PolicyRuntime:
         self.n_actions = self.psi.shape[0]
         self.lambda_range = tuple(meta["lambda_range"])
         self._cand = _dominance_free(self.psi, self.cost)
-        psi_c = self.psi[self._cand]
-        self._psi_ge = np.all(psi_c[None, :, :] >= psi_c[:, None, :], axis=-1)  # [a, b]: psi_b >= psi_a
-        self._psi_eq = np.all(psi_c[None, :, :] == psi_c[:, None, :], axis=-1)
-        self._lower = np.arange(len(self._cand))[None, :] < np.arange(len(self._cand))[:, None]
         self._set_dtype_tables()
         self._fuse_request_networks()
-        self._lam_cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
     def _set_dtype_tables(self):
         self._psi_t = np.ascontiguousarray(self.psi[self._cand].T, dtype=self.dtype)
         self._cost_c = self.cost[:, self._cand]
+        # for the chunk bounds: psi's positive and negative parts, and its largest magnitude per component
+        self._psi_parts = (np.maximum(self._psi_t, 0), np.minimum(self._psi_t, 0), np.abs(self._psi_t).max(axis=1))
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -156,48 +179,138 @@ class PolicyRuntime:
             raise ValueError(f"features row {int(np.argwhere(~np.isfinite(x))[0, 0])} is not finite")
         return x
 
+    def _request_networks(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """The request-side MLPs as lists of torch-layout ``(weight (out, in), bias)`` layers, ReLU
+        between layers; their last layers' outputs, concatenated, are the columns
+        ``[rho_0 .. rho_{n-1} (channels each), w (n_agents), b (1)]``."""
+        p, n, J = self._p, self.n_agents, self.channels
+        if self.request == "shared":  # one trunk, one linear layer to every output
+            layers = [(p["trunk.0.weight"], p["trunk.0.bias"]), (p["trunk.2.weight"], p["trunk.2.bias"]),
+                      (p["request_head.weight"], p["request_head.bias"])]
+            nets = [layers]
+        else:  # each agent's reading and the two hypernetworks, separate MLPs
+            names = [f"obs.{i}" for i in range(n)] + ["hyper_w", "hyper_b"]
+            nets = [[(p[f"{k}.{l}.weight"], p[f"{k}.{l}.bias"]) for l in (0, 2, 4)] for k in names]
+        outs = sum(net[-1][0].shape[0] for net in nets)
+        if outs != n * J + n + 1 or len({len(net) for net in nets}) != 1:
+            raise ValueError(f"request-side networks give {outs} outputs, expected {n * J + n + 1}")
+        return nets
+
     def _fuse_request_networks(self):
-        """Stack the request-side MLPs (each agent's reading and the two hypernetworks), which all read
-        the same normalised features, so one request batch runs through them in three matrix products."""
-        p, dt = self._p, self.dtype
-        names = [f"obs.{i}" for i in range(self.n_agents)] + ["hyper_w", "hyper_b"]
-        out = max(p[f"{n}.4.weight"].shape[0] for n in names)
-        self._w1 = np.concatenate([p[f"{n}.0.weight"] for n in names]).T.astype(dt)  # (F, M*H)
-        self._b1 = np.concatenate([p[f"{n}.0.bias"] for n in names]).astype(dt)
-        self._w2 = np.stack([p[f"{n}.2.weight"].T for n in names]).astype(dt)  # (M, H, H)
-        self._b2 = np.stack([p[f"{n}.2.bias"] for n in names]).astype(dt)[:, None, :]
-        w3 = np.zeros((len(names), self._w2.shape[1], out))
-        b3 = np.zeros((len(names), 1, out))
-        for k, n in enumerate(names):
-            w3[k, :, : p[f"{n}.4.weight"].shape[0]] = p[f"{n}.4.weight"].T
-            b3[k, 0, : p[f"{n}.4.bias"].shape[0]] = p[f"{n}.4.bias"]
-        self._w3, self._b3 = w3.astype(dt), b3.astype(dt)
-        self._mean_dt, self._inv_scale_dt = self.mean.astype(dt), (1.0 / self.scale).astype(dt)
+        """Fuse the request-side MLPs, which all read the same normalised features, into one chain of
+        matrix products over one activation matrix per layer.
+
+        Layer 1 is one dense product (the networks' first layers side by side, the feature
+        normalisation folded into its weights); later layers are block-diagonal, one block per
+        network, each block one matrix product into its columns of a preallocated output. Biases
+        ride in the products: the input carries a column of ones and every hidden block a unit
+        that stays 1 (ReLU(1) = 1), so no separate bias pass is needed.
+        """
+        nets, dt = self._request_networks(), self.dtype
+        F = len(self.features)
+        inv = 1.0 / self.scale
+        first = []
+        for net in nets:
+            w, b = net[0]
+            wa = np.zeros((F + 1, w.shape[0] + 1))
+            wa[:F, :-1] = (w * inv[None, :]).T
+            wa[F, :-1] = b - w @ (self.mean * inv)
+            wa[F, -1] = 1.0
+            first.append(wa)
+        layers = [[(slice(None), slice(None), np.concatenate(first, axis=1))]]
+        n_layers = len(nets[0])
+        widths = [wa.shape[1] for wa in first]
+        for l in range(1, n_layers):
+            last = l == n_layers - 1
+            blocks, i0, o0, new_widths = [], 0, 0, []
+            for net, width in zip(nets, widths):
+                w, b = net[l]
+                wa = np.zeros((width, w.shape[0] + (0 if last else 1)))
+                wa[:-1, : w.shape[0]] = w.T
+                wa[-1, : w.shape[0]] = b
+                if not last:
+                    wa[-1, -1] = 1.0
+                blocks.append((slice(i0, i0 + width), slice(o0, o0 + wa.shape[1]), wa))
+                i0, o0 = i0 + width, o0 + wa.shape[1]
+                new_widths.append(wa.shape[1])
+            layers.append(blocks)
+            widths = new_widths
+        self._layers = [[(i, o, np.ascontiguousarray(w, dtype=dt)) for i, o, w in blocks] for blocks in layers]
+        self._widths = [blocks[-1][1].stop or blocks[-1][2].shape[1] for blocks in self._layers]
+        self.PROFILE_CHUNK = max(256, self.PROFILE_ELEMENTS // max(self._widths))
+        self._zeros = [np.zeros(w, dtype=dt) for w in self._widths]
+        # small batches: a block layer as one call -- stacked (blocks, in, out) when the blocks are alike
+        # (e.g. (n, 65) @ (5, 65, 65)), else one block-diagonal matrix -- instead of one call per block
+        self._small = []
+        for l, blocks in enumerate(self._layers):
+            if len(blocks) == 1:
+                self._small.append(None)
+            elif len({w.shape for _, _, w in blocks}) == 1:
+                self._small.append(("stacked", np.stack([w for _, _, w in blocks])))
+            else:
+                d = np.zeros((self._widths[l - 1], self._widths[l]), dtype=dt)
+                for i, o, w in blocks:
+                    d[i, o] = w
+                self._small.append(("dense", d))
+        d = np.zeros((self._widths[-2], self._widths[-1]), dtype=dt)
+        for i, o, w in self._layers[-1]:
+            d[i, o] = w
+        self._last_dense = d  # the last layer as one matrix, for small batches
 
     def request_profiles(self, features) -> tuple[np.ndarray, np.ndarray]:
         """(``v z(x)`` (N, P) >= 0, ``v b(x)`` (N,)): the per-request part of the revenue estimate,
-        in the runtime's ``dtype``. Large batches run in chunks of ``PROFILE_CHUNK`` rows: the
-        layers' temporaries then stay small and cached (measured 11.4 -> 6.3 ms for 4096 rows)."""
+        in the runtime's ``dtype``. ``z`` is the transpose of a contiguous (P, N) array: the narrow
+        output side (softplus, mixing) runs on long contiguous rows. Large batches run in chunks of
+        ``PROFILE_CHUNK`` rows so that the layers' activations stay in cache."""
         x = self._check_features(features)
-        C = self.PROFILE_CHUNK
-        if len(x) <= C:
+        N, C = len(x), self.PROFILE_CHUNK
+        if N <= C:
             return self._profiles(x)
-        parts = [self._profiles(x[i:i + C]) for i in range(0, len(x), C)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        zt = np.empty((self.n_agents * self.channels, N), dtype=self.dtype)
+        b = np.empty(N, dtype=self.dtype)
+        for i in range(0, N, C):
+            self._profiles(x[i:i + C], zt[:, i:i + C], b[i:i + C])
+        return zt.T, b
 
-    def _profiles(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        xn = ((x - self._mean_dt) * self._inv_scale_dt).astype(self.dtype, copy=False)
-        M, H = self._w2.shape[0], self._w2.shape[1]
-        h = np.maximum(xn @ self._w1 + self._b1, 0.0).reshape(len(x), M, H).transpose(1, 0, 2)  # (M, N, H)
-        h = np.maximum(h @ self._w2 + self._b2, 0.0)
-        o = h @ self._w3 + self._b3  # (M, N, out)
+    def _profiles(self, x: np.ndarray, zt_out=None, b_out=None) -> tuple[np.ndarray, np.ndarray]:
+        N, dt = len(x), self.dtype
+        h = np.empty((N, len(self.features) + 1), dtype=dt)
+        h[:, :-1] = x
+        h[:, -1] = 1.0
+        last = len(self._layers) - 1
+        for l, blocks in enumerate(self._layers[:-1]):
+            small = self._small[l] if N <= self.SMALL_BATCH else None
+            if small is not None and small[0] == "stacked":
+                M, _, H = small[1].shape
+                out = (h.reshape(N, M, -1).transpose(1, 0, 2) @ small[1]).transpose(1, 0, 2).reshape(N, M * H)
+            elif small is not None:
+                out = h @ small[1]
+            elif len(blocks) == 1:
+                out = h @ blocks[0][2]
+            else:
+                out = np.empty((N, self._widths[l]), dtype=dt)
+                for i, o, w in blocks:
+                    np.matmul(h[:, i], w, out=out[:, o])
+            np.maximum(out, self._zeros[l], out=out)  # ReLU (a zero row broadcasts faster than a scalar)
+            h = out
+        # last layer transposed: (outputs, N), each output a contiguous row
+        if N <= self.SMALL_BATCH and self._small[last] is not None:
+            ot = np.ascontiguousarray((h @ self._last_dense).T)
+        else:
+            ot = np.empty((self._widths[last], N), dtype=dt)
+            for i, o, w in self._layers[last]:
+                np.matmul(w.T, h[:, i].T, out=ot[o])
         n, J = self.n_agents, self.channels
-        rho = _softplus(o[:n, :, :J]).transpose(1, 0, 2)  # (N, n_agents, J)
-        raw = o[n, :, :n]
-        w = _softplus(raw) if self.smc else np.abs(raw)
-        v = np.exp(x[:, self.value_column]).astype(self.dtype)
-        z = (w[:, :, None] * rho).reshape(len(x), -1) * v[:, None]
-        return z, v * o[n + 1, :, 0]
+        nJ = n * J
+        sp = ot[:nJ + n]
+        _softplus(sp, out=sp, abs_from=None if self.smc else nJ)
+        v = np.exp(x[:, self.value_column].astype(dt))
+        wv = sp[nJ:]
+        wv *= v  # (n, N) mixing weight times value
+        zt = zt_out if zt_out is not None else np.empty((nJ, N), dtype=dt)
+        np.multiply(sp[:nJ].reshape(n, J, N), wv[:, None, :], out=zt.reshape(n, J, N))
+        b = np.multiply(v, ot[nJ + n], out=b_out)
+        return zt.T, b
 
     def predict_revenue(self, features) -> np.ndarray:
         """Estimated revenue of every joint action (N, A)."""
@@ -205,65 +318,100 @@ class PolicyRuntime:
         return z @ self.psi.T.astype(self.dtype) + b[:, None]
 
     # -- decisions -------------------------------------------------------------------------------
-    def _candidates(self, lam: np.ndarray, prune: bool):
-        if not prune:
-            return self._cand, self._psi_t, (lam @ self._cost_c).astype(self.dtype)
-        key = lam.tobytes()
-        hit = self._lam_cache.get(key)
-        if hit is not None:
-            self._lam_cache.move_to_end(key)
-            return hit
-        pen = lam @ self._cost_c
-        le, lt = pen[None, :] <= pen[:, None], pen[None, :] < pen[:, None]
-        dominated = np.any(self._psi_ge & le & (~self._psi_eq | lt | self._lower), axis=1)
-        keep = np.flatnonzero(~dominated)
-        out = (self._cand[keep], np.ascontiguousarray(self._psi_t[:, keep]), pen[keep].astype(self.dtype))
-        self._lam_cache[key] = out
-        if len(self._lam_cache) > self._CACHE:
-            self._lam_cache.popitem(last=False)
-        return out
-
     def _decide(self, z: np.ndarray, lam) -> np.ndarray:
         lam = check_lambda(lam, self.cost.shape[0])
-        large = len(z) >= self.PRUNE_MIN_BATCH
-        idx, psi_t, pen = self._candidates(lam, prune=large)
-        if large:
-            return idx[self._grouped_argmax(z, psi_t, pen)]
-        scores = z @ psi_t
+        pen = (lam @ self._cost_c).astype(self.dtype)
+        if len(z) >= self.PRUNE_MIN_BATCH:
+            return self._cand[self._grouped_argmax(z, self._psi_t, pen, *self._psi_parts)]
+        scores = z @ self._psi_t
         scores -= pen
-        return idx[np.argmax(scores, axis=1)]
+        return self._cand[np.argmax(scores, axis=1)]
 
-    def _grouped_argmax(self, z: np.ndarray, psi_t: np.ndarray, pen: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _scale_order(key: np.ndarray) -> np.ndarray:
+        """An ordering of ``key`` > 0 up to ties within 1/65535 of its log range: a radix sort of
+        16-bit codes (any order is correct -- it only decides which requests share a chunk)."""
+        lk = np.log(np.maximum(key, np.finfo(key.dtype).tiny))
+        lo, hi = lk.min(), lk.max()
+        lk -= lo
+        lk *= 65535.0 / (hi - lo) if hi > lo else 0.0
+        return np.argsort(lk.astype(np.uint16), kind="stable")
+
+    def _grouped_argmax(self, z: np.ndarray, psi_t: np.ndarray, pen: np.ndarray, psi_pos=None, psi_neg=None,
+                        psi_abs_max=None) -> np.ndarray:
         """Exact ``argmax(z @ psi_t - pen)`` for a large batch, over far fewer candidates per request.
 
         Requests are sorted by the scale of ``z`` and cut into chunks of ``CHUNK``. Over a chunk's
         bounding box ``[lo, hi]`` of ``z``, an action's score lies between
-        ``sum_j min(lo_j psi_j, hi_j psi_j) - pen`` and ``sum_j max(...) - pen``; an action whose upper
-        bound is below the best lower bound in the chunk cannot be any member's argmax, so only the
-        rest are scored (padded to the chunk with the most survivors, ties resolved by index order).
+        ``lo . psi+ + hi . psi- - pen`` and ``hi . psi+ + lo . psi- - pen`` (``psi+``/``psi-`` the
+        positive/negative parts); an action whose upper bound is below the best lower bound in the
+        chunk cannot be any member's argmax. Tighter, an action that scores below the best-lower-bound
+        action ``r`` everywhere in the box (``max_z z . (psi_a - psi_r) < pen_a - pen_r``) cannot
+        either; only the rest are scored. Chunks are scored in
+        ``GROUPS`` groups of similar survivor counts, each padded to its largest count (padding
+        repeats a survivor; survivors stay in index order, so ties resolve as in the full argmax).
         """
         n, P = z.shape
-        C = -(-n // self.CHUNK)
-        order = np.argsort(z.sum(axis=1), kind="stable")
-        zs = z[order]
-        if C * self.CHUNK > n:
-            zs = np.concatenate([zs, np.repeat(zs[-1:], C * self.CHUNK - n, axis=0)])
-        zc = zs.reshape(C, self.CHUNK, P)
-        psi = psi_t.T  # (m, P)
-        t_lo, t_hi = zc.min(axis=1)[:, None, :] * psi, zc.max(axis=1)[:, None, :] * psi  # (C, m, P)
-        upper = np.maximum(t_lo, t_hi).sum(axis=-1) - pen
-        lower = np.minimum(t_lo, t_hi).sum(axis=-1) - pen
+        CH = self.CHUNK
+        C = -(-n // CH)
+        if psi_pos is None:
+            psi_pos, psi_neg, psi_abs_max = np.maximum(psi_t, 0), np.minimum(psi_t, 0), np.abs(psi_t).max(axis=1)
+        zt = z.T  # (P, n); contiguous as request_profiles returns it
+        order = self._scale_order(np.ones(P, dtype=z.dtype) @ zt)  # by scale (a matrix product sums fastest)
+        if C * CH > n:  # pad the last chunk with repeats of the largest request
+            order_p = np.concatenate([order, np.repeat(order[-1:], C * CH - n)])
+        else:
+            order_p = order
+        zct = np.take(zt, order_p, axis=1).reshape(P, C, CH)  # each chunk's members a contiguous run
+        lo, hi = zct.min(axis=2).T, zct.max(axis=2).T  # (C, P) bounding boxes
+        upper = hi @ psi_pos
+        upper += lo @ psi_neg
+        upper -= pen
+        lower = lo @ psi_pos
+        lower += hi @ psi_neg
+        lower -= pen
+        ref = lower.argmax(axis=1)  # per chunk, the action with the best worst case
         best_lower = lower.max(axis=1, keepdims=True)
-        slack = (1e-9 if self.dtype == np.float64 else 1e-4) * (np.abs(best_lower) + 1.0)
+        # slack for rounding, relative to the largest term any score in the chunk can hold
+        magnitude = hi @ psi_abs_max + np.abs(pen).max() + 1.0
+        slack = (1e-9 if self.dtype == np.float64 else 1e-4) * magnitude[:, None]
         keep = upper >= best_lower - slack  # slack for rounding: never drops the argmax
-        K = int(keep.sum(axis=1).max())
-        cols = np.argsort(~keep, axis=1, kind="stable")[:, :K]  # survivors first, in index order
-        cols = np.where(np.take_along_axis(keep, cols, axis=1), cols, cols[:, :1])  # pad with a repeat
-        scores = zc @ np.ascontiguousarray(psi[cols].transpose(0, 2, 1))  # (C, CHUNK, K)
-        scores -= pen[cols][:, None, :]
-        best = np.take_along_axis(cols, scores.argmax(axis=-1), axis=1).reshape(-1)[:n]
+        # tighter, pairwise: drop a if it scores below ref everywhere in the box, i.e.
+        # max_z z . (psi_a - psi_ref) < pen_a - pen_ref (the shared part of the two scores cancels)
+        # with mid = (hi + lo) / 2, rad = (hi - lo) / 2: max_z z . d = mid . d + rad . |d|
+        psi = psi_t.T
+        mid, rad = (hi + lo) * 0.5, (hi - lo) * 0.5
+        psi_ref = psi[ref]
+        d = psi[None, :, :] - psi_ref[:, None, :]  # (C, m, P)
+        np.abs(d, out=d)
+        gain = (d @ rad[:, :, None])[..., 0]
+        gain += mid @ psi_t
+        gain -= pen
+        gain += (pen[ref] - (mid * psi_ref).sum(axis=1))[:, None]
+        keep &= gain >= -slack
+        count = keep.sum(axis=1)
+        best = np.empty((C, CH), dtype=np.int64)
+        best[:] = keep.argmax(axis=1)[:, None]  # chunks with one survivor: it is every member's argmax
+        rest = np.flatnonzero(count > 1)
+        if len(rest) <= self.LOOP_CHUNKS:  # few chunks left: score each over its own survivors
+            for c in rest:
+                cols = np.flatnonzero(keep[c])  # in index order: ties resolve as in the full argmax
+                scores = zct[:, c].T @ psi_t[:, cols]  # (CH, K)
+                scores -= pen[cols]
+                best[c] = cols[scores.argmax(axis=1)]
+        else:  # in groups of similar survivor counts, each padded to its largest count
+            rest = rest[np.argsort(count[rest], kind="stable")]
+            for g in np.array_split(rest, min(self.GROUPS, len(rest))):
+                K = int(count[g[-1]])
+                kg = keep[g]
+                cols = np.argsort(~kg, axis=1, kind="stable")[:, :K]  # survivors first, in index order
+                cols = np.where(np.take_along_axis(kg, cols, axis=1), cols, cols[:, :1])  # pad with a repeat
+                zg = np.ascontiguousarray(zct[:, g].transpose(1, 2, 0))  # (chunks, CH, P)
+                scores = zg @ psi[cols].transpose(0, 2, 1)  # (chunks, CH, K)
+                scores -= pen[cols][:, None, :]
+                best[g] = np.take_along_axis(cols, scores.argmax(axis=2), axis=1)
         out = np.empty(n, dtype=np.int64)
-        out[order] = best
+        out[order] = best.reshape(-1)[:n]
         return out
 
     def act(self, features, lam) -> np.ndarray:

@@ -19,6 +19,10 @@ def register(sub) -> None:
     t.add_argument("--logs", type=int, default=1_000_000, help="number of logged requests (default: 1,000,000)")
     t.add_argument("--steps", type=int, default=2000, help="gradient steps (default: 2000)")
     t.add_argument("--batch-size", type=int, default=2048)
+    t.add_argument("--request", default="shared", choices=["shared", "separate"],
+                   help="request side: one trunk shared by the agents and the mixer (default, faster to serve) "
+                        "or separate MLPs per agent reading and hypernetwork")
+    t.add_argument("--hidden", type=int, default=32, help="request-side hidden width (default: 32)")
     for flag in ("aw", "smc", "vgca"):
         t.add_argument(f"--no-{flag}", action="store_true", help=f"ablate {flag.upper()}")
     t.add_argument("--quiet", action="store_true")
@@ -46,16 +50,19 @@ def _train(args) -> int:
     from policies.training import ValueModel
     from policies.training.export import export_bundle
 
-    if args.logs < 1000 or args.steps < 1:
-        raise ValueError("--logs must be >= 1000 and --steps >= 1")
+    if args.logs < 1000 or args.steps < 1 or args.hidden < 1:
+        raise ValueError("--logs must be >= 1000, --steps and --hidden >= 1")
     t0 = time.perf_counter()
     cascade = Cascade()
     logs = generate_logs(cascade, args.logs, seed=args.seed)
     model = ValueModel(args.algo, steps=args.steps, batch_size=args.batch_size, seed=args.seed, aw=not args.no_aw,
-                       smc=not args.no_smc, vgca=not args.no_vgca, verbose=not args.quiet).fit(logs, cascade)
+                       smc=not args.no_smc, vgca=not args.no_vgca, verbose=not args.quiet, request=args.request,
+                       hidden=args.hidden).fit(logs, cascade)
     path = export_bundle(model, Path(args.out) / args.name,
                          training={"logs": {"n": args.logs, "seed": args.seed, "behaviour": vars(BehaviourPolicy())},
-                                   "command": f"mpc-balancer train --algo {args.algo} --seed {args.seed} --out DIR"})
+                                   "command": f"mpc-balancer train --algo {args.algo} --seed {args.seed} --out DIR"
+                                              + (f" --request {args.request}" if args.request != "shared" else "")
+                                              + (f" --hidden {args.hidden}" if args.hidden != 32 else "")})
     print(f"wrote {path} and {path.with_suffix('.npz').name} ({time.perf_counter() - t0:.0f}s, "
           f"final loss {model.history_[-1]['loss']:.4f}, head weights {np.round(model.net_.head_weights.numpy(), 3).tolist()})")
     return 0

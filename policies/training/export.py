@@ -31,7 +31,7 @@ def export_bundle(model, stem: str | Path, training: dict | None = None) -> Path
                     "cascade_spec": cas.spec.to_dict()},
         "lambda_range": list(LAMBDA_RANGE),
         "architecture": {"n_agents": net.n_agents, "heads": net.heads, "channels": net.channels, "smc": net.smc,
-                         "head_weights": net.head_weights.tolist()},
+                         "request": net.request, "hidden": net.hidden, "head_weights": net.head_weights.tolist()},
         "training": {"params": model.get_params(), "fit_seconds": round(model.fit_seconds_, 1),
                      "final_loss": model.history_[-1]["loss"], **(training or {})},
     }
@@ -49,8 +49,10 @@ def load_torch_network(name_or_path="pretrained"):
     arrays, meta, _ = read_bundle(name_or_path)
     arch = meta["architecture"]
     state = {k: torch.as_tensor(v) for k, v in arrays.items() if k not in ("feature_mean", "feature_scale", "cost")}
-    hidden = state["hyper_b.0.weight"].shape[0]
+    request = arch.get("request", "separate")  # bundles written before the option have separate MLPs
+    hidden = state["trunk.0.weight" if request == "shared" else "hyper_b.0.weight"].shape[0]
     net = AWRQMixerNet(Cascade(), len(meta["features"]), hidden=hidden, embed=state["embed.weight"].shape[1],
-                       gru=state["grus.0.weight_hh"].shape[1], heads=arch["heads"], channels=arch["channels"], smc=arch["smc"])
+                       gru=state["grus.0.weight_hh"].shape[1], heads=arch["heads"], channels=arch["channels"], smc=arch["smc"],
+                       request=request)
     net.load_state_dict(state)
     return net.eval(), arrays

@@ -58,12 +58,23 @@ class AWRQMixerNet(nn.Module):
     ``q^k = sum_i w_i(x) Q_i^k + b(x)`` with ``w = softplus(.)`` (SMC; ``abs`` when SMC is ablated,
     as in QMIX), so ``q`` is monotone in every agent's utility. ``head_weights`` (the AW weights,
     a buffer the trainer updates) combine the heads.
+
+    ``request`` chooses the request side (``rho``, ``w``, ``b``): ``"separate"`` (one
+    ``n_features -> hidden -> hidden`` MLP per agent reading and one per hypernetwork, five in all)
+    or ``"shared"`` (parameter sharing across the agents and the mixer hypernetworks: one
+    ``n_features -> hidden -> hidden`` trunk and one linear layer to every agent's ``rho`` channels,
+    the mixing weights and the bias; about a fifth of the multiply-adds per request at equal width).
     """
 
+    REQUEST_KINDS = ("separate", "shared")
+
     def __init__(self, cascade: Cascade, n_features: int, hidden: int = 64, embed: int = 16, gru: int = 32,
-                 heads: int = 4, channels: int = 2, smc: bool = True):
+                 heads: int = 4, channels: int = 2, smc: bool = True, request: str = "separate"):
         super().__init__()
+        if request not in self.REQUEST_KINDS:
+            raise ValueError(f"request must be one of {self.REQUEST_KINDS}, got {request!r}")
         self.n_agents, self.heads, self.channels, self.smc = len(cascade.stage_sizes), heads, channels, smc
+        self.request, self.hidden = request, hidden
         seqs = agent_sequences(cascade)
         n_tokens = int(max(s.ids.max() for s in seqs)) + 1
         self._trees = []
@@ -75,9 +86,13 @@ class AWRQMixerNet(nn.Module):
         self.embed = nn.Embedding(n_tokens, embed)
         self.grus = nn.ModuleList(nn.GRUCell(embed + 1, gru) for _ in range(self.n_agents))
         self.agent_heads = nn.ModuleList(nn.Linear(gru, heads * channels) for _ in range(self.n_agents))
-        self.obs = nn.ModuleList(mlp(n_features, hidden, channels) for _ in range(self.n_agents))
-        self.hyper_w = mlp(n_features, hidden, self.n_agents)
-        self.hyper_b = mlp(n_features, hidden, 1)
+        if request == "shared":
+            self.trunk = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+            self.request_head = nn.Linear(hidden, self.n_agents * channels + self.n_agents + 1)  # [rho_i..., w, b]
+        else:
+            self.obs = nn.ModuleList(mlp(n_features, hidden, channels) for _ in range(self.n_agents))
+            self.hyper_w = mlp(n_features, hidden, self.n_agents)
+            self.hyper_b = mlp(n_features, hidden, 1)
         self.register_buffer("head_weights", torch.full((heads,), 1.0 / heads))
 
     # -- parts ----------------------------------------------------------------------------------
@@ -98,10 +113,15 @@ class AWRQMixerNet(nn.Module):
 
     def readings(self, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rho (B, n_agents, J) >= 0, mixing weights w (B, n_agents) >= 0, bias b (B,))."""
-        rho = torch.stack([F.softplus(o(xn)) for o in self.obs], dim=1)
-        raw = self.hyper_w(xn)
+        if self.request == "shared":
+            n, nJ = self.n_agents, self.n_agents * self.channels
+            o = self.request_head(self.trunk(xn))
+            rho, raw, b = F.softplus(o[:, :nJ]).view(len(xn), n, self.channels), o[:, nJ:nJ + n], o[:, nJ + n]
+        else:
+            rho = torch.stack([F.softplus(o(xn)) for o in self.obs], dim=1)
+            raw, b = self.hyper_w(xn), self.hyper_b(xn).squeeze(-1)
         w = F.softplus(raw) if self.smc else raw.abs()
-        return rho, w, self.hyper_b(xn).squeeze(-1)
+        return rho, w, b
 
     # -- interface ------------------------------------------------------------------------------
     def forward(self, xn: torch.Tensor, joint: torch.Tensor):

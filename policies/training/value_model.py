@@ -54,15 +54,17 @@ class ValueModel:
     def __init__(self, algo: str = "awrq", *, steps: int = 3000, batch_size: int = 2048, lr: float = 3e-3,
                  heads: int = 4, channels: int = 2, hidden: int = 64, aw: bool = True, smc: bool = True,
                  vgca: bool = True, aw_temperature: float = 0.02, target_tau: float = 0.02,
-                 sample_weight: str = "uniform", seed: int = 0, verbose: bool = False):
+                 sample_weight: str = "uniform", seed: int = 0, verbose: bool = False, request: str = "separate"):
         self.algo, self.steps, self.batch_size, self.lr = algo, steps, batch_size, lr
         self.heads, self.channels, self.hidden = heads, channels, hidden
         self.aw, self.smc, self.vgca, self.aw_temperature = aw, smc, vgca, aw_temperature
         self.target_tau, self.sample_weight, self.seed, self.verbose = target_tau, sample_weight, seed, verbose
+        self.request = request  # AWRQ-Mixer's request side: "separate" MLPs or one "shared" trunk
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("algo", "steps", "batch_size", "lr", "heads", "channels", "hidden", "aw",
-                                              "smc", "vgca", "aw_temperature", "target_tau", "sample_weight", "seed", "verbose")}
+                                              "smc", "vgca", "aw_temperature", "target_tau", "sample_weight", "seed", "verbose",
+                                              "request")}
 
     def _validate(self):
         if self.algo not in ALGOS:
@@ -70,6 +72,8 @@ class ValueModel:
         for k in ("steps", "batch_size", "heads", "channels", "hidden"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.request not in ("separate", "shared"):
+            raise ValueError(f"request must be 'separate' or 'shared', got {self.request!r}")
         if self.sample_weight not in ("uniform", "value"):
             raise ValueError(f"sample_weight must be 'uniform' or 'value', got {self.sample_weight!r}")
         if not (self.lr > 0 and 0 < self.target_tau <= 1 and self.aw_temperature > 0):
@@ -77,7 +81,8 @@ class ValueModel:
 
     def _network_kwargs(self) -> dict:
         if self.algo == "awrq":
-            return {"hidden": self.hidden, "heads": self.heads, "channels": self.channels, "smc": self.smc}
+            return {"hidden": self.hidden, "heads": self.heads, "channels": self.channels, "smc": self.smc,
+                    "request": self.request}
         if self.algo in ("rem", "dqn"):
             return {"hidden": self.hidden, "heads": self.heads if self.algo == "rem" else 1}
         return {"hidden": self.hidden}

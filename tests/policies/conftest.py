@@ -26,6 +26,17 @@ def tiny_bundle(cascade, tiny_logs, tmp_path_factory):
     return path, model
 
 
+@pytest.fixture(scope="session")
+def tiny_shared_bundle(cascade, tiny_logs, tmp_path_factory):
+    """The same with the shared request trunk (``request="shared"``, narrower): (json path, fitted model)."""
+    from policies.training import ValueModel
+    from policies.training.export import export_bundle
+
+    model = ValueModel("awrq", steps=40, batch_size=256, seed=3, request="shared", hidden=32).fit(tiny_logs, cascade)
+    path = export_bundle(model, tmp_path_factory.mktemp("bundle_shared") / "tiny_shared")
+    return path, model
+
+
 @pytest.fixture
 def requests(cascade):
     rng = np.random.default_rng(5)

@@ -10,8 +10,9 @@ from policies.bundle import read_bundle
 from policies.runtime import PolicyRuntime
 
 
-def test_parity_with_torch_forward(tiny_bundle, requests):
-    path, model = tiny_bundle
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_shared_bundle"])
+def test_parity_with_torch_forward(bundle, requests, request):
+    path, model = request.getfixturevalue(bundle)
     rt = PolicyRuntime.load(path)
     net = model.net_.double()
     try:
@@ -26,9 +27,10 @@ def test_parity_with_torch_forward(tiny_bundle, requests):
     np.testing.assert_allclose(got, model.predict_revenue(requests), rtol=1e-4, atol=1e-5)  # float32 torch path
 
 
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_shared_bundle"])
 @pytest.mark.parametrize("n", [7, 300, 2048])
-def test_act_is_the_exact_penalised_argmax(tiny_bundle, cascade, n):
-    rt = PolicyRuntime.load(tiny_bundle[0])
+def test_act_is_the_exact_penalised_argmax(bundle, cascade, n, request):
+    rt = PolicyRuntime.load(request.getfixturevalue(bundle)[0])
     rng = np.random.default_rng(n)
     x = cascade.sample_features(n, rng.uniform(0, 24, n), rng)
     for lam in ([1e-3, 1e-3, 1e-3], [0.05, 0.2, 0.01], [1.0, 0.01, 0.3], [0.0, 0.0, 0.0]):
@@ -38,6 +40,26 @@ def test_act_is_the_exact_penalised_argmax(tiny_bundle, cascade, n):
         assert a.dtype == np.int64 and a.shape == (n,)
         np.testing.assert_allclose(full[np.arange(n), a], full.max(axis=1), rtol=0, atol=1e-9)
         np.testing.assert_array_equal(rt.bind(x)(lam), a)
+
+
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_shared_bundle"])
+def test_every_chunk_pruning_path_is_exact(bundle, cascade, request):
+    """Chunks scored one by one, in padded groups, and with one survivor: all the exact argmax."""
+    rt = PolicyRuntime.load(request.getfixturevalue(bundle)[0])
+    rng = np.random.default_rng(9)
+    n = 3000
+    x = cascade.sample_features(n, rng.uniform(0, 24, n), rng)
+    for lam in ([1e-3, 1e-3, 1e-3], [0.05, 0.2, 0.01], [2.0, 0.5, 1.0]):
+        lam = np.array(lam)
+        full = rt.predict_revenue(x) - lam @ rt.cost
+        got = []
+        for chunk, loop in ((PolicyRuntime.CHUNK, PolicyRuntime.LOOP_CHUNKS), (64, 0), (64, 10_000), (4096, 0)):
+            rt.CHUNK, rt.LOOP_CHUNKS = chunk, loop
+            a = rt.act(x, lam)
+            np.testing.assert_allclose(full[np.arange(n), a], full.max(axis=1), rtol=0, atol=1e-9)
+            got.append(a)
+        for a in got[1:]:  # ties resolve the same way on every path
+            np.testing.assert_array_equal(a, got[0])
 
 
 def test_chunked_request_profiles_equal_one_pass(tiny_bundle, cascade):
@@ -50,6 +72,22 @@ def test_chunked_request_profiles_equal_one_pass(tiny_bundle, cascade):
     assert z.shape == z1.shape and b.shape == (n,)
     np.testing.assert_allclose(z, z1, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(b, b1, rtol=1e-12, atol=1e-15)
+    small = x[: rt.SMALL_BATCH]  # the small-batch path (stacked block products) gives the same numbers
+    np.testing.assert_allclose(rt._profiles(small)[0], z[: rt.SMALL_BATCH], rtol=1e-12, atol=1e-15)
+
+
+def test_bundle_without_request_architecture_loads_as_separate(tiny_bundle, tmp_path, requests):
+    """Bundles written before the request-side option (no architecture 'request'/'hidden') still load."""
+    p = _copy(tiny_bundle[0], tmp_path)
+    meta = json.loads(p.read_text())
+    assert meta["architecture"]["request"] == "separate"
+    del meta["architecture"]["request"], meta["architecture"]["hidden"]
+    p.write_text(json.dumps(meta))
+    old, new = PolicyRuntime.load(p), PolicyRuntime.load(tiny_bundle[0])
+    assert old.request == "separate"
+    np.testing.assert_array_equal(old.predict_revenue(requests), new.predict_revenue(requests))
+    from policies.training.export import load_torch_network
+    assert load_torch_network(p)[0].request == "separate"
 
 
 def test_round_trip_and_metadata(tiny_bundle, requests):
