@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT_VERSION = 1
+REQUEST_KINDS = ("separate", "shared")  # AWRQ-Mixer request side: separate MLPs or one shared trunk
 KIND = "awrq-mixer"
 REQUIRED_META = ("format_version", "kind", "npz_file", "npz_sha256", "features", "normalisation", "actions",
                  "lambda_range", "architecture", "training")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import read_bundle
+from .bundle import REQUEST_KINDS, read_bundle
 from .oracle import check_lambda
 
 
@@ -119,26 +119,32 @@ class PolicyRuntime:
     CHUNK = 512
     GROUPS = 2
     LOOP_CHUNKS = 16  # up to this many chunks with several survivors are scored one by one
-    PROFILE_ELEMENTS = 1024 * 325  # rows per request-side chunk: this many activations in the widest layer
+    PROFILE_ELEMENTS = 1024 * 325  # request-side chunks hold about this many activations in their widest layer
     SMALL_BATCH = 16  # up to this many rows the block layers run as one stacked product
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict, name: str = "policy", dtype=np.float64, cost=None):
         self.meta, self.name, self.dtype = meta, name, np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype.name}")
         arch = meta["architecture"]
         try:
             p = {k: np.asarray(v, dtype=np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
             self.n_agents, self.heads, self.channels = int(arch["n_agents"]), int(arch["heads"]), int(arch["channels"])
             self.smc = bool(arch["smc"])
             self.request = str(arch.get("request", "separate"))  # bundles before the option: separate MLPs
-            if self.request not in ("separate", "shared"):
-                raise ValueError(f"unknown request-side architecture {self.request!r}")
+            if self.request not in REQUEST_KINDS:
+                raise ValueError(f"policy bundle {name!r}: metadata architecture.request must be 'separate' or "
+                                 f"'shared', got {self.request!r}")
             self.features = tuple(meta["features"])
             self.value_column = self.features.index("log_value")
             self.mean, self.scale = p["feature_mean"], p["feature_scale"]
             self.cost = p["cost"] if cost is None else np.asarray(cost, dtype=np.float64)
             self._p = p
             self.psi = action_profiles(p, self.n_agents, self.heads, self.channels)
+            self._fuse_request_networks()
         except (KeyError, ValueError, IndexError) as e:
+            if str(e).startswith(f"policy bundle {name!r}"):
+                raise
             raise ValueError(f"policy bundle {name!r}: arrays do not match its metadata ({e!r})") from None
         if self.cost.shape != p["cost"].shape or not np.isfinite(self.cost).all() or self.cost.min() < 0:
             raise ValueError(f"policy bundle {name!r}: cost table must be finite, >= 0 and of shape {p['cost'].shape}, "
@@ -150,7 +156,6 @@ class PolicyRuntime:
         self.lambda_range = tuple(meta["lambda_range"])
         self._cand = _dominance_free(self.psi, self.cost)
         self._set_dtype_tables()
-        self._fuse_request_networks()
 
     def _set_dtype_tables(self):
         self._psi_t = np.ascontiguousarray(self.psi[self._cand].T, dtype=self.dtype)
@@ -264,6 +269,8 @@ class PolicyRuntime:
         ``PROFILE_CHUNK`` rows so that the layers' activations stay in cache."""
         x = self._check_features(features)
         N, C = len(x), self.PROFILE_CHUNK
+        if N == 0:
+            return np.empty((0, self.n_agents * self.channels), dtype=self.dtype), np.empty(0, dtype=self.dtype)
         if N <= C:
             return self._profiles(x)
         zt = np.empty((self.n_agents * self.channels, N), dtype=self.dtype)
@@ -347,9 +354,11 @@ class PolicyRuntime:
         positive/negative parts); an action whose upper bound is below the best lower bound in the
         chunk cannot be any member's argmax. Tighter, an action that scores below the best-lower-bound
         action ``r`` everywhere in the box (``max_z z . (psi_a - psi_r) < pen_a - pen_r``) cannot
-        either; only the rest are scored. Chunks are scored in
-        ``GROUPS`` groups of similar survivor counts, each padded to its largest count (padding
-        repeats a survivor; survivors stay in index order, so ties resolve as in the full argmax).
+        either; only the rest are scored. A chunk with one survivor takes it without scoring (the
+        common case); up to ``LOOP_CHUNKS`` chunks with several are scored one by one over their own
+        survivors, more in ``GROUPS`` groups of similar survivor counts, each padded to its largest
+        count (padding repeats a survivor). Survivors stay in index order, so ties resolve as in the
+        full argmax.
         """
         n, P = z.shape
         CH = self.CHUNK
@@ -375,7 +384,9 @@ class PolicyRuntime:
         # slack for rounding, relative to the largest term any score in the chunk can hold
         magnitude = hi @ psi_abs_max + np.abs(pen).max() + 1.0
         slack = (1e-9 if self.dtype == np.float64 else 1e-4) * magnitude[:, None]
-        keep = upper >= best_lower - slack  # slack for rounding: never drops the argmax
+        # slack for rounding: never drops the argmax; written as "not below" so that a chunk whose
+        # bounds are NaN (a request whose z overflowed to inf) keeps every action and is scored in full
+        keep = ~(upper < best_lower - slack)
         # tighter, pairwise: drop a if it scores below ref everywhere in the box, i.e.
         # max_z z . (psi_a - psi_ref) < pen_a - pen_ref (the shared part of the two scores cancels)
         # with mid = (hi + lo) / 2, rad = (hi - lo) / 2: max_z z . d = mid . d + rad . |d|
@@ -388,7 +399,7 @@ class PolicyRuntime:
         gain += mid @ psi_t
         gain -= pen
         gain += (pen[ref] - (mid * psi_ref).sum(axis=1))[:, None]
-        keep &= gain >= -slack
+        keep &= ~(gain < -slack)
         count = keep.sum(axis=1)
         best = np.empty((C, CH), dtype=np.int64)
         best[:] = keep.argmax(axis=1)[:, None]  # chunks with one survivor: it is every member's argmax

@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+from policies.bundle import REQUEST_KINDS
+
 from .args import name_list
 
 
@@ -19,7 +21,7 @@ def register(sub) -> None:
     t.add_argument("--logs", type=int, default=1_000_000, help="number of logged requests (default: 1,000,000)")
     t.add_argument("--steps", type=int, default=2000, help="gradient steps (default: 2000)")
     t.add_argument("--batch-size", type=int, default=2048)
-    t.add_argument("--request", default="shared", choices=["shared", "separate"],
+    t.add_argument("--request", default="shared", choices=REQUEST_KINDS,
                    help="request side: one trunk shared by the agents and the mixer (default, faster to serve) "
                         "or separate MLPs per agent reading and hypernetwork")
     t.add_argument("--hidden", type=int, default=32, help="request-side hidden width (default: 32)")
@@ -27,6 +29,7 @@ def register(sub) -> None:
         t.add_argument(f"--no-{flag}", action="store_true", help=f"ablate {flag.upper()}")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)
+    t.set_defaults(defaults=vars(t.parse_args(["--out", "DIR"])))  # for the bundle's recorded command
 
     p = sub.add_parser("policies", help="value-model policies: paper-style evaluation")
     psub = p.add_subparsers(dest="policies_command", metavar="SUBCOMMAND")
@@ -60,12 +63,22 @@ def _train(args) -> int:
                        hidden=args.hidden).fit(logs, cascade)
     path = export_bundle(model, Path(args.out) / args.name,
                          training={"logs": {"n": args.logs, "seed": args.seed, "behaviour": vars(BehaviourPolicy())},
-                                   "command": f"mpc-balancer train --algo {args.algo} --seed {args.seed} --out DIR"
-                                              + (f" --request {args.request}" if args.request != "shared" else "")
-                                              + (f" --hidden {args.hidden}" if args.hidden != 32 else "")})
+                                   "command": _train_command(args)})
     print(f"wrote {path} and {path.with_suffix('.npz').name} ({time.perf_counter() - t0:.0f}s, "
           f"final loss {model.history_[-1]['loss']:.4f}, head weights {np.round(model.net_.head_weights.numpy(), 3).tolist()})")
     return 0
+
+
+def _train_command(args) -> str:
+    """The command that rebuilds this bundle: every option that differs from its default."""
+    parts = [f"mpc-balancer train --algo {args.algo} --seed {args.seed} --out DIR"]
+    for k, d in args.defaults.items():
+        v = getattr(args, k)
+        if k in ("algo", "seed", "out", "quiet", "func", "defaults") or v == d:
+            continue
+        flag = "--" + k.replace("_", "-")
+        parts.append(flag if isinstance(v, bool) else f"{flag} {v}")
+    return " ".join(parts)
 
 
 def _evaluate(args) -> int:

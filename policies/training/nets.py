@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..bundle import REQUEST_KINDS
 from ..cascade import Cascade
 from ..subdecisions import agent_sequences
 
@@ -66,13 +67,12 @@ class AWRQMixerNet(nn.Module):
     the mixing weights and the bias; about a fifth of the multiply-adds per request at equal width).
     """
 
-    REQUEST_KINDS = ("separate", "shared")
 
     def __init__(self, cascade: Cascade, n_features: int, hidden: int = 64, embed: int = 16, gru: int = 32,
                  heads: int = 4, channels: int = 2, smc: bool = True, request: str = "separate"):
         super().__init__()
-        if request not in self.REQUEST_KINDS:
-            raise ValueError(f"request must be one of {self.REQUEST_KINDS}, got {request!r}")
+        if request not in REQUEST_KINDS:
+            raise ValueError(f"request must be one of {REQUEST_KINDS}, got {request!r}")
         self.n_agents, self.heads, self.channels, self.smc = len(cascade.stage_sizes), heads, channels, smc
         self.request, self.hidden = request, hidden
         seqs = agent_sequences(cascade)

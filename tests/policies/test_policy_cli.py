@@ -13,6 +13,9 @@ def test_train_writes_a_loadable_bundle(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     rt = PolicyRuntime.load(tmp_path / "pretrained.json")
     assert rt.act(np.array([[0.0, 0.5, 0.5, 0.0, 1.0]]), [0.1, 0.1, 0.1]).shape == (1,)
+    # the recorded command rebuilds this bundle: every option that differs from its default
+    assert rt.meta["training"]["command"] == ("mpc-balancer train --algo awrq --seed 0 --out DIR --logs 5000 "
+                                              "--steps 5 --batch-size 128")
 
 
 def test_evaluate_pretrained_json(tmp_path, capsys):

@@ -62,8 +62,9 @@ def test_every_chunk_pruning_path_is_exact(bundle, cascade, request):
             np.testing.assert_array_equal(a, got[0])
 
 
-def test_chunked_request_profiles_equal_one_pass(tiny_bundle, cascade):
-    rt = PolicyRuntime.load(tiny_bundle[0])
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_shared_bundle"])
+def test_chunked_request_profiles_equal_one_pass(bundle, cascade, request):
+    rt = PolicyRuntime.load(request.getfixturevalue(bundle)[0])
     rng = np.random.default_rng(5)
     n = 2 * rt.PROFILE_CHUNK + 17
     x = cascade.sample_features(n, rng.uniform(0, 24, n), rng)
@@ -157,3 +158,41 @@ def test_bad_inputs_are_rejected(tiny_bundle, requests):
         rt.act(bad, [0.1, 0.1, 0.1])
     with pytest.raises(ValueError, match="cost table"):
         PolicyRuntime.load(tiny_bundle[0], cost=np.ones((3, 10)))
+
+
+@pytest.mark.filterwarnings("ignore:.*(overflow|invalid value).*:RuntimeWarning")
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_shared_bundle"])
+def test_overflowing_request_does_not_change_the_others(bundle, cascade, request):
+    """A request whose z overflows (absurd log_value) makes its chunk's bounds NaN: the chunk is then
+    scored in full, and every finite request keeps its exact argmax (it used to get action 0)."""
+    rt = PolicyRuntime.load(request.getfixturevalue(bundle)[0], dtype=np.float32)
+    rng = np.random.default_rng(2)
+    n = 2000
+    x = cascade.sample_features(n, rng.uniform(0, 24, n), rng)
+    lam = np.array([0.02, 0.05, 0.03])
+    ref = rt.act(x, lam)
+    x[7, rt.value_column] = 89.0  # exp(89) overflows float32
+    got = rt.act(x, lam)
+    ok = np.arange(n) != 7
+    np.testing.assert_array_equal(got[ok], ref[ok])
+
+
+def test_empty_batches_and_dtypes(tiny_bundle, tiny_shared_bundle):
+    for path in (tiny_bundle[0], tiny_shared_bundle[0]):
+        rt = PolicyRuntime.load(path)
+        z, b = rt.request_profiles(np.zeros((0, len(rt.features))))
+        assert z.shape == (0, rt.n_agents * rt.channels) and b.shape == (0,)
+        assert rt.act(np.zeros((0, len(rt.features))), [0.1, 0.1, 0.1]).shape == (0,)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        PolicyRuntime.load(tiny_bundle[0], dtype=np.float16)
+
+
+def test_architecture_that_does_not_match_the_arrays_is_named(tiny_bundle, tmp_path):
+    p = _copy(tiny_bundle[0], tmp_path)
+    arrays, meta, _ = read_bundle(p)
+    meta["architecture"]["request"] = "shared"  # the arrays are separate MLPs
+    with pytest.raises(ValueError, match="arrays do not match its metadata"):
+        PolicyRuntime(arrays, meta, name="x")
+    meta["architecture"]["request"] = "bogus"
+    with pytest.raises(ValueError, match="architecture.request must be"):
+        PolicyRuntime(arrays, meta, name="x")
