@@ -67,7 +67,6 @@ class AWRQMixerNet(nn.Module):
     the mixing weights and the bias; about a fifth of the multiply-adds per request at equal width).
     """
 
-
     def __init__(self, cascade: Cascade, n_features: int, hidden: int = 64, embed: int = 16, gru: int = 32,
                  heads: int = 4, channels: int = 2, smc: bool = True, request: str = "separate"):
         super().__init__()
