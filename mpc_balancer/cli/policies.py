@@ -24,7 +24,9 @@ def register(sub) -> None:
     t.add_argument("--request", default="shared", choices=REQUEST_KINDS,
                    help="request side: one trunk shared by the agents and the mixer (default, faster to serve) "
                         "or separate MLPs per agent reading and hypernetwork")
-    t.add_argument("--hidden", type=int, default=32, help="request-side hidden width (default: 32)")
+    t.add_argument("--hidden", type=int, default=24, help="request-side hidden width (default: 24)")
+    t.add_argument("--channels", type=int, default=1,
+                   help="channels per agent reading rho and utility head (default: 1; Table 1 uses 2)")
     for flag in ("aw", "smc", "vgca"):
         t.add_argument(f"--no-{flag}", action="store_true", help=f"ablate {flag.upper()}")
     t.add_argument("--quiet", action="store_true")
@@ -53,14 +55,14 @@ def _train(args) -> int:
     from policies.training import ValueModel
     from policies.training.export import export_bundle
 
-    if args.logs < 1000 or args.steps < 1 or args.hidden < 1:
-        raise ValueError("--logs must be >= 1000, --steps and --hidden >= 1")
+    if args.logs < 1000 or args.steps < 1 or args.hidden < 1 or args.channels < 1:
+        raise ValueError("--logs must be >= 1000, --steps, --hidden and --channels >= 1")
     t0 = time.perf_counter()
     cascade = Cascade()
     logs = generate_logs(cascade, args.logs, seed=args.seed)
     model = ValueModel(args.algo, steps=args.steps, batch_size=args.batch_size, seed=args.seed, aw=not args.no_aw,
                        smc=not args.no_smc, vgca=not args.no_vgca, verbose=not args.quiet, request=args.request,
-                       hidden=args.hidden).fit(logs, cascade)
+                       hidden=args.hidden, channels=args.channels).fit(logs, cascade)
     path = export_bundle(model, Path(args.out) / args.name,
                          training={"logs": {"n": args.logs, "seed": args.seed, "behaviour": vars(BehaviourPolicy())},
                                    "command": _train_command(args)})
