@@ -33,3 +33,5 @@ def test_user_errors_are_one_line(capsys):
     assert main(["policies", "evaluate", "--algos", "ppo", "--seeds", "1"]) == 2
     assert "unknown algorithm" in capsys.readouterr().err
     assert main(["policies", "evaluate", "--algos", "pretrained", "--bundle", "/nonexistent/x"]) == 2
+    assert main(["train", "--out", "/tmp/never-written", "--channels", "0"]) == 2
+    assert "--channels >= 1" in capsys.readouterr().err
