@@ -42,10 +42,10 @@ class TickForecaster:
         self.model, self.step, self.band, self.nowcast_decay = model, pd.Timedelta(step), band, nowcast_decay
         self.calib_window, self.min_calib, self.events, self.history_days = calib_window, min_calib, events, history_days
         self.refit_every = refit_every
-        for k, v in {"warm_calib": warm_calib, "calib_horizon": calib_horizon, "min_calib": min_calib}.items():
-            if not (isinstance(v, (int, np.integer)) and v >= 0):
-                raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
-        self.warm_calib, self.calib_horizon = int(warm_calib), max(int(calib_horizon), 1)
+        for k, v, least in (("warm_calib", warm_calib, 0), ("min_calib", min_calib, 0), ("calib_horizon", calib_horizon, 1)):
+            if not (isinstance(v, (int, np.integer)) and v >= least):
+                raise ValueError(f"{k} must be an integer >= {least}, got {v!r}")
+        self.warm_calib, self.calib_horizon = int(warm_calib), int(calib_horizon)
 
     # ---------------------------------------------------------------------------------- setup
     def _make_model(self, events):

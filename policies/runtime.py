@@ -225,6 +225,7 @@ class PolicyRuntime:
         layers = [[(slice(None), slice(None), np.concatenate(first, axis=1))]]
         n_layers = len(nets[0])
         widths = [wa.shape[1] for wa in first]
+        layer_widths = [sum(widths)]
         for l in range(1, n_layers):
             last = l == n_layers - 1
             blocks, i0, o0, new_widths = [], 0, 0, []
@@ -240,27 +241,19 @@ class PolicyRuntime:
                 new_widths.append(wa.shape[1])
             layers.append(blocks)
             widths = new_widths
+            layer_widths.append(o0)
         self._layers = [[(i, o, np.ascontiguousarray(w, dtype=dt)) for i, o, w in blocks] for blocks in layers]
-        self._widths = [blocks[-1][1].stop or blocks[-1][2].shape[1] for blocks in self._layers]
+        self._widths = layer_widths
         self.PROFILE_CHUNK = max(256, self.PROFILE_ELEMENTS // max(self._widths))
         self._zeros = [np.zeros(w, dtype=dt) for w in self._widths]
-        # small batches: a block layer as one call -- stacked (blocks, in, out) when the blocks are alike
-        # (e.g. (n, 65) @ (5, 65, 65)), else one block-diagonal matrix -- instead of one call per block
-        self._small = []
-        for l, blocks in enumerate(self._layers):
-            if len(blocks) == 1:
-                self._small.append(None)
-            elif len({w.shape for _, _, w in blocks}) == 1:
-                self._small.append(("stacked", np.stack([w for _, _, w in blocks])))
-            else:
-                d = np.zeros((self._widths[l - 1], self._widths[l]), dtype=dt)
-                for i, o, w in blocks:
-                    d[i, o] = w
-                self._small.append(("dense", d))
+        # small batches run a block layer as one call instead of one per block: a hidden layer's alike
+        # blocks stacked ((n, 65) @ (5, 65, 65)); the last layer as one block-diagonal matrix
+        self._stacked = [np.stack([w for _, _, w in blocks]) if len(blocks) > 1 and len({w.shape for _, _, w in blocks}) == 1
+                         else None for blocks in self._layers[:-1]]
         d = np.zeros((self._widths[-2], self._widths[-1]), dtype=dt)
         for i, o, w in self._layers[-1]:
             d[i, o] = w
-        self._last_dense = d  # the last layer as one matrix, for small batches
+        self._last_dense = d if len(self._layers[-1]) > 1 else None
 
     def request_profiles(self, features) -> tuple[np.ndarray, np.ndarray]:
         """(``v z(x)`` (N, P) >= 0, ``v b(x)`` (N,)): the per-request part of the revenue estimate,
@@ -285,13 +278,12 @@ class PolicyRuntime:
         h[:, :-1] = x
         h[:, -1] = 1.0
         last = len(self._layers) - 1
+        small = N <= self.SMALL_BATCH
         for l, blocks in enumerate(self._layers[:-1]):
-            small = self._small[l] if N <= self.SMALL_BATCH else None
-            if small is not None and small[0] == "stacked":
-                M, _, H = small[1].shape
-                out = (h.reshape(N, M, -1).transpose(1, 0, 2) @ small[1]).transpose(1, 0, 2).reshape(N, M * H)
-            elif small is not None:
-                out = h @ small[1]
+            stacked = self._stacked[l]
+            if small and stacked is not None:
+                M, _, H = stacked.shape
+                out = (h.reshape(N, M, -1).transpose(1, 0, 2) @ stacked).transpose(1, 0, 2).reshape(N, M * H)
             elif len(blocks) == 1:
                 out = h @ blocks[0][2]
             else:
@@ -301,7 +293,7 @@ class PolicyRuntime:
             np.maximum(out, self._zeros[l], out=out)  # ReLU (a zero row broadcasts faster than a scalar)
             h = out
         # last layer transposed: (outputs, N), each output a contiguous row
-        if N <= self.SMALL_BATCH and self._small[last] is not None:
+        if small and self._last_dense is not None:
             ot = np.ascontiguousarray((h @ self._last_dense).T)
         else:
             ot = np.empty((self._widths[last], N), dtype=dt)
@@ -329,7 +321,7 @@ class PolicyRuntime:
         lam = check_lambda(lam, self.cost.shape[0])
         pen = (lam @ self._cost_c).astype(self.dtype)
         if len(z) >= self.PRUNE_MIN_BATCH:
-            return self._cand[self._grouped_argmax(z, self._psi_t, pen, *self._psi_parts)]
+            return self._cand[self._grouped_argmax(z, pen)]
         scores = z @ self._psi_t
         scores -= pen
         return self._cand[np.argmax(scores, axis=1)]
@@ -344,9 +336,8 @@ class PolicyRuntime:
         lk *= 65535.0 / (hi - lo) if hi > lo else 0.0
         return np.argsort(lk.astype(np.uint16), kind="stable")
 
-    def _grouped_argmax(self, z: np.ndarray, psi_t: np.ndarray, pen: np.ndarray, psi_pos=None, psi_neg=None,
-                        psi_abs_max=None) -> np.ndarray:
-        """Exact ``argmax(z @ psi_t - pen)`` for a large batch, over far fewer candidates per request.
+    def _grouped_argmax(self, z: np.ndarray, pen: np.ndarray) -> np.ndarray:
+        """Exact ``argmax(z @ psi_t - pen)`` (indices into the candidates) for a large batch, over far fewer candidates per request.
 
         Requests are sorted by the scale of ``z`` and cut into chunks of ``CHUNK``. Over a chunk's
         bounding box ``[lo, hi]`` of ``z``, an action's score lies between
@@ -363,8 +354,7 @@ class PolicyRuntime:
         n, P = z.shape
         CH = self.CHUNK
         C = -(-n // CH)
-        if psi_pos is None:
-            psi_pos, psi_neg, psi_abs_max = np.maximum(psi_t, 0), np.minimum(psi_t, 0), np.abs(psi_t).max(axis=1)
+        psi_t, (psi_pos, psi_neg, psi_abs_max) = self._psi_t, self._psi_parts
         zt = z.T  # (P, n); contiguous as request_profiles returns it
         order = self._scale_order(np.ones(P, dtype=z.dtype) @ zt)  # by scale (a matrix product sums fastest)
         if C * CH > n:  # pad the last chunk with repeats of the largest request
@@ -381,11 +371,11 @@ class PolicyRuntime:
         lower -= pen
         ref = lower.argmax(axis=1)  # per chunk, the action with the best worst case
         best_lower = lower.max(axis=1, keepdims=True)
-        # slack for rounding, relative to the largest term any score in the chunk can hold
+        # slack for rounding (it never drops the argmax), relative to the largest term any score in the
+        # chunk can hold; the test is written as "not below" so that a chunk whose bounds are NaN (a
+        # request whose z overflowed to inf) keeps every action and is scored in full
         magnitude = hi @ psi_abs_max + np.abs(pen).max() + 1.0
         slack = (1e-9 if self.dtype == np.float64 else 1e-4) * magnitude[:, None]
-        # slack for rounding: never drops the argmax; written as "not below" so that a chunk whose
-        # bounds are NaN (a request whose z overflowed to inf) keeps every action and is scored in full
         keep = ~(upper < best_lower - slack)
         # tighter, pairwise: drop a if it scores below ref everywhere in the box, i.e.
         # max_z z . (psi_a - psi_ref) < pen_a - pen_ref (the shared part of the two scores cancels)

@@ -115,3 +115,5 @@ def test_warm_calibration_needs_two_days_of_history_left():
     assert fc.margin_ is None  # too short to hold out: the model's band until live errors are scored
     with pytest.raises(ValueError, match="warm_calib must be an integer >= 0"):
         TickForecaster(warm_calib=-1)
+    with pytest.raises(ValueError, match="calib_horizon must be an integer >= 1, got 0"):
+        TickForecaster(calib_horizon=0)
