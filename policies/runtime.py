@@ -181,7 +181,8 @@ class PolicyRuntime:
         if x.ndim != 2 or x.shape[1] != len(self.features):
             raise ValueError(f"features must have shape (n, {len(self.features)}) with columns {self.features}, got {x.shape}")
         if not np.isfinite(x).all():
-            raise ValueError(f"features row {int(np.argwhere(~np.isfinite(x))[0, 0])} is not finite")
+            r, c = (int(i) for i in np.argwhere(~np.isfinite(x))[0])
+            raise ValueError(f"features row {r} is not finite: column {self.features[c]!r} is {x[r, c]}")
         return x
 
     def _request_networks(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
