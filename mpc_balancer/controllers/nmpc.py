@@ -23,6 +23,21 @@ with CasADi, parameterised by ``(L_0, s, z_{-1})``, and solved every tick by IPO
 ``shooting``: MaRCA's released solver: sample ``n_samples`` lambda sequences around the shifted
 previous plan, roll the learned model forward for all of them at once (numpy), keep the best.
 
+IPOPT is a local solver and the learned model is not convex: ``nmpc`` solves from the warm start
+and from the centre of the trust region (``multistart=True``) and keeps the better plan; from the
+warm start alone it was seen to stall at a trust-region bound where the model's slope in lambda
+has the wrong sign, while the load ran away.
+
+Model monitor. A model that fits its held-out transitions can still steer the plant far off
+target (its errors in closed loop are not those of the training logs). Every tick both controllers
+score the model on the transition just observed (last load, this tick's traffic, the lambda in
+force -> the load measured now), relative to ``C_m``, and keep an exponentially weighted mean of
+that error per cluster (half-life ``monitor_halflife`` ticks). When its magnitude exceeds
+``model_tol`` on any cluster the model is declared invalid: ``make_step`` returns a non-``ok``
+status naming the cluster and the error, and the Balancer's PID fallback steers. The model is
+trusted again after at least ``monitor_halflife`` ticks in that state once every error is below
+``model_tol / 2``. ``monitor_`` counts the ticks and episodes for the run report.
+
 Set-up collects training logs by running a PID whose lambda is multiplied by a random
 piecewise-constant dither (so the logs excite the dynamics well beyond the PID's own operating
 line) in closed loop over the last ``train_days`` of the history, then fits the MLPs with torch.
@@ -94,7 +109,8 @@ class _LearnedDynamicsController(Controller):
 
     def __init__(self, horizon: int = 30, alpha: float = 0.97, beta: float = 0.01, weights: str | None = None,
                  train_days: float = 2.0, hidden: tuple = (16, 16), train_iters: int = 400, dither: float = 1.0,
-                 dither_hold: int = 5, trust_region: bool = True, seed: int = 0):
+                 dither_hold: int = 5, trust_region: bool = True, model_tol: float = 0.02, monitor_halflife: float = 5.0,
+                 seed: int = 0):
         if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
         if not 0 < alpha <= 1:
@@ -119,6 +135,11 @@ class _LearnedDynamicsController(Controller):
         if not isinstance(trust_region, bool):
             raise ValueError(f"trust_region must be a bool, got {trust_region!r}")
         self.dither, self.dither_hold, self.trust_region, self.seed = float(dither), int(dither_hold), trust_region, int(seed)
+        if not (np.isfinite(model_tol) and model_tol > 0):
+            raise ValueError(f"model_tol must be finite and > 0, got {model_tol!r}")
+        if not (np.isfinite(monitor_halflife) and monitor_halflife > 0):
+            raise ValueError(f"monitor_halflife must be finite and > 0, got {monitor_halflife!r}")
+        self.model_tol, self.monitor_halflife = float(model_tol), float(monitor_halflife)
 
     # ------------------------------------------------------------------------------ set-up
     def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> "_LearnedDynamicsController":
@@ -143,6 +164,10 @@ class _LearnedDynamicsController(Controller):
             self.z_lo_ = np.clip(zr[:, 0], self.z_lo_, self.z_hi_)
             self.z_hi_ = np.clip(zr[:, 1], self.z_lo_, self.z_hi_)
         self.prev_: TickSolution | None = None
+        self.last_load_: np.ndarray | None = None
+        self.model_error_ = np.zeros(G)  # EWMA of the one-step error / C_m
+        self.invalid_ticks_ = 0  # ticks since the model was declared invalid (0: valid)
+        self.monitor_ = {"scored": 0, "invalid_ticks": 0, "episodes": 0}
         return self
 
     def _train(self, context: ControlContext) -> MlpDynamics:
@@ -188,13 +213,47 @@ class _LearnedDynamicsController(Controller):
     def solve(self, load0, state, lam_prev) -> TickSolution:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
 
+    def _monitor(self, obs: Observation) -> str:
+        """Score the model on the transition that just ended; ``""`` while it is trusted, else why not."""
+        load = np.asarray(obs.load, dtype=float)
+        lam = np.asarray(obs.lam, dtype=float)
+        prev, self.last_load_ = self.last_load_, load.copy()
+        if prev is not None and np.all(np.isfinite(load)) and np.all(lam > 0) and np.all(np.isfinite(lam)):
+            t = pd.Timestamp(obs.time)
+            s = traffic_state(obs.qps, t.hour + t.minute / 60.0 + t.second / 3600.0, self.qps_ref_)
+            err = (load - self.model_.predict(prev, s, np.log(self.clip(lam)))) / self.ctx_.target
+            if np.all(np.isfinite(err)):
+                a = 1.0 - 0.5 ** (1.0 / self.monitor_halflife)
+                self.model_error_ = (1 - a) * self.model_error_ + a * err
+                self.monitor_["scored"] += 1
+        worst = int(np.argmax(np.abs(self.model_error_)))
+        e = float(self.model_error_[worst])
+        if self.invalid_ticks_ == 0 and abs(e) > self.model_tol:
+            self.monitor_["episodes"] += 1
+            self.invalid_ticks_ = 1
+        elif self.invalid_ticks_ > 0:
+            calm = np.all(np.abs(self.model_error_) < self.model_tol / 2)
+            self.invalid_ticks_ = 0 if (calm and self.invalid_ticks_ >= self.monitor_halflife) else self.invalid_ticks_ + 1
+        if self.invalid_ticks_ == 0:
+            return ""
+        self.monitor_["invalid_ticks"] += 1
+        name = list(self.ctx_.cascade.clusters)[worst]
+        return (f"error: model invalid: {name} one-step load error {e:+.1%} of C_m "
+                f"(EWMA, half-life {self.monitor_halflife:g} ticks; tolerance {self.model_tol:.0%})")
+
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
+        invalid = self._monitor(obs)
+        if invalid:
+            self.prev_ = None  # the plan was built on the model: do not warm-start from it
+            return Plan(lam=self.clip(np.asarray(obs.lam, dtype=float)), controller=self.name, status=invalid,
+                        info={"model_error": self.model_error_.tolist()})
         sol = self.solve(np.asarray(obs.load, dtype=float), self.state_of(obs), np.asarray(obs.lam, dtype=float))
         if not sol.ok:
             return Plan(lam=self.clip(np.asarray(obs.lam, dtype=float)), controller=self.name, status=sol.status,
                         solve_time_s=sol.solve_time_s)
         return Plan(lam=self.clip(sol.lam[0]), controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
-                    lam_plan=sol.lam, load_plan=sol.load, info={"objective": sol.objective, **(sol.info or {})})
+                    lam_plan=sol.lam, load_plan=sol.load,
+                    info={"objective": sol.objective, "model_error": self.model_error_.tolist(), **(sol.info or {})})
 
     def _check(self, load0, state, lam_prev) -> str:
         G = self.ctx_.n_clusters
@@ -210,11 +269,16 @@ class _LearnedDynamicsController(Controller):
 
     def state_dict(self) -> dict:
         p = self.prev_
-        return {"prev": None if p is None else {"lam": p.lam.tolist(), "load": p.load.tolist(), "status": p.status}}
+        return {"prev": None if p is None else {"lam": p.lam.tolist(), "load": p.load.tolist(), "status": p.status},
+                "last_load": None if self.last_load_ is None else self.last_load_.tolist(),
+                "model_error": self.model_error_.tolist(), "invalid_ticks": self.invalid_ticks_, "monitor": dict(self.monitor_)}
 
     def load_state_dict(self, d: dict) -> None:
         p = d.get("prev")
         self.prev_ = None if p is None else TickSolution(np.asarray(p["lam"], float), np.asarray(p["load"], float), p["status"], 0.0)
+        self.last_load_ = None if d["last_load"] is None else np.asarray(d["last_load"], float)
+        self.model_error_ = np.asarray(d["model_error"], float)
+        self.invalid_ticks_, self.monitor_ = int(d["invalid_ticks"]), dict(d["monitor"])
 
 
 class NmpcController(_LearnedDynamicsController):
@@ -223,7 +287,7 @@ class NmpcController(_LearnedDynamicsController):
     name = "nmpc"
 
     def __init__(self, horizon: int = 30, alpha: float = 0.97, beta: float = 0.01, max_cpu_time: float = 0.4,
-                 max_iter: int = 200, tol: float = 1e-6, **kwargs):
+                 max_iter: int = 200, tol: float = 1e-6, multistart: bool = True, **kwargs):
         super().__init__(horizon=horizon, alpha=alpha, beta=beta, **kwargs)
         if not (np.isfinite(max_cpu_time) and max_cpu_time > 0):
             raise ValueError(f"max_cpu_time must be > 0, got {max_cpu_time!r}")
@@ -231,7 +295,9 @@ class NmpcController(_LearnedDynamicsController):
             raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
         if not (np.isfinite(tol) and tol > 0):
             raise ValueError(f"tol must be > 0, got {tol!r}")
-        self.max_cpu_time, self.max_iter, self.tol = float(max_cpu_time), int(max_iter), float(tol)
+        if not isinstance(multistart, bool):
+            raise ValueError(f"multistart must be a bool, got {multistart!r}")
+        self.max_cpu_time, self.max_iter, self.tol, self.multistart = float(max_cpu_time), int(max_iter), float(tol), multistart
 
     def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> "NmpcController":
         super().setup(context, model)
@@ -270,22 +336,33 @@ class NmpcController(_LearnedDynamicsController):
             return TickSolution(np.empty((0, 0)), np.empty((0, 0)), bad, time.perf_counter() - t0)
         G, N = self.ctx_.n_clusters, self.horizon
         z_prev = np.log(np.clip(np.asarray(lam_prev, dtype=float), self.ctx_.lam_min, self.ctx_.lam_max))
-        zw = np.clip(self._warm(z_prev), self.z_lo_, self.z_hi_)
-        _, Lw = self.objective(zw, load0, state, z_prev)  # loads consistent with the warm plan
-        x0 = np.concatenate([zw.ravel(), Lw.ravel()])  # (N, G) row-major == vec of (G, N)
-        try:
-            r = self.nlp_(x0=x0, p=np.concatenate([load0, state, z_prev]), lbx=self.lbx_, ubx=self.ubx_, lbg=0, ubg=0)
-            stats = self.nlp_.stats()
-        except Exception as e:  # noqa: BLE001 -- a solver crash is a status, the Balancer falls back
-            return TickSolution(np.empty((0, 0)), np.empty((0, 0)), f"error: ipopt raised {type(e).__name__}: {e}",
-                                time.perf_counter() - t0)
-        x = np.asarray(r["x"], dtype=float).ravel()
+        p = np.concatenate([load0, state, z_prev])
+        starts = [np.clip(self._warm(z_prev), self.z_lo_, self.z_hi_)]
+        if self.multistart:
+            starts.append(np.tile((self.z_lo_ + self.z_hi_) / 2, (N, 1)))
+        best, failure = None, ""
+        for k, zw in enumerate(starts):
+            _, Lw = self.objective(zw, load0, state, z_prev)  # loads consistent with the start
+            x0 = np.concatenate([zw.ravel(), Lw.ravel()])  # (N, G) row-major == vec of (G, N)
+            try:
+                r = self.nlp_(x0=x0, p=p, lbx=self.lbx_, ubx=self.ubx_, lbg=0, ubg=0)
+                stats = self.nlp_.stats()
+            except Exception as e:  # noqa: BLE001 -- a solver crash is a status, the Balancer falls back
+                failure = f"error: ipopt raised {type(e).__name__}: {e}"
+                continue
+            x = np.asarray(r["x"], dtype=float).ravel()
+            if not (stats.get("success") and np.all(np.isfinite(x))):
+                failure = f"error: ipopt {stats.get('return_status')}"
+                continue
+            f = float(r["f"])
+            if best is None or f < best[0]:
+                best = (f, x, {"iterations": int(stats.get("iter_count", -1)), "ipopt": stats.get("return_status"), "start": k})
         elapsed = time.perf_counter() - t0
-        status = "ok" if stats.get("success") and np.all(np.isfinite(x)) else f"error: ipopt {stats.get('return_status')}"
-        sol = TickSolution(np.exp(x[:G * N].reshape(N, G)), x[G * N:].reshape(N, G), status, elapsed,
-                           float(r["f"]), {"iterations": int(stats.get("iter_count", -1)), "ipopt": stats.get("return_status")})
-        if sol.ok:
-            self.prev_ = sol
+        if best is None:
+            return TickSolution(np.empty((0, 0)), np.empty((0, 0)), failure, elapsed)
+        f, x, info = best
+        sol = TickSolution(np.exp(x[:G * N].reshape(N, G)), x[G * N:].reshape(N, G), "ok", elapsed, f, info)
+        self.prev_ = sol
         return sol
 
 
