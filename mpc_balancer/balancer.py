@@ -1,17 +1,20 @@
 """The Balancer: one control tick, end to end, with validation, fallbacks and checkpoints.
 
-``Balancer.step(observation) -> Decision``:
+``Balancer.create(...)`` builds one from plain values (clusters, a policy or none, the QPS history)
+and ``Balancer.step(telemetry) -> Decision`` runs a tick:
 
-1. validate the observation (shapes are a caller bug and raise ``ValueError``; non-finite or
-   negative telemetry is a fault of the plant's sensors: the tick holds the last good lambda and
-   the Decision's ``reason`` names the field and the value -- the documented safe fallback);
-2. feed the forecaster and ask it for the horizon (controllers that plan ahead);
+1. check the telemetry (a missing cluster or a wrong shape is a caller bug and raises
+   ``ValueError`` naming the field; non-finite or negative values are a fault of the plant's
+   sensors: the tick holds the last good lambda and the Decision's ``reason`` names the field and
+   the value -- the documented safe fallback);
+2. feed the forecaster and ask it for the horizon (controllers that declare ``needs_forecast``);
 3. run the controller; if it raises, returns a non-``ok`` status or non-finite lambdas, or runs
    past ``time_budget_s``, fall back to the PID (which runs in the shadow every tick and is kept
    aligned with the applied lambda, so the switch is bumpless), and if that fails too, to the last
    good lambda; the reason is recorded;
 4. clamp lambda to ``[lam_min, lam_max]`` and rate-limit it to a factor ``max_ratio`` per tick;
-5. return a :class:`Decision`.
+5. return a :class:`Decision` (lambda per cluster, status, reason, and the controller's
+   :class:`~mpc_balancer.controllers.base.Plan`).
 
 ``state_dict()`` / ``load_state_dict()`` are JSON. A checkpoint holds what happened since
 ``setup``: restore into a Balancer set up with the same context, and the next decision is the
@@ -21,28 +24,35 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from .controllers.base import ControlContext, Controller, Observation, Plan
+from .controllers import make_controller
+from .controllers.base import LAM_MAX, LAM_MIN, ControlContext, Controller, Observation, Plan
 from .controllers.pid import PidController
+from .policy import check_policy
 from .response import Response
-
-N_FEATURES = 5
+from .telemetry import Cluster, Telemetry, to_observation
 
 
 @dataclass
 class Decision:
-    lam: np.ndarray
+    """The lambda to apply for the coming tick and how it was reached.
+
+    ``lam`` maps cluster -> lambda (``lam_vector`` is the same in cluster order); ``status`` is
+    ``"ok"`` (the controller decided), ``"fallback"`` (the PID did; ``reason`` says why) or
+    ``"hold"`` (the last good lambda; ``reason`` says why); ``plan`` is the controller's plan when
+    it decided (planned lambdas and loads over its horizon, solver details in ``plan.info``)."""
+
+    lam: dict
+    lam_vector: np.ndarray
     controller: str  # who acted: the controller's name, "pid (fallback)" or "hold"
     status: str
     reason: str = ""
     solve_time_s: float = 0.0
-    fixed_action: int | None = None
-    lam_plan: np.ndarray | None = None
-    load_plan: np.ndarray | None = None
-    info: dict = field(default_factory=dict)
+    plan: Plan | None = None
 
 
 class Balancer:
@@ -55,57 +65,123 @@ class Balancer:
         self.controller, self.forecaster, self.fallback, self.max_ratio = controller, forecaster, fallback, max_ratio
         self.time_budget_s, self.response_requests, self.horizon = time_budget_s, response_requests, horizon
 
+    @classmethod
+    def create(cls, controller="mpc", clusters: dict | None = None, policy=None, history: pd.Series | None = None,
+               period_s: float = 60.0, *, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
+               time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None,
+               lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
+               **controller_options) -> "Balancer":
+        """A set-up Balancer from plain values.
+
+        Parameters
+        ----------
+        controller : str or Controller
+            ``"static" | "dcaf" | "pid" | "mpc" | "nmpc" | "shooting"``, or a configured controller.
+        clusters : dict of str -> Cluster
+            Each cluster's capacity (CPU-ms per second) and target ``C_m``; the order is the order
+            of every array the Balancer returns.
+        policy : Policy or None
+            The per-request policy's response model (:class:`mpc_balancer.policy.Policy`); None runs
+            telemetry-only (``pid``, or ``mpc`` learning cost curves from aggregates).
+        history : pandas.Series or None
+            Requests per second before the first step, on a DatetimeIndex at ``period_s``. The MPC's
+            forecaster needs at least two days; ``static`` needs one day with traffic.
+        period_s : float
+            Control period in seconds.
+        **controller_options
+            The controller's own options (e.g. ``horizon=30``, ``backoff_quantile=0.8``).
+        """
+        if isinstance(controller, Controller):
+            if controller_options:
+                raise ValueError(f"controller options {sorted(controller_options)} given with a configured controller")
+        elif isinstance(controller, str):
+            controller = make_controller(controller, **controller_options)
+        else:
+            raise ValueError(f"controller must be a name or a Controller, got {controller!r}")
+        if not isinstance(clusters, dict) or not clusters:
+            raise ValueError(f"clusters must be a non-empty dict of name -> Cluster, got {clusters!r}")
+        for name, c in clusters.items():
+            if not (isinstance(name, str) and name):
+                raise ValueError(f"cluster names must be non-empty strings, got {name!r}")
+            if not isinstance(c, Cluster):
+                raise ValueError(f"clusters[{name!r}] must be a Cluster(capacity=..., target=...), got {c!r}")
+        names = tuple(clusters)
+        if policy is not None:
+            check_policy(policy, names)
+        if not (np.isfinite(period_s) and period_s > 0):
+            raise ValueError(f"period_s must be finite and > 0, got {period_s!r}")
+        if not (0 < lam_min < lam_max and np.isfinite(lam_max)):
+            raise ValueError(f"need 0 < lam_min < lam_max < inf, got lam_min={lam_min!r}, lam_max={lam_max!r}")
+        qps, times = _history(history)
+        ctx = ControlContext(clusters=names, policy=policy, target=np.array([c.target for c in clusters.values()]),
+                             capacity=np.array([c.capacity for c in clusters.values()]), period_s=float(period_s),
+                             history_qps=qps, history_times=times, lam_min=float(lam_min), lam_max=float(lam_max))
+        bal = cls(controller, forecaster=forecaster, fallback=fallback, max_ratio=max_ratio, time_budget_s=time_budget_s,
+                  response_requests=response_requests, horizon=horizon)
+        return bal.setup(ctx, initial_lam=initial_lam)
+
     def setup(self, context: ControlContext, initial_lam: float = 0.01) -> "Balancer":
+        if not (np.isfinite(initial_lam) and context.lam_min <= initial_lam <= context.lam_max):
+            raise ValueError(f"initial_lam must be in [{context.lam_min}, {context.lam_max}], got {initial_lam!r}")
         self.ctx_ = context
         self.controller.setup(context)
         self.pid_ = PidController().setup(context) if self.fallback else None
-        if getattr(self.controller, "needs_forecast", False):
+        if self.controller.needs_forecast:
             if self.forecaster is None:
                 from .forecast import TickForecaster
 
                 self.forecaster = TickForecaster()
-            self.forecaster.fit(context.history_qps, context.history_times, context.period_s)
-            self.horizon = self.horizon or getattr(self.controller, "horizon", 30)
+            try:
+                self.forecaster.fit(context.history_qps, context.history_times, context.period_s)
+            except ValueError as e:
+                raise ValueError(f"history: controller {self.controller.name!r} forecasts traffic and its forecaster "
+                                 f"could not fit {len(context.history_qps)} ticks of history ({e})") from None
+            self.horizon = self.horizon or self.controller.horizon
         self.last_good_ = np.full(context.n_clusters, float(initial_lam))
         self.observed_: list = []  # (time, qps) fed to the forecaster since setup, for checkpoints
         self.counts_ = {"ok": 0, "fallback": 0, "hold": 0}
+        self.ticks_ = 0
+        self.n_features_: int | None = None
         return self
 
     # --------------------------------------------------------------------------------------
     def _validate(self, obs: Observation) -> str:
-        G = self.ctx_.n_clusters
-        load, lam = np.asarray(obs.load, dtype=float), np.asarray(obs.lam, dtype=float)
-        if load.shape != (G,):
-            raise ValueError(f"observation load must have shape ({G},), got {load.shape}")
-        if lam.shape != (G,):
-            raise ValueError(f"observation lam must have shape ({G},), got {lam.shape}")
-        x = np.asarray(obs.features)
-        if x.ndim != 2 or x.shape[1] != N_FEATURES or len(x) == 0:
-            raise ValueError(f"observation features must have shape (n >= 1, {N_FEATURES}), got {x.shape}")
+        """Why this tick's values cannot be used ("" if they can)."""
         if not (np.isfinite(obs.qps) and obs.qps >= 0):
-            return f"invalid observation: qps={obs.qps!r}"
-        for name, v in (("load", load), ("lam", lam)):
+            return f"invalid telemetry: qps={obs.qps!r}"
+        for name, v in (("load", obs.load), ("lam", obs.lam)):
             bad = ~np.isfinite(v) | (v < 0)
             if bad.any():
                 g = int(np.flatnonzero(bad)[0])
-                return f"invalid observation: {name}[{self.ctx_.cascade.clusters[g]}]={float(v[g])!r}"
-        if not np.all(np.isfinite(x)):
-            return f"invalid observation: features row {int(np.argwhere(~np.isfinite(x))[0, 0])} is not finite"
+                return f"invalid telemetry: {name}[{self.ctx_.clusters[g]}]={float(v[g])!r}"
+        x = obs.features
+        if x is not None and not np.all(np.isfinite(x)):
+            return f"invalid telemetry: features row {int(np.argwhere(~np.isfinite(x))[0, 0])} is not finite"
         return ""
 
-    def step(self, obs: Observation, future=None) -> Decision:
+    def _decision(self, lam: np.ndarray, controller: str, status: str, **kw) -> Decision:
+        lam = np.asarray(lam, dtype=float)
+        return Decision(lam=dict(zip(self.ctx_.clusters, lam.tolist())), lam_vector=lam, controller=controller,
+                        status=status, **kw)
+
+    def step(self, telemetry: Telemetry) -> Decision:
+        """One control tick: the lambda to apply until the next telemetry (see the module doc)."""
+        obs = to_observation(telemetry, self.ctx_.clusters, self.ticks_, self.n_features_)
+        self.ticks_ += 1
         problem = self._validate(obs)
         if problem:
             self.counts_["hold"] += 1
-            return Decision(lam=self.last_good_.copy(), controller="hold", status="hold", reason=problem)
+            return self._decision(self.last_good_.copy(), "hold", "hold", reason=problem)
+        if obs.features is not None:
+            self.n_features_ = obs.features.shape[1]
         forecast = None
         if self.forecaster is not None:
             self.forecaster.observe(obs.time, obs.qps)
             self.observed_.append((str(obs.time), float(obs.qps)))
             forecast = self.forecaster.predict(self.horizon)
-        if getattr(self.controller, "clairvoyant", False):
-            forecast = future
-        response = Response(self.ctx_.cascade, self.ctx_.policy, obs.features, max_requests=self.response_requests)
+        response = None
+        if self.ctx_.policy is not None and obs.features is not None:
+            response = Response(self.ctx_.policy, obs.features, max_requests=self.response_requests, lam=obs.lam)
         shadow = self.pid_.make_step(obs) if self.pid_ is not None else None
         t0 = time.perf_counter()
         reason = ""
@@ -117,29 +193,24 @@ class Balancer:
         if plan is not None and not reason:
             if plan.status != "ok":
                 reason = f"{self.controller.name}: {plan.status}"
-            elif plan.fixed_action is None and not np.all(np.isfinite(plan.lam)):
+            elif not np.all(np.isfinite(plan.lam)):
                 reason = f"{self.controller.name}: non-finite lambda {np.asarray(plan.lam).tolist()}"
             elif elapsed > self.time_budget_s:
                 reason = f"{self.controller.name}: took {elapsed * 1e3:.1f} ms > budget {self.time_budget_s * 1e3:.0f} ms"
         if not reason:
-            decision = Decision(lam=np.asarray(plan.lam, dtype=float), controller=plan.controller, status="ok",
-                                solve_time_s=plan.solve_time_s or elapsed, fixed_action=plan.fixed_action,
-                                lam_plan=plan.lam_plan, load_plan=plan.load_plan, info=plan.info)
-            self.counts_["ok"] += 1
+            lam, who, status = plan.lam, plan.controller, "ok"
         elif shadow is not None and np.all(np.isfinite(shadow.lam)):
-            decision = Decision(lam=shadow.lam, controller="pid (fallback)", status="fallback", reason=reason, solve_time_s=elapsed)
-            self.counts_["fallback"] += 1
+            lam, who, status = shadow.lam, "pid (fallback)", "fallback"
         else:
-            decision = Decision(lam=self.last_good_.copy(), controller="hold", status="hold", reason=reason, solve_time_s=elapsed)
-            self.counts_["hold"] += 1
-        if decision.fixed_action is None:
-            decision.lam = self._limit(decision.lam, np.asarray(obs.lam, dtype=float))
-            self.last_good_ = decision.lam.copy()
-            if hasattr(self.controller, "notify_applied"):
-                self.controller.notify_applied(decision.lam)
-            if self.pid_ is not None and decision.controller != "pid (fallback)":
-                self.pid_.align(decision.lam, obs)
-        return decision
+            lam, who, status = self.last_good_.copy(), "hold", "hold"
+        self.counts_[status] += 1
+        lam = self._limit(np.asarray(lam, dtype=float), obs.lam)
+        self.last_good_ = lam.copy()
+        self.controller.notify_applied(lam)
+        if self.pid_ is not None and status != "fallback":
+            self.pid_.align(lam, obs)
+        return self._decision(lam, who, status, reason=reason, plan=plan if status == "ok" else None,
+                              solve_time_s=(plan.solve_time_s or elapsed) if status == "ok" else elapsed)
 
     def _limit(self, lam: np.ndarray, prev: np.ndarray) -> np.ndarray:
         c = self.ctx_
@@ -149,23 +220,22 @@ class Balancer:
 
     # ------------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
-        d = {"version": 1, "controller": self.controller.name, "last_good": self.last_good_.tolist(),
-             "counts": dict(self.counts_), "observed": list(self.observed_)}
-        if hasattr(self.controller, "state_dict"):
-            d["controller_state"] = self.controller.state_dict()
+        d = {"version": 1, "controller": self.controller.name, "clusters": list(self.ctx_.clusters),
+             "last_good": self.last_good_.tolist(), "counts": dict(self.counts_), "observed": list(self.observed_),
+             "ticks": self.ticks_, "n_features": self.n_features_, "controller_state": self.controller.state_dict()}
         if self.pid_ is not None:
             d["pid"] = self.pid_.state_dict()
         json.dumps(d)  # must be JSON
         return d
 
     def load_state_dict(self, d: dict) -> None:
-        import pandas as pd
-
         if d.get("version") != 1:
             raise ValueError(f"checkpoint version must be 1, got {d.get('version')!r}")
         if d.get("controller") != self.controller.name:
             raise ValueError(f"checkpoint is for controller {d.get('controller')!r}, this Balancer runs {self.controller.name!r}")
-        if self.observed_:
+        if d.get("clusters") != list(self.ctx_.clusters):
+            raise ValueError(f"checkpoint is for clusters {d.get('clusters')!r}, this Balancer has {list(self.ctx_.clusters)}")
+        if self.ticks_:
             raise ValueError("load_state_dict needs a freshly set-up Balancer (this one has already stepped)")
         if self.forecaster is not None:
             for t, q in d["observed"]:
@@ -174,7 +244,23 @@ class Balancer:
             self.observed_ = [tuple(x) for x in d["observed"]]
         self.last_good_ = np.asarray(d["last_good"], dtype=float)
         self.counts_ = dict(d["counts"])
-        if "controller_state" in d:
-            self.controller.load_state_dict(d["controller_state"])
+        self.ticks_, self.n_features_ = int(d["ticks"]), d["n_features"]
+        self.controller.load_state_dict(d["controller_state"])
         if self.pid_ is not None and "pid" in d:
             self.pid_.load_state_dict(d["pid"])
+
+
+def _history(history) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    """(qps, times) from a pandas Series of requests per second on a DatetimeIndex (or None)."""
+    if history is None:
+        return np.zeros(0), pd.DatetimeIndex([])
+    if not isinstance(history, pd.Series) or not isinstance(history.index, pd.DatetimeIndex):
+        raise ValueError(f"history must be a pandas Series of requests per second on a DatetimeIndex, got {type(history).__name__}")
+    qps = history.to_numpy(dtype=float)
+    bad = ~np.isfinite(qps) | (qps < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"history has an invalid value at {history.index[i]}: {qps[i]!r} (need finite and >= 0)")
+    if not history.index.is_monotonic_increasing or history.index.has_duplicates:
+        raise ValueError("history index must be increasing timestamps without duplicates")
+    return qps, history.index

@@ -79,11 +79,11 @@ def concave_hull(cost: np.ndarray, revenue: np.ndarray) -> tuple[np.ndarray, np.
     return c[hull], r[hull]
 
 
-def measure_response(bound_act, cascade, weights: np.ndarray, lam_current: np.ndarray, grid: np.ndarray) -> ResponseCurve:
-    """Sweep each cluster's lambda over ``grid`` on one request sample.
+def measure_response(evaluate, lam_current: np.ndarray, grid: np.ndarray) -> ResponseCurve:
+    """Sweep each cluster's lambda over ``grid``, the others held at ``lam_current``.
 
-    ``bound_act`` is ``policy.bind(features)``: ``lam -> joint actions`` for the sample whose
-    ground-truth revenue weights are ``weights``.
+    ``evaluate`` is ``lam -> (mean cost per request (G,), mean revenue per request)``, e.g.
+    :meth:`mpc_balancer.response.Response.evaluate`: the policy's own estimates on a request sample.
     """
     G, L = len(lam_current), len(grid)
     cost, revenue = np.zeros((G, L)), np.zeros((G, L))
@@ -91,7 +91,6 @@ def measure_response(bound_act, cascade, weights: np.ndarray, lam_current: np.nd
         for j, v in enumerate(grid):
             lam = np.array(lam_current, dtype=float)
             lam[g] = v
-            a = bound_act(lam)
-            cost[g, j] = cascade.cost[g, a].mean()
-            revenue[g, j] = cascade.expected_revenue_w(weights, a).mean()
+            c, r = evaluate(lam)
+            cost[g, j], revenue[g, j] = c[g], r
     return ResponseCurve(lam_grid=np.asarray(grid, dtype=float), cost=cost, revenue=revenue)

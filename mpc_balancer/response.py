@@ -1,43 +1,55 @@
 """The policy's response to lambda on a recent request sample.
 
-``Response`` runs the policy in use (oracle or learned) over a request sample and reports the mean
-*estimated* cost per request on each cluster and the mean expected revenue per request, as a
+``Response`` runs the policy in use over a request sample and reports the mean *estimated* cost per
+request on each cluster and the mean revenue per request *as the policy estimates it*, as a
 function of the lambda vector. Controllers read it instead of the plant: it is their model of how
-the serving nodes will react to a lambda.
+the serving nodes will react to a lambda, and it sees only what :class:`~mpc_balancer.policy.Policy`
+exposes.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from policies.cascade import FEATURES, Cascade
+from .policy import checked_response
 
 
 class Response:
-    """Mean cost per request (G,) and revenue per request at a lambda, on a fixed request sample."""
+    """Mean cost per request (G,) and revenue per request at a lambda, on a fixed request sample.
 
-    def __init__(self, cascade: Cascade, policy, features: np.ndarray, max_requests: int | None = 256,
+    Parameters
+    ----------
+    policy : Policy
+    features : (n, d) array
+        The request sample (the last tick's requests).
+    max_requests : int or None
+        Larger samples are cut to this many rows, systematically over the requests ordered by
+        their estimated cost at ``lam`` (every cost stratum keeps its share, as in the tick's own
+        stratified sample; a random subset would add the noise of independent draws).
+    lam : (G,) array, optional
+        The lambda in force, used to order the requests when the sample is cut.
+    """
+
+    def __init__(self, policy, features: np.ndarray, max_requests: int | None = 256, lam: np.ndarray | None = None,
                  rng: np.random.Generator | None = None):
-        x = np.asarray(features, dtype=float)
+        x = np.array(features, dtype=float)  # a private copy: made read-only below
         if max_requests is not None and len(x) > max_requests:
-            # a systematic sample over the requests sorted by value (the cost's main driver): every
-            # value stratum keeps its share, as in the tick's stratified sample; a random subset
-            # would bring back the noise of independent draws
+            G = len(policy.clusters)
+            cost, _ = checked_response(policy, x, np.full(G, 1e-2) if lam is None else np.asarray(lam, dtype=float))
+            key = (cost / np.maximum(cost.mean(axis=0), 1e-12)).sum(axis=1)
             rng = rng or np.random.default_rng(0)
-            order = np.argsort(x[:, FEATURES.index("log_value")], kind="stable")
+            order = np.argsort(key, kind="stable")
             x = x[order[((np.arange(max_requests) + rng.random()) * (len(x) / max_requests)).astype(np.int64)]]
-        self.cascade, self.policy, self.features = cascade, policy, x
-        self.weights = cascade.weights(x)
-        self._act = policy.bind(x)  # per-request preprocessing done once, lambda varies
+        x.setflags(write=False)  # policies may cache per-request work on a read-only sample
+        self.policy, self.features = policy, x
         self.n_evals = 0
 
-    def actions(self, lam) -> np.ndarray:
-        self.n_evals += 1
-        return self._act(lam)
-
     def evaluate(self, lam) -> tuple[np.ndarray, float]:
-        """(mean estimated cost per request per cluster, mean expected revenue per request)."""
-        a = self.actions(lam)
-        return self.cascade.cost[:, a].mean(axis=1), float(self.cascade.expected_revenue_w(self.weights, a).mean())
+        """(mean estimated cost per request per cluster, mean estimated revenue per request); a scalar
+        ``lam`` applies to every cluster."""
+        self.n_evals += 1
+        lam = np.broadcast_to(np.asarray(lam, dtype=float), (len(self.policy.clusters),)).copy()
+        cost, revenue = checked_response(self.policy, self.features, lam)
+        return cost.mean(axis=0), float(revenue.mean())
 
     def cost(self, lam) -> np.ndarray:
         return self.evaluate(lam)[0]

@@ -28,8 +28,9 @@ import pandas as pd
 from policies.cascade import Cascade
 
 from .balancer import Balancer, Decision
-from .controllers.base import ControlContext, Controller, Observation
+from .controllers.base import ControlContext, Controller
 from .controllers.hindsight import Clairvoyance
+from .telemetry import Telemetry
 from .plant import Plant, PlantConfig
 from .response import Response
 from .traffic import Traffic
@@ -98,7 +99,7 @@ class Simulator:
 
     def context(self, policy) -> ControlContext:
         plant = self.make_plant()
-        return ControlContext(cascade=self.cascade, policy=policy, target=plant.target.copy(), capacity=plant.capacity.copy(),
+        return ControlContext(clusters=tuple(self.cascade.clusters), policy=policy, target=plant.target.copy(), capacity=plant.capacity.copy(),
                               period_s=self.traffic.period_s, history_qps=self.traffic.rate_qps[self.history],
                               history_times=self.traffic.times[self.history],
                               simulate_history=lambda controller, days: self.history_run(controller, policy, days).log)
@@ -129,12 +130,15 @@ class Simulator:
 
     def run(self, controller: Controller | Balancer, policy, progress: bool = False, initial_lam: float = 0.01) -> SimResult:
         """Close the loop over the window with ``controller`` (wrapped in a default :class:`Balancer`
-        unless one is given) and ``policy`` (``act(features, lam)``, ``bind(features)``)."""
+        unless one is given) and ``policy``: its ``act(features, lam)`` serves the requests (the
+        plant), its ``respond(features, lam)`` is all the controller sees of them (the policy
+        protocol). The cascade's ground truth drives the plant and the metrics only; the
+        clairvoyant hindsight limit alone is shown the coming tick."""
         cas, plant = self.cascade, self.make_plant()
         balancer = controller if isinstance(controller, Balancer) else Balancer(controller, response_requests=self.response_requests)
         name = balancer.controller.name
         balancer.setup(self.context(policy), initial_lam=initial_lam)
-        clairvoyant = getattr(balancer.controller, "clairvoyant", False)
+        clairvoyant = balancer.controller.clairvoyant
         G, T, period = len(cas.clusters), len(self.times), self.traffic.period_s
         lam = np.full(G, initial_lam)
         cols = {k: np.zeros(T) for k in ("qps", "arrivals", "revenue", "served", "degraded", "dropped", "solve_ms")}
@@ -146,8 +150,8 @@ class Simulator:
         prev_x = cas.sample_features(self.n_requests, float(self.times[0].hour), np.random.default_rng(self.seed + 1),
                                      stratified=self.sampling == "stratified")
         plant.reset(qps0 * cas.cost[:, policy.act(prev_x, lam)].mean(axis=1) * plant.cost_factor(0) / plant.capacity)
-        obs = Observation(t=0, time=self.times[0] - pd.Timedelta(seconds=period), qps=qps0, load=plant.load.copy(),
-                          lam=lam.copy(), features=prev_x)
+        tel = Telemetry(time=self.times[0] - pd.Timedelta(seconds=period), qps=qps0, load=plant.load.copy(),
+                        lam=lam.copy(), features=prev_x)
         it = self.environment()
         if progress:
             from tqdm import tqdm
@@ -156,28 +160,23 @@ class Simulator:
         t0 = time.perf_counter()
         for k, (arrivals, x, u, noise) in enumerate(it):
             tsec = float(self.times[k].hour * 3600 + self.times[k].minute * 60 + self.times[k].second)
-            future = None
             if clairvoyant:
-                future = Clairvoyance(qps=arrivals / period, features=x, cost_factor=plant.cost_factor(tsec),
-                                      load=plant.load.copy(), lag_alpha=plant.alpha)
+                balancer.controller.foresee(Clairvoyance(qps=arrivals / period, features=x, cost_factor=plant.cost_factor(tsec),
+                                                         load=plant.load.copy(), lag_alpha=plant.alpha))
             s0 = time.perf_counter()
-            dec: Decision = balancer.step(obs, future=future)
+            dec: Decision = balancer.step(tel)
             cols["solve_ms"][k] = (time.perf_counter() - s0) * 1e3
             w = cas.weights(x)
-            if dec.fixed_action is not None:
-                actions = np.full(len(x), dec.fixed_action, dtype=np.int64)
-            else:
-                lam = np.asarray(dec.lam, dtype=float)
-                actions = policy.act(x, lam)
+            lam = dec.lam_vector
+            actions = policy.act(x, lam)
             qps = arrivals / period
             out = plant.step(qps, arrivals, actions, w, tsec, u, noise)
             cols["qps"][k], cols["arrivals"][k], cols["revenue"][k] = qps, arrivals, out.revenue
             cols["served"][k], cols["degraded"][k], cols["dropped"][k] = out.served, out.degraded, out.dropped
-            lam_log[k], load_log[k], true_log[k], acted[k] = dec.lam, out.load, out.true_load, dec.controller
-            if dec.load_plan is not None:
-                plan_log[k] = dec.load_plan[0]
-            obs = Observation(t=k + 1, time=self.times[k], qps=qps, load=out.load, lam=np.asarray(dec.lam, dtype=float),
-                              features=x, revenue=out.revenue)
+            lam_log[k], load_log[k], true_log[k], acted[k] = lam, out.load, out.true_load, dec.controller
+            if dec.plan is not None and dec.plan.load_plan is not None:
+                plan_log[k] = dec.plan.load_plan[0]
+            tel = Telemetry(time=self.times[k], qps=qps, load=out.load, lam=lam, features=x)
         wall = time.perf_counter() - t0
         log = pd.DataFrame(cols, index=self.times)
         for g, cname in enumerate(cas.clusters):

@@ -37,6 +37,7 @@ import numpy as np
 
 from .cost_table import CostTable, default_cost_table
 
+DEFAULT_CLUSTERS = ("retrieval", "prerank", "rank")  # the simulated cascade's stage clusters
 FEATURES = ("log_value", "user_depth", "diversity_need", "hour_sin", "hour_cos")
 N_WEIGHTS = 3
 

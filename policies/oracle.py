@@ -44,6 +44,7 @@ class OraclePolicy:
 
     def __init__(self, cascade: Cascade, dtype=np.float64):
         self.cascade = cascade
+        self.clusters = tuple(cascade.clusters)
         self.dtype = np.dtype(dtype)
         idx = cascade.efficient
         self._idx = idx
@@ -57,6 +58,14 @@ class OraclePolicy:
         """``lam -> actions`` for a fixed request batch, with per-request work done once."""
         w = self.cascade.weights(features)
         return lambda lam: self.act_weights(w, lam)
+
+    def respond(self, features: np.ndarray, lam) -> tuple[np.ndarray, np.ndarray]:
+        """(estimated cost (N, G) of each request's chosen action, its expected revenue (N,)): the
+        policy protocol of :mod:`mpc_balancer.policy`. The oracle's own revenue estimate is the
+        cascade's revenue model: that is what makes it the oracle."""
+        w = self.cascade.weights(features)
+        a = self.act_weights(w, lam)
+        return self.cascade.cost[:, a].T, self.cascade.expected_revenue_w(w, a)
 
     def act_weights(self, weights: np.ndarray, lam) -> np.ndarray:
         """Joint actions for revenue weights ``(N, K)`` at ``lam`` ``(G,)``."""

@@ -2,7 +2,9 @@
 
 ``PolicyRuntime.load("pretrained")`` reads the shipped bundle; ``act(features, lam)`` returns the
 joint action of each request, ``bind(features)`` returns ``lam -> actions`` with the per-request
-work done once.
+work done once, and ``respond(features, lam)`` is the controllers' view (the policy protocol of
+:mod:`mpc_balancer.policy`): each request's estimated cost per cluster and the network's own
+revenue estimate ``Rev(x, a*)`` of the chosen action.
 
 The network's estimate of revenue factorises (see :class:`policies.training.nets.AWRQMixerNet`)::
 
@@ -40,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import REQUEST_KINDS, read_bundle
+from .cascade import DEFAULT_CLUSTERS
 from .oracle import check_lambda
 
 
@@ -153,7 +156,12 @@ class PolicyRuntime:
             raise ValueError(f"policy bundle {name!r}: {self.psi.shape[0]} actions in the network but "
                              f"{self.cost.shape[1]} in the cost table, or feature normalisation of the wrong size")
         self.n_actions = self.psi.shape[0]
+        self.clusters = tuple(meta.get("clusters", DEFAULT_CLUSTERS))
+        if len(self.clusters) != self.cost.shape[0]:
+            raise ValueError(f"policy bundle {name!r}: {len(self.clusters)} cluster names for a cost table of "
+                             f"{self.cost.shape[0]} clusters")
         self.lambda_range = tuple(meta["lambda_range"])
+        self._respond_cache = (None, None)  # (read-only features array, its request profiles)
         self._cand = _dominance_free(self.psi, self.cost)
         self._set_dtype_tables()
 
@@ -424,6 +432,24 @@ class PolicyRuntime:
         """``lam -> actions`` for a fixed batch: the request-side networks run once."""
         z = self.request_profiles(features)[0]
         return lambda lam: self._decide(z, lam)
+
+    def respond(self, features, lam) -> tuple[np.ndarray, np.ndarray]:
+        """(estimated cost (N, G) of each request's chosen action on every cluster, the network's
+        revenue estimate (N,) of that action) at multipliers ``lam``.
+
+        A controller sweeps lambda over one request sample: when ``features`` is the same read-only
+        array as in the previous call, its request profiles are reused (a writeable array is
+        recomputed every call, since it may have changed in place)."""
+        cached, profiles = self._respond_cache
+        if cached is not None and features is cached:
+            z, b = profiles
+        else:
+            z, b = self.request_profiles(features)
+            if isinstance(features, np.ndarray) and not features.flags.writeable:
+                self._respond_cache = (features, (z, b))
+        a = self._decide(z, lam)
+        revenue = np.einsum("np,np->n", z, self.psi[a].astype(self.dtype, copy=False)) + b
+        return self.cost[:, a].T, revenue.astype(np.float64)
 
     def __repr__(self) -> str:
         return f"PolicyRuntime({self.name!r}, actions={self.n_actions}, candidates={len(self._cand)}, dtype={self.dtype.name})"

@@ -1,7 +1,11 @@
 """The controller interface shared by every balancer (static, DCAF, PID, MPC, NMPC, hindsight).
 
-Life cycle (do-mpc style): construct with configuration only, ``setup(context)`` once the plant and
-the policy are known, then ``make_step(obs, forecast, response) -> Plan`` every control tick.
+Life cycle (do-mpc style): construct with configuration only, ``setup(context)`` once the clusters,
+the policy and the history are known, then ``make_step(obs, forecast, response) -> Plan`` every
+control tick. A controller declares what it needs as class attributes, read by the Balancer and the
+simulator (never probed): ``needs_forecast`` (a traffic forecast every tick), ``needs_policy``
+(a :class:`~mpc_balancer.policy.Policy` and the tick's request sample) and ``clairvoyant`` (the
+simulator's view of the coming tick through :meth:`Controller.foresee`; only the hindsight limit).
 """
 from __future__ import annotations
 
@@ -10,21 +14,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from policies.cascade import Cascade
-
 LAM_MIN, LAM_MAX = 1e-5, 10.0
 
 
 @dataclass
 class ControlContext:
-    """What a controller may know when it is set up (never the future, never the true plant)."""
+    """What a controller may know when it is set up: never the future, never the true plant."""
 
-    cascade: Cascade
-    policy: object  # act(features, lam) -> joint actions
+    clusters: tuple[str, ...]
+    policy: object  # a mpc_balancer.policy.Policy, or None (telemetry only)
     target: np.ndarray  # C_m per cluster (load fraction)
     capacity: np.ndarray  # CPU-ms per second per cluster
     period_s: float
-    history_qps: np.ndarray  # rate per tick before the simulated window
+    history_qps: np.ndarray  # rate per tick before the first step (may be empty)
     history_times: pd.DatetimeIndex
     lam_min: float = LAM_MIN
     lam_max: float = LAM_MAX
@@ -34,31 +36,29 @@ class ControlContext:
 
     @property
     def n_clusters(self) -> int:
-        return len(self.target)
+        return len(self.clusters)
 
 
 @dataclass
 class Observation:
-    """Telemetry at the start of a tick, about the tick that just ended."""
+    """Telemetry at the start of a tick, about the tick that just ended, as arrays in cluster order."""
 
     t: int
     time: pd.Timestamp
     qps: float  # measured over the last tick
     load: np.ndarray  # measured load per cluster
     lam: np.ndarray  # lambda applied in the last tick
-    features: np.ndarray  # request sample of the last tick
-    revenue: float = 0.0
+    features: np.ndarray | None = None  # request sample of the last tick (None: telemetry only)
 
 
 @dataclass
 class Plan:
-    """A controller's decision: lambda per cluster (or one fixed action for every request)."""
+    """A controller's decision for the coming tick: lambda per cluster and what it planned."""
 
     lam: np.ndarray
     controller: str
     status: str = "ok"
     solve_time_s: float = 0.0
-    fixed_action: int | None = None
     lam_plan: np.ndarray | None = None  # (H, G) planned lambdas
     load_plan: np.ndarray | None = None  # (H, G) planned loads
     info: dict = field(default_factory=dict)
@@ -68,13 +68,34 @@ class Controller:
     """Base class: stores configuration; ``setup`` binds the context."""
 
     name = "controller"
+    needs_forecast = False
+    needs_policy = False
+    clairvoyant = False
+    horizon: int | None = None  # steps of forecast a needs_forecast controller plans over
 
     def setup(self, context: ControlContext) -> "Controller":
+        if self.needs_policy and context.policy is None:
+            raise ValueError(f"controller {self.name!r} needs a policy (it bisects the policy's response); "
+                             "without one use 'pid' or 'mpc' (telemetry-only)")
         self.ctx_ = context
         return self
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:  # pragma: no cover
         raise NotImplementedError
+
+    def notify_applied(self, lam: np.ndarray) -> None:
+        """The Balancer applied ``lam`` (possibly clamped, rate-limited, or from a fallback)."""
+
+    def foresee(self, future) -> None:
+        """Receive the simulator's view of the coming tick (clairvoyant controllers only)."""
+        raise TypeError(f"controller {self.name!r} is not clairvoyant")
+
+    def state_dict(self) -> dict:
+        """What happened since ``setup``, as JSON-able values (none by default)."""
+        return {}
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore :meth:`state_dict` into a controller set up with the same context."""
 
     def clip(self, lam: np.ndarray) -> np.ndarray:
         return np.clip(lam, self.ctx_.lam_min, self.ctx_.lam_max)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Controller, Observation, Plan
+from .static import bisect_budget
 
 
 class DcafController(Controller):
     name = "dcaf"
+    needs_policy = True
 
     def __init__(self, iterations: int = 7, bracket: float = 1.5, margin: float = 0.0):
         if not 0 <= margin < 1:
@@ -28,7 +30,9 @@ class DcafController(Controller):
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
         ctx = self.ctx_
-        if response is None or obs.qps <= 0:
+        if response is None:
+            return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: no request sample")
+        if obs.qps <= 0:
             return Plan(lam=self.clip(obs.lam), controller=self.name, status="hold: no traffic in the last tick")
         budget = (1 - self.margin) * ctx.target * ctx.capacity / obs.qps  # CPU-ms per request
         lmin, lmax = np.log(ctx.lam_min), np.log(ctx.lam_max)
@@ -37,11 +41,5 @@ class DcafController(Controller):
         lo, hi = np.maximum(prev - self.bracket, lmin), np.minimum(prev + self.bracket, lmax)
         lo = np.where(response.cost(np.exp(lo)) > budget, lo, lmin)
         hi = np.where(response.cost(np.exp(hi)) <= budget, hi, lmax)
-        free = response.cost(np.exp(lo)) <= budget  # budget met even at the smallest lambda
-        for _ in range(self.iterations):
-            mid = np.where(free, lo, 0.5 * (lo + hi))
-            over = response.cost(np.exp(mid)) > budget
-            lo = np.where(over & ~free, mid, lo)
-            hi = np.where(~over & ~free, mid, hi)
-        lam = np.exp(np.where(free, lo, hi))  # the feasible side of each bracket
+        lam = np.exp(bisect_budget(response.cost, budget, lo, hi, self.iterations))
         return Plan(lam=self.clip(lam), controller=self.name, info={"budget_per_request": budget})

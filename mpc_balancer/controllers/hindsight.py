@@ -4,7 +4,8 @@ Each tick it finds, per cluster, the lambda at which the *true* load of the comi
 ``C_m`` exactly (accounting for the plant's lag), by bisection on the actual requests of that tick
 with the true costs. Since revenue grows with compute, no causal controller can beat it at the
 same ``C_m`` without exceeding the load budget; comparisons report ``return_vs_hindsight_pct``.
-The simulator hands it the future through ``forecast`` (a :class:`Clairvoyance`).
+The simulator hands it the future through :meth:`HindsightController.foresee` (a
+:class:`Clairvoyance`) before every step; it is the only controller allowed to see the truth.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..response import Response
 from .base import Controller, Observation, Plan
 
 
@@ -27,6 +29,7 @@ class Clairvoyance:
 class HindsightController(Controller):
     name = "hindsight"
     clairvoyant = True
+    needs_policy = True
 
     def __init__(self, iterations: int = 16, sweeps: int = 2, refine_iterations: int = 10):
         for k, v in {"iterations": iterations, "sweeps": sweeps, "refine_iterations": refine_iterations}.items():
@@ -34,9 +37,17 @@ class HindsightController(Controller):
                 raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
         self.iterations, self.sweeps, self.refine_iterations = iterations, sweeps, refine_iterations
 
+    def setup(self, context) -> "HindsightController":
+        super().setup(context)
+        self.future_: Clairvoyance | None = None
+        return self
+
+    def foresee(self, future: Clairvoyance) -> None:
+        self.future_ = future
+
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
         ctx = self.ctx_
-        fut: Clairvoyance = forecast
+        fut, self.future_ = self.future_, None
         if not isinstance(fut, Clairvoyance):
             return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: hindsight needs the simulator's clairvoyance")
         if fut.qps <= 0:
@@ -44,8 +55,7 @@ class HindsightController(Controller):
         a = fut.lag_alpha
         demand = np.maximum((ctx.target - a * fut.load) / max(1 - a, 1e-9), 0.0)
         budget = demand * ctx.capacity / (fut.qps * fut.cost_factor)  # estimated CPU-ms per request
-        act = ctx.policy.bind(fut.features)
-        cost = lambda lam: ctx.cascade.cost[:, act(lam)].mean(axis=1)  # noqa: E731
+        cost = Response(ctx.policy, fut.features, max_requests=None).cost
         lo = np.full(ctx.n_clusters, np.log(ctx.lam_min))
         hi = np.full(ctx.n_clusters, np.log(ctx.lam_max))
         free = cost(np.exp(lo)) <= budget

@@ -17,6 +17,15 @@ sample itself: all clusters' lambdas move together, and read off the per-cluster
 cut of every cluster lands far below the plan (the cross-cluster effects the sweeps miss). Small
 moves keep the curve's reading, whose errors the disturbance ``theta`` has already learned.
 Lambda may rise at once but falls at most ``max_fall`` x per tick.
+
+Where the response comes from (``response``): ``"sample"`` sweeps the policy's
+:meth:`~mpc_balancer.policy.Policy.respond` over the last request samples (costs and revenue as
+the policy estimates them: never the plant's truth); ``"telemetry"`` learns each cluster's cost
+per request from aggregate telemetry alone (:class:`~mpc_balancer.telemetry_response.TelemetryResponse`)
+and multiplies the applied lambda by a small exploration dither ``exp(U(-dither, dither))``;
+``"auto"`` (default) uses the sample when the Balancer has a policy and the tick brings features,
+telemetry otherwise. Until the telemetry model has ``telemetry_min_ticks`` points the controller
+reports ``warming up`` and the Balancer's PID steers.
 """
 from __future__ import annotations
 
@@ -27,7 +36,11 @@ import numpy as np
 
 from ..frontier import ResponseCurve, default_grid, measure_response
 from ..mpc import CvxpyMpcSolver, MpcData, MpcProblem, MpcWeights, OsqpMpcSolver, QuadraticMpcProblem, frontier_data
+from ..response import Response
+from ..telemetry_response import TelemetryResponse
 from .base import ControlContext, Controller, Observation, Plan
+
+RESPONSES = ("auto", "sample", "telemetry")
 
 
 class MpcController(Controller):
@@ -39,7 +52,9 @@ class MpcController(Controller):
                  grid_points: int = 12, curve_every: int = 1, pool_ticks: int = 1, offset_gain: float = 0.5,
                  time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
                  backoff_quantile: float = 0.8, backoff_window: int = 240, max_fall: float | None = 4.0,
-                 refine_steps: int = 8, refine_above: float = 2.0):
+                 refine_steps: int = 8, refine_above: float = 2.0, response: str = "auto", dither: float = 0.1,
+                 telemetry_window: int = 1440, telemetry_halflife: float = 720.0, telemetry_min_ticks: int = 30,
+                 seed: int = 0):
         if solver not in ("osqp", "cvxpy"):
             raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {solver!r}")
         if frontier not in ("quadratic", "pwl"):
@@ -66,27 +81,35 @@ class MpcController(Controller):
         self.refine_steps, self.refine_above = int(refine_steps), float(refine_above)
         self.weights = MpcWeights(rho=rho, slack=slack, alpha=alpha, beta=beta)
         MpcProblem(1, 1, 1, objective, self.weights)  # validate objective early
+        if response not in RESPONSES:
+            raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
+        if not (isinstance(dither, numbers.Real) and 0 <= dither <= 1):
+            raise ValueError(f"dither must be in [0, 1] (log-lambda amplitude), got {dither!r}")
+        self.response, self.dither, self.seed = response, float(dither), int(seed)
+        self.telemetry_window, self.telemetry_halflife, self.telemetry_min_ticks = telemetry_window, telemetry_halflife, telemetry_min_ticks
+        TelemetryResponse(np.ones(1), telemetry_window, telemetry_halflife, telemetry_min_ticks)  # validate early
 
     def setup(self, context: ControlContext) -> "MpcController":
         super().setup(context)
-        # the rate penalty is measured relative to each cluster's most expensive allocation (fixed at setup)
-        u_scale = context.cascade.cost.max(axis=1)
-        if self.frontier == "pwl":
-            self.problem_ = MpcProblem(context.n_clusters, self.horizon, self.n_segments, self.objective, self.weights, u_scale)
-        else:
-            self.problem_ = QuadraticMpcProblem(context.n_clusters, self.horizon, self.objective, self.weights, u_scale)
-        self.solver_ = (OsqpMpcSolver(self.problem_, time_limit_s=self.time_limit_s) if self.solver == "osqp"
-                        else CvxpyMpcSolver(self.problem_))
+        if self.response == "sample" and context.policy is None:
+            raise ValueError("mpc: response='sample' needs a policy; use response='telemetry' (or 'auto') without one")
         self.grid_ = default_grid(context.lam_min, context.lam_max, self.grid_points)
-        hist = context.history_qps[context.history_qps > 0]
+        hist = np.asarray(context.history_qps, dtype=float)
+        hist = hist[np.isfinite(hist) & (hist > 0)]
         self.qps_ref_ = float(np.percentile(hist, 99)) if hist.size else 1.0
+        self.telemetry_ = TelemetryResponse(context.capacity, self.telemetry_window, self.telemetry_halflife,
+                                            self.telemetry_min_ticks)
+        self.rng_ = np.random.default_rng(self.seed)
+        self.problem_ = self.solver_ = None  # built on the first curve: the rate penalty's scale comes from it
+        self.u_scale_: np.ndarray | None = None
         self.pool_: deque = deque(maxlen=self.pool_ticks)
         self.curve_: ResponseCurve | None = None
+        self.mode_: str | None = None  # "sample" or "telemetry": where the current curve came from
         self.theta_ = np.ones(context.n_clusters)
         self.u_applied_: np.ndarray | None = None
         self.lam_out_: np.ndarray | None = None  # the lambda this controller last returned
         self.u_exact_ = False  # u_applied_ was measured on the sample (a refined tick), not read off the curve
-        self.sample_act_ = None  # lam -> actions on the request pool the curve was measured on
+        self.sample_: Response | None = None  # the policy's response on the pool the curve was measured on
         self.curve_pool_: np.ndarray | None = None  # that pool (checkpointed: pool_ moves every tick)
         self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
         self.errors_: deque = deque(maxlen=self.backoff_window)  # measured - planned load, per cluster
@@ -94,19 +117,41 @@ class MpcController(Controller):
         self.ticks_ = 0
         return self
 
+    def _build(self, u_scale: np.ndarray) -> None:
+        """The QP and its solver, set up once; the rate penalty is relative to ``u_scale`` (each
+        cluster's cost per request at the smallest lambda on the first curve: its most expensive
+        allocation)."""
+        G = self.ctx_.n_clusters
+        self.u_scale_ = np.maximum(np.asarray(u_scale, dtype=float), 1e-9)
+        if self.frontier == "pwl":
+            self.problem_ = MpcProblem(G, self.horizon, self.n_segments, self.objective, self.weights, self.u_scale_)
+        else:
+            self.problem_ = QuadraticMpcProblem(G, self.horizon, self.objective, self.weights, self.u_scale_)
+        self.solver_ = (OsqpMpcSolver(self.problem_, time_limit_s=self.time_limit_s) if self.solver == "osqp"
+                        else CvxpyMpcSolver(self.problem_))
+
     # ----------------------------------------------------------------------------------------
-    def _refresh_curve(self, lam: np.ndarray) -> None:
-        if self.curve_ is not None and self.ticks_ % self.curve_every != 0:
+    def _mode(self, obs: Observation) -> str:
+        if self.response == "telemetry" or self.ctx_.policy is None:
+            return "telemetry"
+        if obs.features is None:
+            return "telemetry" if self.response == "auto" else ""
+        return "sample"
+
+    def _refresh_curve(self, lam: np.ndarray, mode: str) -> None:
+        if self.curve_ is not None and self.mode_ == mode and self.ticks_ % self.curve_every != 0:
             return
-        ctx = self.ctx_
-        x = np.concatenate(list(self.pool_))
-        w = ctx.cascade.weights(x)
-        self.curve_pool_, self.sample_act_ = x, ctx.policy.bind(x)
-        new = measure_response(self.sample_act_, ctx.cascade, w, lam, self.grid_)
+        if mode == "sample":
+            x = np.concatenate(list(self.pool_))
+            self.curve_pool_, self.sample_ = x, Response(self.ctx_.policy, x, max_requests=None)
+            new = measure_response(self.sample_.evaluate, lam, self.grid_)
+        else:
+            self.curve_pool_ = self.sample_ = None
+            new = self.telemetry_.curve(self.grid_)
         if self.curve_ is not None:
             # re-base the disturbance so the new curve predicts the current load as the old one did
             # (a ratio estimator: the new sample's cost enters only relative to itself)
-            if self.u_exact_ and self.u_applied_ is not None:  # exact costs on both samples
+            if self.u_exact_ and self.u_applied_ is not None and self.sample_ is not None:  # exact costs on both samples
                 old_u, new_u = self.u_applied_, self._sample_cost(lam)
             else:
                 old_u = np.array([self.curve_.cost_at(g, lam[g]) for g in range(len(lam))])
@@ -114,17 +159,26 @@ class MpcController(Controller):
             self.theta_ = self.theta_ * old_u / np.maximum(new_u, 1e-12)
             if self.u_applied_ is not None:
                 self.u_applied_ = new_u
-        self.curve_ = new
+        self.curve_, self.mode_ = new, mode
+        if self.problem_ is None:
+            self._build(new.cost[:, 0])
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
         ctx = self.ctx_
         self.lam_out_ = None
         if forecast is None:
             return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: no forecast")
-        feats = obs.features if response is None else response.features
-        self.pool_.append(feats)
         lam_now = self.clip(np.asarray(obs.lam, dtype=float))
-        self._refresh_curve(lam_now)
+        self.telemetry_.observe(obs.qps, obs.load, lam_now)
+        mode = self._mode(obs)
+        if not mode:
+            return Plan(lam=lam_now, controller=self.name, status="error: response='sample' but the tick has no features")
+        if mode == "sample":
+            self.pool_.append(obs.features if response is None else response.features)
+        elif not self.telemetry_.ready:
+            return Plan(lam=lam_now, controller=self.name, status=(f"warming up: telemetry response has "
+                        f"{len(self.telemetry_.points_)} of {self.telemetry_.min_ticks} ticks"))
+        self._refresh_curve(lam_now, mode)
         curve, G, H = self.curve_, ctx.n_clusters, self.horizon
         # offset-free: the disturbance theta (measured / predicted load) is estimated with the same
         # model the plan uses (the frontier's cost at the applied lambda), so it absorbs every model
@@ -157,10 +211,12 @@ class MpcController(Controller):
             return Plan(lam=lam_now, controller=self.name, status=f"error: solver {sol.status}", solve_time_s=sol.solve_time_s)
         u0 = sol.u[:, 0]
         lam = self.clip(np.array([curve.lam_for_cost(g, u0[g]) for g in range(G)]))
-        refine = (self.refine_steps > 0 and self.sample_act_ is not None
+        refine = (self.refine_steps > 0 and self.sample_ is not None
                   and np.max(np.abs(np.log(lam / lam_now))) > np.log(self.refine_above))
         if refine:
             lam = self._refine(lam, u0)
+        if mode == "telemetry" and self.dither > 0:
+            lam = self.clip(lam * np.exp(self.rng_.uniform(-self.dither, self.dither, G)))  # exploration
         if self.max_fall is not None:
             # asymmetric slew limit: lambda may rise at once (shed load) but falls at most max_fall x per tick
             lam = np.maximum(lam, lam_now / self.max_fall)
@@ -177,11 +233,11 @@ class MpcController(Controller):
         return Plan(lam=lam, controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
                     lam_plan=lam_plan, load_plan=load_plan,
                     info={"slack_max": float(np.max(sol.slack)), "theta": self.theta_.tolist(), "backoff": self.backoff_.tolist(),
-                          "iterations": sol.iterations})
+                          "iterations": sol.iterations, "response": mode})
 
     def _sample_cost(self, lam: np.ndarray) -> np.ndarray:
         """Mean estimated cost per request of each cluster at ``lam`` on the curve's request pool."""
-        return self.ctx_.cascade.cost[:, self.sample_act_(lam)].mean(axis=1)
+        return self.sample_.cost(lam)
 
     def _refine(self, lam: np.ndarray, u0: np.ndarray) -> np.ndarray:
         """Joint bisection in log lambda, within two grid steps either side of ``lam`` (the other
@@ -224,6 +280,8 @@ class MpcController(Controller):
         return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
                 "planned": arr(self.planned_), "u_exact": self.u_exact_, "errors": [e.tolist() for e in self.errors_], "backoff": self.backoff_.tolist(),
                 "pool": [p.tolist() for p in self.pool_], "curve_pool": arr(self.curve_pool_),
+                "mode": self.mode_, "u_scale": arr(self.u_scale_), "telemetry": self.telemetry_.state_dict(),
+                "rng": self.rng_.bit_generator.state,
                 "warm_start": self.solver_.warm_state() if hasattr(self.solver_, "warm_state") else None,
                 "curve": None if c is None else {"lam_grid": c.lam_grid.tolist(), "cost": c.cost.tolist(), "revenue": c.revenue.tolist()}}
 
@@ -236,9 +294,14 @@ class MpcController(Controller):
         self.errors_ = deque((np.asarray(e, dtype=float) for e in d["errors"]), maxlen=self.backoff_window)
         self.backoff_ = np.asarray(d["backoff"], dtype=float)
         self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.pool_ticks)
-        cp = d.get("curve_pool")
+        cp = d["curve_pool"]
         self.curve_pool_ = None if cp is None else np.asarray(cp, dtype=float)
-        self.sample_act_ = None if cp is None else self.ctx_.policy.bind(self.curve_pool_)
+        self.sample_ = None if cp is None else Response(self.ctx_.policy, self.curve_pool_, max_requests=None)
+        self.mode_ = d["mode"]
+        self.telemetry_.load_state_dict(d["telemetry"])
+        self.rng_.bit_generator.state = d["rng"]
+        if d["u_scale"] is not None:
+            self._build(np.asarray(d["u_scale"], dtype=float))
         if d.get("warm_start") is not None and hasattr(self.solver_, "load_warm_state"):
             self.solver_.load_warm_state(d["warm_start"])
         c = d["curve"]

@@ -177,7 +177,7 @@ class _LearnedDynamicsController(Controller):
         exciter = DitheredPid(sigma=self.dither, hold=self.dither_hold, seed=self.seed)
         log = context.simulate_history(exciter, self.train_days)
         t1 = time.perf_counter()
-        clusters = list(context.cascade.clusters)
+        clusters = list(context.clusters)
         data = transitions_from_log(log, clusters, self.qps_ref_)
         model, report = fit_dynamics(*data, hidden=self.hidden, max_iter=self.train_iters, seed=self.seed)
         self.fit_report_ = report | {"simulate_s": t1 - t0, "fit_s": time.perf_counter() - t1}
@@ -237,7 +237,7 @@ class _LearnedDynamicsController(Controller):
         if self.invalid_ticks_ == 0:
             return ""
         self.monitor_["invalid_ticks"] += 1
-        name = list(self.ctx_.cascade.clusters)[worst]
+        name = self.ctx_.clusters[worst]
         return (f"error: model invalid: {name} one-step load error {e:+.1%} of C_m "
                 f"(EWMA, half-life {self.monitor_halflife:g} ticks; tolerance {self.model_tol:.0%})")
 

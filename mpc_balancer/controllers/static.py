@@ -1,10 +1,15 @@
-"""Static allocation: the papers' Static arm.
+"""Static allocation: the papers' Static arm, as a fixed lambda from a stress test.
 
-One fixed joint action for every request, chosen from a stress test at the peak-hour QPS of the
-history (the median over history days of each day's busiest hour): the highest-revenue action
-whose estimated load at that QPS fits ``C_m`` on every cluster. A rule-based downgrade steps down a ladder of cheaper fixed actions while a cluster is
-measured over ``C_m`` and climbs back (never above the stress-tested action) once every cluster is
-below ``recover_below * C_m``.
+A static system sets its allocation rules once, from a stress test at the peak-hour QPS of the
+history (the median over history days of each day's busiest hour). Here the rule is a fixed
+lambda: on the first request sample it sees, each cluster's lambda is bisected (jointly, in log
+space) to the smallest value whose estimated cost per request, at the peak-hour QPS, fits ``C_m``
+(clusters still over at the joint point, where the others' lambdas moved too, are bisected upward
+again with the others held).
+That lambda is then held, whatever the traffic does, except for predefined downgrades: while a
+cluster is measured over ``C_m`` the controller climbs a ladder of lambdas ``step`` x higher per
+rung (up to ``max_rungs``), and it steps back down, never below the stress-tested lambda, once
+every cluster is below ``recover_below * C_m``.
 """
 from __future__ import annotations
 
@@ -16,51 +21,78 @@ from .base import ControlContext, Controller, Observation, Plan
 
 def peak_hour_qps(qps: np.ndarray, times: pd.DatetimeIndex) -> float:
     """Median over days of each day's busiest hourly-mean QPS."""
-    s = pd.Series(qps, index=times)
+    s = pd.Series(np.asarray(qps, dtype=float), index=times)
     s = s[s > 0]
     if s.empty:
-        raise ValueError("static controller needs traffic history to stress-test (use a later --start or fewer --days)")
+        raise ValueError("static controller needs traffic history to stress-test (give history, or use a later "
+                         "--start or fewer --days)")
     hourly = s.resample("1h").mean().dropna()
     return float(hourly.groupby(hourly.index.normalize()).max().median())
 
 
+def bisect_budget(cost, budget: np.ndarray, lo: np.ndarray, hi: np.ndarray, iterations: int) -> np.ndarray:
+    """Per cluster, the smallest log lambda in ``[lo, hi]`` whose cost fits ``budget``, by joint
+    bisection (raising ``lambda_g`` never raises cluster ``g``'s cost). ``cost`` maps a lambda
+    vector to the cost per request of each cluster. Returns the feasible side of each bracket
+    (``lo`` where the budget holds even there)."""
+    lo, hi = np.array(lo, dtype=float), np.array(hi, dtype=float)
+    free = cost(np.exp(lo)) <= budget
+    for _ in range(iterations):
+        mid = np.where(free, lo, 0.5 * (lo + hi))
+        over = cost(np.exp(mid)) > budget
+        lo = np.where(over & ~free, mid, lo)
+        hi = np.where(~over & ~free, mid, hi)
+    return np.where(free, lo, hi)
+
+
 class StaticController(Controller):
     name = "static"
+    needs_policy = True
 
-    def __init__(self, recover_below: float = 0.8, sample_size: int = 4096, seed: int = 0):
+    def __init__(self, recover_below: float = 0.8, step: float = 4.0, max_rungs: int = 8, iterations: int = 30):
         if not 0 < recover_below < 1:
             raise ValueError(f"recover_below must be in (0, 1), got {recover_below!r}")
-        self.recover_below, self.sample_size, self.seed = recover_below, sample_size, seed
+        if not step > 1:
+            raise ValueError(f"step must be > 1, got {step!r}")
+        for k, v in {"max_rungs": max_rungs, "iterations": iterations}.items():
+            if not (isinstance(v, (int, np.integer)) and v >= 1):
+                raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+        self.recover_below, self.step, self.max_rungs, self.iterations = recover_below, float(step), int(max_rungs), int(iterations)
 
     def setup(self, context: ControlContext) -> "StaticController":
         super().setup(context)
-        cas = context.cascade
         self.peak_qps_ = peak_hour_qps(context.history_qps, context.history_times)
-        rng = np.random.default_rng(self.seed)
-        x = cas.sample_features(self.sample_size, rng.uniform(0, 24, self.sample_size), rng)
-        mean_w = cas.weights(x).mean(axis=0)
-        revenue = mean_w @ cas.phi  # mean revenue per request of each fixed action
-        peak_load = self.peak_qps_ * cas.cost / context.capacity[:, None]  # (G, A)
-        rel = (peak_load / context.target[:, None]).max(axis=0)
-        # ladder: actions on the (max relative load, revenue) frontier, cheapest first
-        order = np.lexsort((-revenue, rel))
-        ladder, best = [], -np.inf
-        for a in order:
-            if revenue[a] > best + 1e-12:
-                ladder.append(int(a))
-                best = revenue[a]
-        self.ladder_ = np.array(ladder)
-        fits = rel[self.ladder_] <= 1.0
-        self.base_rung_ = int(np.flatnonzero(fits).max()) if fits.any() else 0
-        self.rung_ = self.base_rung_
+        self.base_lam_: np.ndarray | None = None
+        self.rung_ = 0
         return self
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
-        tgt = self.ctx_.target
-        if np.any(obs.load > tgt) and self.rung_ > 0:
-            self.rung_ -= 1
-        elif np.all(obs.load < self.recover_below * tgt) and self.rung_ < self.base_rung_:
+        ctx = self.ctx_
+        if self.base_lam_ is None:
+            if response is None:
+                return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: no request sample to stress-test")
+            budget = ctx.target * ctx.capacity / self.peak_qps_
+            G = ctx.n_clusters
+            lo, hi = np.full(G, np.log(ctx.lam_min)), np.full(G, np.log(ctx.lam_max))
+            z = bisect_budget(response.cost, budget, lo, hi, self.iterations)
+            # each bracket moved while the others did: repair the clusters still over at the joint point
+            for _ in range(5):
+                over = response.cost(np.exp(z)) > budget
+                if not over.any():
+                    break
+                held = lambda lam, z=z, over=over: response.cost(np.where(over, lam, np.exp(z)))  # noqa: E731
+                z = np.where(over, bisect_budget(held, np.where(over, budget, np.inf), z, hi, self.iterations), z)
+            self.base_lam_ = self.clip(np.exp(z))
+        if np.any(obs.load > ctx.target) and self.rung_ < self.max_rungs:
             self.rung_ += 1
-        a = int(self.ladder_[self.rung_])
-        return Plan(lam=np.zeros(self.ctx_.n_clusters), controller=self.name, fixed_action=a,
-                    info={"rung": self.rung_, "base_rung": self.base_rung_})
+        elif np.all(obs.load < self.recover_below * ctx.target) and self.rung_ > 0:
+            self.rung_ -= 1
+        return Plan(lam=self.clip(self.base_lam_ * self.step ** self.rung_), controller=self.name,
+                    info={"rung": self.rung_, "peak_qps": self.peak_qps_})
+
+    def state_dict(self) -> dict:
+        return {"base_lam": None if self.base_lam_ is None else self.base_lam_.tolist(), "rung": self.rung_}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.base_lam_ = None if d["base_lam"] is None else np.asarray(d["base_lam"], dtype=float)
+        self.rung_ = int(d["rung"])

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from mpc_balancer.balancer import Balancer
-from mpc_balancer.controllers import MpcController, Observation, PidController
+from mpc_balancer.controllers import MpcController, PidController
 from mpc_balancer.controllers.base import Controller, Plan
 from mpc_balancer.simulator import Simulator
+from mpc_balancer.telemetry import Telemetry
 from mpc_balancer.traces import load_trace
 from mpc_balancer.traffic import Traffic
 from policies.cascade import Cascade
@@ -29,13 +30,13 @@ def observations(sim, balancer, n):
     plant.reset(np.full(3, 0.8))
     env = list(sim.environment())[:n]
     lam = np.full(3, 0.01)
-    obs = Observation(t=0, time=sim.times[0], qps=env[0][0] / 60, load=plant.load.copy(), lam=lam, features=env[0][1])
+    obs = Telemetry(time=sim.times[0], qps=env[0][0] / 60, load=plant.load.copy(), lam=lam, features=env[0][1])
     for k, (arr, x, u, noise) in enumerate(env):
         dec = balancer.step(obs)
         yield obs, dec
-        a = POLICY.act(x, dec.lam)
+        a = POLICY.act(x, dec.lam_vector)
         out = plant.step(arr / 60, arr, a, CAS.weights(x), 3600.0 * sim.times[k].hour, u, noise)
-        obs = Observation(t=k + 1, time=sim.times[k], qps=arr / 60, load=out.load, lam=dec.lam, features=x)
+        obs = Telemetry(time=sim.times[k], qps=arr / 60, load=out.load, lam=dec.lam_vector, features=x)
 
 
 @pytest.mark.parametrize("qps_factor, load_factor, curve_every", [(1.02, 1.01, 1), (8.0, 8.0, 1), (8.0, 8.0, 3)])
@@ -49,11 +50,11 @@ def test_checkpoint_round_trip_gives_the_same_next_decision(sim, qps_factor, loa
     b.load_state_dict(state)
     # the next observation, fed to both
     last_obs, last_dec = steps[-1]
-    nxt = Observation(t=last_obs.t + 1, time=last_obs.time + (sim.times[1] - sim.times[0]), qps=last_obs.qps * qps_factor,
-                      load=np.asarray(last_obs.load) * load_factor, lam=last_dec.lam, features=last_obs.features)
+    nxt = Telemetry(time=last_obs.time + (sim.times[1] - sim.times[0]), qps=last_obs.qps * qps_factor,
+                    load=np.asarray(last_obs.load) * load_factor, lam=last_dec.lam, features=last_obs.features)
     da, db = a.step(nxt), b.step(nxt)
     assert da.status == db.status == "ok"
-    np.testing.assert_allclose(da.lam, db.lam, rtol=2e-3)
+    np.testing.assert_allclose(da.lam_vector, db.lam_vector, rtol=2e-3)
 
 
 def test_checkpoint_errors():
@@ -99,7 +100,7 @@ def test_fallback_chain_records_the_reason(sim, ctrl, kw, needle):
     _, dec = next(iter(observations(sim, b, 1)))
     assert dec.status == "fallback" and dec.controller == "pid (fallback)"
     assert needle in dec.reason
-    assert np.all(np.isfinite(dec.lam))
+    assert np.all(np.isfinite(dec.lam_vector))
 
 
 def test_mpc_time_limit_falls_back_to_pid(sim):
@@ -113,24 +114,36 @@ def test_mpc_time_limit_falls_back_to_pid(sim):
     ("qps", float("nan"), "qps=nan"),
     ("qps", -5.0, "qps=-5.0"),
     ("load", np.array([0.5, np.nan, 0.5]), "load[prerank]=nan"),
-    ("load", np.array([0.5, 0.5, -1.0]), "load[rank]=-1.0"),
+    ("load", {"retrieval": 0.5, "prerank": 0.5, "rank": -1.0}, "load[rank]=-1.0"),
+    ("features", np.array([[0.0, 1, 2, 3, np.inf]]), "features row 0 is not finite"),
 ])
 def test_bad_telemetry_holds_the_last_good_lambda(sim, field, value, needle):
     b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
-    obs = Observation(t=0, time=sim.times[0], qps=100.0, load=np.full(3, 0.9), lam=np.full(3, 0.05), features=np.zeros((4, 5)))
+    obs = Telemetry(time=sim.times[0], qps=100.0, load=np.full(3, 0.9), lam=np.full(3, 0.05), features=np.zeros((4, 5)))
     setattr(obs, field, value)
     dec = b.step(obs)
     assert dec.status == "hold" and needle in dec.reason
-    np.testing.assert_allclose(dec.lam, 0.05)
+    assert dec.lam == {"retrieval": 0.05, "prerank": 0.05, "rank": 0.05}
 
 
 def test_wrong_shapes_raise_naming_the_field(sim):
     b = Balancer(PidController()).setup(sim.context(POLICY))
-    obs = Observation(t=0, time=sim.times[0], qps=1.0, load=np.ones(2), lam=np.ones(3), features=np.zeros((4, 5)))
-    with pytest.raises(ValueError, match=r"observation load must have shape \(3,\)"):
+    obs = Telemetry(time=sim.times[0], qps=1.0, load=np.ones(2), lam=np.ones(3), features=np.zeros((4, 5)))
+    with pytest.raises(ValueError, match=r"telemetry load must have one value per cluster .* got shape \(2,\)"):
         b.step(obs)
-    obs.load, obs.features = np.ones(3), np.zeros((4, 2))
-    with pytest.raises(ValueError, match="observation features must have shape"):
+    obs.load = {"retrieval": 1.0, "prerank": 1.0, "rnak": 1.0}
+    with pytest.raises(ValueError, match=r"telemetry load: missing clusters \['rank'\], unknown clusters \['rnak'\]"):
+        b.step(obs)
+    obs.load, obs.features = np.ones(3), np.zeros(4)
+    with pytest.raises(ValueError, match="telemetry features must be a 2-D array"):
+        b.step(obs)
+    obs.features = np.zeros((4, 5))
+    b.step(obs)
+    obs.features = np.zeros((4, 2))
+    with pytest.raises(ValueError, match="telemetry features must have 5 columns"):
+        b.step(obs)
+    obs.time = "not a time"
+    with pytest.raises(ValueError, match="telemetry time must be a timestamp"):
         b.step(obs)
 
 
@@ -142,9 +155,9 @@ def test_lambda_is_clamped_and_rate_limited(sim):
             return Plan(lam=np.array([1e9, 1e-12, 5.0]), controller=self.name)
 
     b = Balancer(Wild(), max_ratio=10.0).setup(sim.context(POLICY))
-    obs = Observation(t=0, time=sim.times[0], qps=100.0, load=np.full(3, 0.9), lam=np.full(3, 0.01), features=np.zeros((4, 5)))
+    obs = Telemetry(time=sim.times[0], qps=100.0, load=np.full(3, 0.9), lam=np.full(3, 0.01), features=np.zeros((4, 5)))
     dec = b.step(obs)
-    np.testing.assert_allclose(dec.lam, [0.1, 0.001, 0.1])
+    np.testing.assert_allclose(dec.lam_vector, [0.1, 0.001, 0.1])
 
 
 def test_decision_path_does_not_import_torch():
@@ -166,7 +179,7 @@ def test_refined_lambda_hits_the_planned_cost_on_the_sample(sim):
     x = list(sim.environment())[0][1]
     c.pool_.append(x)
     lam_now = np.full(3, 0.05)
-    c._refresh_curve(lam_now)
+    c._refresh_curve(lam_now, "sample")
     u_now = c._sample_cost(lam_now)
     u0 = 0.5 * u_now  # a big cut on every cluster at once, as at the start of a spike
     lam_curve = c.clip(np.array([c.curve_.lam_for_cost(g, u0[g]) for g in range(3)]))
@@ -189,7 +202,7 @@ def test_refinement_searches_inward_from_the_grid_end(sim):
     ctx = sim.context(POLICY)
     c = MpcController(horizon=10, refine_steps=10).setup(ctx)
     c.pool_.append(list(sim.environment())[0][1])
-    c._refresh_curve(np.full(3, 0.05))
+    c._refresh_curve(np.full(3, 0.05), "sample")
     top = c.grid_[-1]
     lam_in = np.full(3, top)
     u0 = c._sample_cost(top / (c.grid_[-1] / c.grid_[-2]))  # what one grid step below the top costs

@@ -4,17 +4,17 @@ import os
 import subprocess
 import sys
 import textwrap
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.optimize import minimize
 
+from mpc_balancer.balancer import Balancer
 from mpc_balancer.controllers import make_controller
 from mpc_balancer.controllers.base import ControlContext, Observation
 from mpc_balancer.controllers.nmpc import NmpcController, ShootingController
-from mpc_balancer.controllers.pid import PidController
+from mpc_balancer.telemetry import Telemetry
 from mpc_balancer.dynamics import MlpDynamics, fit_dynamics, traffic_state, transitions_from_log
 
 LAG = 0.9  # synthetic plant: L' = LAG L + (1 - LAG) q f(z)
@@ -47,7 +47,7 @@ def hand_model(G: int) -> MlpDynamics:
 
 def context(G: int, simulate_history=None) -> ControlContext:
     times = pd.date_range("2024-01-01", periods=200, freq="min")
-    return ControlContext(cascade=SimpleNamespace(clusters=[f"c{g}" for g in range(G)]), policy=None,
+    return ControlContext(clusters=tuple(f"c{g}" for g in range(G)), policy=None,
                           target=np.full(G, 0.9), capacity=np.ones(G), period_s=60.0,
                           history_qps=np.full(200, 1000.0), history_times=times, simulate_history=simulate_history)
 
@@ -165,17 +165,15 @@ def synthetic_history(G):
     return run
 
 
-def closed_loop(ctrl, L, lam, ticks):
-    """The synthetic plant driven by ``ctrl`` with the Balancer's fallback rule: a non-``ok`` plan is
-    replaced by a shadow PID kept aligned with the applied lambda. Returns final load and statuses."""
-    pid = PidController().setup(ctrl.ctx_)
+def closed_loop(ctrl, L, lam, ticks, G=2):
+    """The synthetic plant driven by a Balancer around ``ctrl`` (its PID fallback steers whenever the
+    controller reports a non-``ok`` status). Returns the final load and the controller's statuses."""
+    bal = Balancer(ctrl).setup(context(G))
     statuses = []
-    for _ in range(ticks):
-        o = obs(L, lam)
-        plan, shadow = ctrl.make_step(o), pid.make_step(o)
-        statuses.append(plan.status)
-        lam = plan.lam if plan.status == "ok" else shadow.lam
-        pid.align(lam, o)
+    for k in range(ticks):
+        d = bal.step(Telemetry(time=pd.Timestamp("2024-01-02 12:00"), qps=1000.0, load=L, lam=lam))
+        statuses.append("ok" if d.status == "ok" else d.reason.split(": ", 1)[1])
+        lam = d.lam_vector
         L = true_next(L, traffic_state(1000.0, 0.0, 1000.0), np.log(lam))
     return L, statuses
 
@@ -186,49 +184,55 @@ def test_setup_trains_on_dithered_logs_and_regulates(tmp_path, seed):
     quality, and the closed loop (NMPC with its model monitor and the fallback) settling near C_m
     from far off it, with the model trusted again at the end. Each seed is another training outcome."""
     G = 2
-    ctrl = NmpcController(horizon=10, train_days=1.0, train_iters=200, hidden=(32, 32), seed=seed)
-    ctrl.setup(context(G, synthetic_history(G)))
-    assert max(ctrl.fit_report_["rmse_val"]) < 0.03, ctrl.fit_report_
+    trained = NmpcController(horizon=10, train_days=1.0, train_iters=200, hidden=(32, 32), seed=seed)
+    trained.setup(context(G, synthetic_history(G)))
+    assert max(trained.fit_report_["rmse_val"]) < 0.03, trained.fit_report_
+    trained.model_.save(tmp_path / "dyn.npz")  # exported, then served without torch
+    ctrl = NmpcController(horizon=10, weights=str(tmp_path / "dyn.npz"))
     L, statuses = closed_loop(ctrl, np.array([0.3, 1.3]), np.array([1.0, 1e-4]), 40)
     np.testing.assert_allclose(L, 0.9, atol=0.03)
     assert statuses[-5:] == ["ok"] * 5, statuses
-    ctrl.model_.save(tmp_path / "dyn.npz")
-    np.testing.assert_array_equal(MlpDynamics.load(tmp_path / "dyn.npz").z_range, ctrl.model_.z_range)
+    np.testing.assert_array_equal(ctrl.model_.z_range, trained.model_.z_range)
 
 
-def biased_model(G: int, bias: float) -> MlpDynamics:
-    """``hand_model`` (close to the synthetic plant) with every prediction shifted by ``bias``."""
+def biased_model(tmp_path, G: int, bias: float) -> str:
+    """``hand_model`` (close to the synthetic plant) with every prediction shifted by ``bias``, saved."""
     m = hand_model(G)
     m.y_mean = m.y_mean + bias
-    return m
+    path = tmp_path / f"biased{bias}.npz"
+    m.save(path)
+    return str(path)
 
 
 @pytest.mark.parametrize("cls", [NmpcController, ShootingController])
-def test_monitor_catches_a_model_that_steers_off_target(cls):
+def test_monitor_catches_a_model_that_steers_off_target(cls, tmp_path):
     """A model 0.05 too high per tick (5.6% of C_m). Left alone the controller
     parks the plant there; the monitor flags it, names the cluster, and the fallback regulates."""
     G, L0, lam0 = 2, np.array([0.6, 1.2]), np.array([0.05, 0.05])
-    blind = cls(horizon=10, model_tol=10.0).setup(context(G), model=biased_model(G, 0.05))
+    biased = biased_model(tmp_path, G, 0.05)
+    blind = cls(horizon=10, model_tol=10.0, weights=biased)
     L, statuses = closed_loop(blind, L0, lam0, 60)
     assert set(statuses) == {"ok"} and np.all(L < 0.85), L  # parked >5% under C_m
-    ctrl = cls(horizon=10).setup(context(G), model=biased_model(G, 0.05))
+    ctrl = cls(horizon=10, weights=biased)
     L, statuses = closed_loop(ctrl, L0, lam0, 60)
     np.testing.assert_allclose(L, 0.9, atol=0.02)
     bad = [s for s in statuses if s != "ok"]
     assert bad and all(s.startswith("error: model invalid: c") for s in bad), statuses
     assert ctrl.monitor_["episodes"] >= 1 and ctrl.monitor_["invalid_ticks"] == len(bad)
     # a model close to the plant is never flagged
-    good = cls(horizon=10).setup(context(G), model=hand_model(G))
+    hand_model(G).save(tmp_path / "hand.npz")
+    good = cls(horizon=10, weights=str(tmp_path / "hand.npz"))
     L, statuses = closed_loop(good, L0, lam0, 60)
     assert set(statuses) == {"ok"} and good.monitor_["episodes"] == 0
     np.testing.assert_allclose(L, 0.9, atol=0.02)
 
 
-def test_monitor_state_round_trips():
+def test_monitor_state_round_trips(tmp_path):
     G = 2
-    a = NmpcController(horizon=6).setup(context(G), model=biased_model(G, 0.05))
+    biased = biased_model(tmp_path, G, 0.05)
+    a = NmpcController(horizon=6, weights=biased)
     closed_loop(a, np.array([0.6, 1.2]), np.array([0.05, 0.05]), 7)
-    b = NmpcController(horizon=6).setup(context(G), model=biased_model(G, 0.05))
+    b = NmpcController(horizon=6, weights=biased).setup(context(G))
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     o = obs([0.8, 0.95], [0.04, 0.06])
     pa, pb = a.make_step(o), b.make_step(o)
@@ -242,10 +246,9 @@ def test_decision_path_runs_without_torch(tmp_path):
         import sys
         import numpy as np, pandas as pd
         sys.modules["torch"] = None  # any import of torch now fails
-        from types import SimpleNamespace
         from mpc_balancer.controllers import make_controller
         from mpc_balancer.controllers.base import ControlContext, Observation
-        ctx = ControlContext(cascade=SimpleNamespace(clusters=["a", "b", "c"]), policy=None, target=np.full(3, 0.9),
+        ctx = ControlContext(clusters=("a", "b", "c"), policy=None, target=np.full(3, 0.9),
                              capacity=np.ones(3), period_s=60.0, history_qps=np.full(10, 1e3),
                              history_times=pd.date_range("2024-01-01", periods=10, freq="min"))
         for name in ("nmpc", "shooting"):

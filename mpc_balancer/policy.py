@@ -1,0 +1,64 @@
+"""The policy protocol: the controllers' only model of the requests.
+
+A deployment's per-request policy decides ``a* = argmax_a Q(x, a) - lambda . C(x, a)``. What a
+controller needs from it is how that decision responds to lambda: for a sample of recent requests,
+each request's estimated cost of the chosen action on every cluster and the policy's own estimate
+of that action's revenue. Nothing else -- no ground-truth revenue, no true costs, no action table.
+
+:class:`policies.runtime.PolicyRuntime` (revenue = the value network's ``Rev(x, a*)``) and
+:class:`policies.oracle.OraclePolicy` implement it; so does any class with these two members::
+
+    class MyPolicy:
+        clusters = ("recall", "rank")
+
+        def respond(self, features, lam):
+            ...
+            return cost, revenue        # (n, G) CPU-ms per request, (n,) estimated revenue
+
+Costs must not rise on cluster ``g`` when ``lambda_g`` rises (a Lagrangian policy satisfies this),
+and both arrays must be finite. :func:`checked_response` enforces shapes and finiteness with an
+error that names the policy and the field.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Per request row, the action the policy takes at multipliers ``lam`` and what it expects of it."""
+
+    clusters: tuple[str, ...]
+
+    def respond(self, features: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cost ``(n, G)``: estimated CPU-ms per request on each cluster of the chosen action,
+        revenue ``(n,)``: the policy's own estimate of the chosen action's revenue)."""
+        ...
+
+
+def check_policy(policy, clusters: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``policy`` implements :class:`Policy` for exactly ``clusters``."""
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy must have 'clusters' and 'respond(features, lam)', got {type(policy).__name__}")
+    names = tuple(policy.clusters)
+    if names != tuple(clusters):
+        raise ValueError(f"policy clusters {list(names)} do not match the balancer's clusters {list(clusters)}")
+
+
+def checked_response(policy, features: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``policy.respond`` with its output validated: cost ``(n, G)`` >= 0 and revenue ``(n,)``, finite."""
+    cost, revenue = policy.respond(features, lam)
+    cost, revenue = np.asarray(cost, dtype=float), np.asarray(revenue, dtype=float)
+    n, G = len(features), len(policy.clusters)
+    who = type(policy).__name__
+    if cost.shape != (n, G):
+        raise ValueError(f"{who}.respond: cost must have shape ({n}, {G}), got {cost.shape}")
+    if revenue.shape != (n,):
+        raise ValueError(f"{who}.respond: revenue must have shape ({n},), got {revenue.shape}")
+    if not (np.all(np.isfinite(cost)) and cost.min(initial=0.0) >= 0):
+        raise ValueError(f"{who}.respond: cost must be finite and >= 0")
+    if not np.all(np.isfinite(revenue)):
+        raise ValueError(f"{who}.respond: revenue must be finite")
+    return cost, revenue

@@ -1,0 +1,93 @@
+"""What a deployment tells the balancer: its clusters once, and one :class:`Telemetry` per tick."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .controllers.base import Observation
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A stage cluster: ``capacity`` in CPU-ms per second, ``target`` the load fraction ``C_m``."""
+
+    capacity: float
+    target: float = 0.9
+
+    def __post_init__(self):
+        if not (np.isfinite(self.capacity) and self.capacity > 0):
+            raise ValueError(f"cluster capacity must be finite and > 0 (CPU-ms per second), got {self.capacity!r}")
+        if not (np.isfinite(self.target) and 0 < self.target <= 1):
+            raise ValueError(f"cluster target must be a load fraction in (0, 1], got {self.target!r}")
+
+
+@dataclass
+class Telemetry:
+    """One tick's report, about the tick that just ended.
+
+    Parameters
+    ----------
+    time : timestamp
+        End of the tick (anything ``pandas.Timestamp`` accepts, timezone-naive).
+    qps : float
+        Requests per second over the tick.
+    load : mapping cluster -> float, or array in cluster order
+        Measured load of each cluster (fraction of capacity).
+    lam : mapping cluster -> float, or array in cluster order
+        The lambda in force during the tick.
+    features : (n, d) array or None
+        A sample of the tick's requests, as the policy reads them; None sends aggregates only.
+    """
+
+    time: object
+    qps: float
+    load: object
+    lam: object
+    features: np.ndarray | None = None
+
+
+def _per_cluster(name: str, value, clusters: tuple[str, ...]) -> np.ndarray:
+    if isinstance(value, Mapping):
+        missing = [c for c in clusters if c not in value]
+        extra = [str(k) for k in value if k not in clusters]
+        if missing or extra:
+            raise ValueError(f"telemetry {name}: missing clusters {missing}, unknown clusters {extra}; "
+                             f"expected exactly {list(clusters)}")
+        value = [value[c] for c in clusters]
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"telemetry {name} must be numbers, one per cluster {list(clusters)}, got {value!r}") from None
+    if arr.shape != (len(clusters),):
+        raise ValueError(f"telemetry {name} must have one value per cluster {list(clusters)}, got shape {arr.shape}")
+    return arr
+
+
+def to_observation(tel: Telemetry, clusters: tuple[str, ...], t: int, n_features: int | None) -> Observation:
+    """Shape-check ``tel`` into the controllers' array form. A caller's mistake (missing cluster,
+    wrong shape or type) raises ``ValueError`` naming the field; bad *values* (NaN, negative) pass
+    through for the Balancer's documented hold."""
+    if not isinstance(tel, Telemetry):
+        raise ValueError(f"step expects a Telemetry, got {type(tel).__name__}")
+    try:
+        time = pd.Timestamp(tel.time)
+    except (TypeError, ValueError):
+        raise ValueError(f"telemetry time must be a timestamp, got {tel.time!r}") from None
+    if time is pd.NaT or time.tzinfo is not None:
+        raise ValueError(f"telemetry time must be a timezone-naive timestamp, got {tel.time!r}")
+    try:
+        qps = float(tel.qps)
+    except (TypeError, ValueError):
+        raise ValueError(f"telemetry qps must be a number, got {tel.qps!r}") from None
+    load, lam = _per_cluster("load", tel.load, clusters), _per_cluster("lam", tel.lam, clusters)
+    x = tel.features
+    if x is not None:
+        x = np.asarray(x, dtype=float)
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"telemetry features must be a 2-D array (requests x features) with >= 1 row, got shape {x.shape}")
+        if n_features is not None and x.shape[1] != n_features:
+            raise ValueError(f"telemetry features must have {n_features} columns (as before), got {x.shape[1]}")
+    return Observation(t=t, time=time, qps=qps, load=load, lam=lam, features=x)

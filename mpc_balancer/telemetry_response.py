@@ -1,0 +1,93 @@
+"""Response curves learned from aggregate telemetry alone (no request sample, no policy).
+
+Many schedulers can report only QPS, the load of each cluster and the lambda in force. Each such
+tick measures one point of every cluster's cost-per-request curve::
+
+    u_g = load_g * capacity_g / qps        (CPU-ms per request at the lambda then in force)
+
+:class:`TelemetryResponse` keeps the last ``window`` of those points and fits, per cluster, a
+non-increasing function of ``log lambda_g`` by weighted isotonic regression (weights halve every
+``halflife`` ticks, so the curve follows the drift of the request mix over the day). Outside the
+lambdas seen the curve is extended flat: the MPC then treats lambdas never tried as buying no more
+compute (below) or saving none (above) -- conservative in both directions, and the exploration
+dither of the MPC, together with the daily swing of lambda, widens the range seen.
+
+Telemetry carries no revenue. The revenue curve follows from the policy being Lagrangian: at the
+lambda it is given, the policy's marginal revenue per unit of compute on cluster ``g`` is
+``lambda_g`` (envelope theorem), so the frontier's slope between two grid points is the geometric
+mean of their lambdas and ``r(lambda)`` is its integral (up to a constant, which the MPC's
+objective does not see).
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from scipy.optimize import isotonic_regression
+
+from .frontier import ResponseCurve
+
+
+class TelemetryResponse:
+    """Per-cluster cost per request as a monotone function of lambda, learned online from telemetry.
+
+    Parameters
+    ----------
+    capacity : (G,) array
+        CPU-ms per second of each cluster.
+    window : int
+        Ticks of telemetry kept.
+    halflife : float
+        Age, in ticks, at which a point's weight has halved.
+    min_ticks : int
+        Points needed before :attr:`ready`.
+    """
+
+    def __init__(self, capacity: np.ndarray, window: int = 1440, halflife: float = 720.0, min_ticks: int = 30):
+        for k, v, least in (("window", window, 2), ("min_ticks", min_ticks, 1)):
+            if not (isinstance(v, (int, np.integer)) and v >= least):
+                raise ValueError(f"telemetry {k} must be an integer >= {least}, got {v!r}")
+        if not (np.isfinite(halflife) and halflife > 0):
+            raise ValueError(f"telemetry halflife must be finite and > 0, got {halflife!r}")
+        self.capacity = np.asarray(capacity, dtype=float)
+        self.window, self.halflife, self.min_ticks = int(window), float(halflife), int(min_ticks)
+        self.points_: deque = deque(maxlen=self.window)  # (log lambda (G,), cost per request (G,))
+
+    @property
+    def ready(self) -> bool:
+        return len(self.points_) >= self.min_ticks
+
+    def observe(self, qps: float, load: np.ndarray, lam: np.ndarray) -> None:
+        """Add the tick that just ended (skipped without traffic or with unusable values)."""
+        load, lam = np.asarray(load, dtype=float), np.asarray(lam, dtype=float)
+        if not (np.isfinite(qps) and qps > 0) or not (np.all(np.isfinite(load)) and np.all(lam > 0) and np.all(np.isfinite(lam))):
+            return
+        self.points_.append((np.log(lam), load * self.capacity / qps))
+
+    def curve(self, grid: np.ndarray) -> ResponseCurve:
+        """The fitted cost curves on ``grid`` and the revenue curves implied by them (module doc)."""
+        if not self.points_:
+            raise ValueError("telemetry response has no data yet")
+        z = np.array([p[0] for p in self.points_])  # (n, G)
+        u = np.array([p[1] for p in self.points_])
+        n, G = z.shape
+        w = 0.5 ** (np.arange(n)[::-1] / self.halflife)
+        zg = np.log(np.asarray(grid, dtype=float))
+        cost = np.empty((G, len(zg)))
+        for g in range(G):
+            order = np.argsort(z[:, g], kind="stable")
+            fit = isotonic_regression(u[order, g], weights=w[order], increasing=False).x
+            zs, keep = np.unique(z[order, g], return_index=True)  # tied lambdas share one fitted value
+            cost[g] = np.interp(zg, zs, fit[keep])  # flat beyond the lambdas seen
+        lam = np.asarray(grid, dtype=float)
+        slope = np.sqrt(lam[:-1] * lam[1:])  # marginal revenue per unit cost between grid points
+        gain = slope[None, :] * (cost[:, :-1] - cost[:, 1:])
+        revenue = np.concatenate([np.cumsum(gain[:, ::-1], axis=1)[:, ::-1], np.zeros((G, 1))], axis=1)
+        return ResponseCurve(lam_grid=lam, cost=cost, revenue=revenue)
+
+    def state_dict(self) -> dict:
+        return {"points": [[p[0].tolist(), p[1].tolist()] for p in self.points_]}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.points_ = deque(((np.asarray(a, dtype=float), np.asarray(b, dtype=float)) for a, b in d["points"]),
+                             maxlen=self.window)
