@@ -68,8 +68,7 @@ class Balancer:
     @classmethod
     def create(cls, controller="mpc", clusters: dict | None = None, policy=None, history: pd.Series | None = None,
                period_s: float = 60.0, *, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
-               time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None,
-               lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
+               time_budget_s: float = 0.5, response_requests: int = 256, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
                **controller_options) -> "Balancer":
         """A set-up Balancer from plain values.
 
@@ -117,7 +116,7 @@ class Balancer:
                              capacity=np.array([c.capacity for c in clusters.values()]), period_s=float(period_s),
                              history_qps=qps, history_times=times, lam_min=float(lam_min), lam_max=float(lam_max))
         bal = cls(controller, forecaster=forecaster, fallback=fallback, max_ratio=max_ratio, time_budget_s=time_budget_s,
-                  response_requests=response_requests, horizon=horizon)
+                  response_requests=response_requests)
         return bal.setup(ctx, initial_lam=initial_lam)
 
     def setup(self, context: ControlContext, initial_lam: float = 0.01) -> "Balancer":
@@ -260,7 +259,7 @@ def _history(history) -> tuple[np.ndarray, pd.DatetimeIndex]:
     bad = ~np.isfinite(qps) | (qps < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"history has an invalid value at {history.index[i]}: {qps[i]!r} (need finite and >= 0)")
+        raise ValueError(f"history has an invalid value at {history.index[i]}: {float(qps[i])!r} (need finite and >= 0)")
     if not history.index.is_monotonic_increasing or history.index.has_duplicates:
         raise ValueError("history index must be increasing timestamps without duplicates")
     return qps, history.index

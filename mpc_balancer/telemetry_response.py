@@ -8,9 +8,13 @@ tick measures one point of every cluster's cost-per-request curve::
 :class:`TelemetryResponse` keeps the last ``window`` of those points and fits, per cluster, a
 non-increasing function of ``log lambda_g`` by weighted isotonic regression (weights halve every
 ``halflife`` ticks, so the curve follows the drift of the request mix over the day). Outside the
-lambdas seen the curve is extended flat: the MPC then treats lambdas never tried as buying no more
-compute (below) or saving none (above) -- conservative in both directions, and the exploration
-dither of the MPC, together with the daily swing of lambda, widens the range seen.
+lambdas seen the curve is extrapolated with a prior elasticity: cost per request changes by a
+factor ``exp(-elasticity)`` per e-fold of lambda (default 0.1, about what the bundled cascade's
+policies show on average over the lambda range). A flat extension would leave the MPC no
+authority where it has no data (a night spent at the smallest lambda teaches one point, and the
+morning's overload could not be shed); the prior gives it a direction, and each tick at a new
+lambda replaces the prior by a measurement. The MPC's exploration dither and the daily swing of
+lambda widen the range seen.
 
 Telemetry carries no revenue. The revenue curve follows from the policy being Lagrangian: at the
 lambda it is given, the policy's marginal revenue per unit of compute on cluster ``g`` is
@@ -41,15 +45,20 @@ class TelemetryResponse:
         Age, in ticks, at which a point's weight has halved.
     min_ticks : int
         Points needed before :attr:`ready`.
+    elasticity : float
+        Prior ``-d log(cost) / d log(lambda)`` outside the lambdas seen.
     """
 
-    def __init__(self, capacity: np.ndarray, window: int = 1440, halflife: float = 720.0, min_ticks: int = 30):
+    def __init__(self, capacity: np.ndarray, window: int = 1440, halflife: float = 720.0, min_ticks: int = 30,
+                 elasticity: float = 0.1):
         for k, v, least in (("window", window, 2), ("min_ticks", min_ticks, 1)):
             if not (isinstance(v, (int, np.integer)) and v >= least):
                 raise ValueError(f"telemetry {k} must be an integer >= {least}, got {v!r}")
         if not (np.isfinite(halflife) and halflife > 0):
             raise ValueError(f"telemetry halflife must be finite and > 0, got {halflife!r}")
-        self.capacity = np.asarray(capacity, dtype=float)
+        if not (np.isfinite(elasticity) and elasticity >= 0):
+            raise ValueError(f"telemetry elasticity must be finite and >= 0, got {elasticity!r}")
+        self.capacity, self.elasticity = np.asarray(capacity, dtype=float), float(elasticity)
         self.window, self.halflife, self.min_ticks = int(window), float(halflife), int(min_ticks)
         self.points_: deque = deque(maxlen=self.window)  # (log lambda (G,), cost per request (G,))
 
@@ -78,7 +87,11 @@ class TelemetryResponse:
             order = np.argsort(z[:, g], kind="stable")
             fit = isotonic_regression(u[order, g], weights=w[order], increasing=False).x
             zs, keep = np.unique(z[order, g], return_index=True)  # tied lambdas share one fitted value
-            cost[g] = np.interp(zg, zs, fit[keep])  # flat beyond the lambdas seen
+            fs = fit[keep]
+            cost[g] = np.interp(zg, zs, fs)
+            below, above = zg < zs[0], zg > zs[-1]  # the prior elasticity beyond the lambdas seen
+            cost[g, below] = fs[0] * np.exp(self.elasticity * (zs[0] - zg[below]))
+            cost[g, above] = fs[-1] * np.exp(-self.elasticity * (zg[above] - zs[-1]))
         lam = np.asarray(grid, dtype=float)
         slope = np.sqrt(lam[:-1] * lam[1:])  # marginal revenue per unit cost between grid points
         gain = slope[None, :] * (cost[:, :-1] - cost[:, 1:])

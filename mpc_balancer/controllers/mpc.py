@@ -52,9 +52,9 @@ class MpcController(Controller):
                  grid_points: int = 12, curve_every: int = 1, pool_ticks: int = 1, offset_gain: float = 0.5,
                  time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
                  backoff_quantile: float = 0.8, backoff_window: int = 240, max_fall: float | None = 4.0,
-                 refine_steps: int = 8, refine_above: float = 2.0, response: str = "auto", dither: float = 0.1,
+                 refine_steps: int = 8, refine_above: float = 2.0, response: str = "auto", dither: float = 0.02,
                  telemetry_window: int = 1440, telemetry_halflife: float = 720.0, telemetry_min_ticks: int = 30,
-                 seed: int = 0):
+                 telemetry_elasticity: float = 0.1, seed: int = 0):
         if solver not in ("osqp", "cvxpy"):
             raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {solver!r}")
         if frontier not in ("quadratic", "pwl"):
@@ -86,8 +86,9 @@ class MpcController(Controller):
         if not (isinstance(dither, numbers.Real) and 0 <= dither <= 1):
             raise ValueError(f"dither must be in [0, 1] (log-lambda amplitude), got {dither!r}")
         self.response, self.dither, self.seed = response, float(dither), int(seed)
-        self.telemetry_window, self.telemetry_halflife, self.telemetry_min_ticks = telemetry_window, telemetry_halflife, telemetry_min_ticks
-        TelemetryResponse(np.ones(1), telemetry_window, telemetry_halflife, telemetry_min_ticks)  # validate early
+        self.telemetry_options = {"window": telemetry_window, "halflife": telemetry_halflife,
+                                  "min_ticks": telemetry_min_ticks, "elasticity": telemetry_elasticity}
+        TelemetryResponse(np.ones(1), **self.telemetry_options)  # validate early
 
     def setup(self, context: ControlContext) -> "MpcController":
         super().setup(context)
@@ -97,8 +98,7 @@ class MpcController(Controller):
         hist = np.asarray(context.history_qps, dtype=float)
         hist = hist[np.isfinite(hist) & (hist > 0)]
         self.qps_ref_ = float(np.percentile(hist, 99)) if hist.size else 1.0
-        self.telemetry_ = TelemetryResponse(context.capacity, self.telemetry_window, self.telemetry_halflife,
-                                            self.telemetry_min_ticks)
+        self.telemetry_ = TelemetryResponse(context.capacity, **self.telemetry_options)
         self.rng_ = np.random.default_rng(self.seed)
         self.problem_ = self.solver_ = None  # built on the first curve: the rate penalty's scale comes from it
         self.u_scale_: np.ndarray | None = None

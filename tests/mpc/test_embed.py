@@ -1,0 +1,305 @@
+"""The embeddable engine: the Policy protocol, no ground truth in the controllers, the public API for
+1-4 user-defined clusters, telemetry-only control, checkpoints, and the embedding example."""
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mpc_balancer as mb
+from mpc_balancer.simulator import Simulator
+from mpc_balancer.telemetry_response import TelemetryResponse
+from mpc_balancer.traces import load_trace
+from mpc_balancer.traffic import Traffic
+from policies.cascade import Cascade
+from policies.oracle import OraclePolicy
+from policies.runtime import PolicyRuntime
+
+ROOT = Path(__file__).resolve().parents[2]
+CAS = Cascade()
+
+
+# ----------------------------------------------------------------------------- the protocol
+def test_project_policies_implement_the_protocol_exactly():
+    rng = np.random.default_rng(0)
+    x = CAS.sample_features(700, rng.uniform(0, 24, 700), rng)
+    lam = np.array([0.02, 0.3, 0.05])
+    rt = PolicyRuntime.load("pretrained", cost=CAS.cost)
+    assert isinstance(rt, mb.Policy) and rt.clusters == CAS.clusters
+    a = rt.act(x, lam)
+    cost, rev = rt.respond(x, lam)
+    np.testing.assert_array_equal(cost, CAS.cost[:, a].T)
+    np.testing.assert_allclose(rev, rt.predict_revenue(x)[np.arange(len(a)), a], rtol=1e-12)
+    oracle = OraclePolicy(CAS)
+    a = oracle.act(x, lam)
+    cost, rev = oracle.respond(x, lam)
+    np.testing.assert_array_equal(cost, CAS.cost[:, a].T)
+    np.testing.assert_allclose(rev, CAS.expected_revenue(x, a), rtol=1e-12)
+
+
+def test_runtime_reuses_request_work_only_for_read_only_samples():
+    rng = np.random.default_rng(1)
+    rt = PolicyRuntime.load("pretrained")
+    x = CAS.sample_features(300, rng.uniform(0, 24, 300), rng)
+    lam = np.full(3, 0.05)
+    ref = rt.respond(x, lam)
+    x[:, 0] += 2.0  # changed in place: a writeable array is never served from the cache
+    np.testing.assert_array_equal(rt.respond(x, lam)[1], rt.respond(x.copy(), lam)[1])
+    assert not np.allclose(rt.respond(x, lam)[1], ref[1])
+    x.setflags(write=False)
+    first = rt.respond(x, lam)
+    np.testing.assert_array_equal(rt.respond(x, lam * 3)[0], rt.respond(x.copy(), lam * 3)[0])
+    np.testing.assert_array_equal(first[0], rt.respond(x.copy(), lam)[0])
+
+
+ENGINE = ["controllers", "mpc", "balancer.py", "frontier.py", "response.py", "telemetry_response.py", "policy.py",
+          "telemetry.py", "forecast.py", "dynamics.py"]
+
+
+def engine_files():
+    for entry in ENGINE:
+        p = ROOT / "mpc_balancer" / entry
+        yield from (sorted(p.glob("*.py")) if p.is_dir() else [p])
+
+
+def test_no_controller_reads_the_ground_truth():
+    """Grep, on the syntax tree: no engine module imports the simulated cascade or names its truth
+    (revenue weights, revenue profiles, the plant's cost factors). Hindsight, the physical limit,
+    sees the coming tick only through the Clairvoyance the simulator hands it."""
+    truth = {"cascade", "Cascade", "expected_revenue", "expected_revenue_w", "realised_revenue", "phi",
+             "cost_factor", "true_load", "sample_features"}
+    offenders = []
+    for path in engine_files():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                offenders += [f"{path.name}: imports {m}" for m in mods if m.startswith("policies")]
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "weights":
+                offenders.append(f"{path.name}:{node.lineno}: .weights(...)")  # the cascade's revenue weights
+            name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+            if name in truth and not (path.name == "hindsight.py" and name == "cost_factor"):
+                offenders.append(f"{path.name}:{node.lineno}: {name}")
+    assert not offenders, offenders
+
+
+class ScrambledTruth(Cascade):
+    """The same cascade with a different ground-truth revenue model (weights reversed and tripled)."""
+
+    def weights(self, features):
+        return 3.0 * super().weights(features)[:, ::-1]
+
+
+@pytest.mark.parametrize("controller", ["static", "dcaf", "pid", "mpc"])
+def test_decisions_do_not_depend_on_the_true_revenue_model(controller):
+    """With a learned policy the lambdas are identical whatever the world's true revenue model is;
+    only the plant's revenue (the metric) changes. Capacity is the same plant in both worlds."""
+    from mpc_balancer.plant import Plant, PlantConfig
+
+    traffic = Traffic(load_trace("elb"), period_s=60)
+    cap = tuple(Plant(CAS, PlantConfig(), traffic.peak_qps, 60.0).capacity)
+    logs = []
+    for cascade in (Cascade(), ScrambledTruth()):
+        policy = PolicyRuntime.load("pretrained", cost=cascade.cost)
+        sim = Simulator(traffic, cascade=cascade, plant=PlantConfig(capacity=cap), n_requests=200, days=0.08, seed=4)
+        logs.append(sim.run(mb.make_controller(controller, **({"horizon": 10} if controller == "mpc" else {})), policy).log)
+    lam_cols = [c for c in logs[0] if c.startswith("lambda_")]
+    np.testing.assert_array_equal(logs[0][lam_cols].to_numpy(), logs[1][lam_cols].to_numpy())
+    assert not np.allclose(logs[0]["revenue"], logs[1]["revenue"])
+
+
+# ------------------------------------------------------------------- a user's own service
+class SeparablePolicy:
+    """A user's policy for G clusters: per request and cluster a depth 0..4; revenue
+    ``v sum_g (1 - exp(-0.7 d_g))``, cost ``c_g(x) (0.2 + 0.5 d_g)``. Features: (log v, c_1..c_G)."""
+
+    def __init__(self, G):
+        self.clusters = tuple(f"c{g}" for g in range(G))
+        self.depth = np.arange(5)
+
+    def _choose(self, features, lam):
+        v = np.exp(features[:, :1])[:, :, None]  # (n, 1, 1)
+        c = features[:, 1:, None] * (0.2 + 0.5 * self.depth)  # (n, G, D)
+        gain = v * (1 - np.exp(-0.7 * self.depth)) - np.asarray(lam, float)[None, :, None] * c
+        d = gain.argmax(axis=2)  # (n, G)
+        rows = np.arange(len(d))[:, None]
+        return c[rows, np.arange(c.shape[1]), d], (v[:, 0, 0] * (1 - np.exp(-0.7 * d)).sum(axis=1))
+
+    def respond(self, features, lam):
+        return self._choose(np.asarray(features, float), lam)
+
+
+def history(days=3.0, level=1000.0):
+    idx = pd.date_range("2024-05-01", periods=int(days * 1440), freq="min")
+    h = (idx.hour + idx.minute / 60.0).to_numpy()
+    return pd.Series(level * (1 + 0.5 * np.sin(2 * np.pi * h / 24)), index=idx)
+
+
+def drive(bal, policy, G, ticks, telemetry_only=False, seed=0):
+    """A plant for ``policy``'s service: load = QPS x true mean cost / capacity (true cost 5% above
+    the estimate), 1% sensor noise. Returns the true loads (ticks, G) and the decisions."""
+    rng = np.random.default_rng(seed)
+    cap = np.array([bal.ctx_.capacity[g] for g in range(G)])
+    start = bal.ctx_.history_times[-1] + pd.Timedelta(minutes=1)
+    lam, load, loads, decisions = np.full(G, 0.05), np.full(G, 0.5), [], []
+    x = None
+    for k in range(ticks):
+        t = start + pd.Timedelta(minutes=k)
+        h = t.hour + t.minute / 60.0
+        qps = 1000.0 * (1 + 0.5 * np.sin(2 * np.pi * h / 24))
+        d = bal.step(mb.Telemetry(time=t - pd.Timedelta(minutes=1), qps=qps, load=dict(zip(policy.clusters, load)),
+                                  lam=dict(zip(policy.clusters, lam)), features=None if telemetry_only else x))
+        decisions.append(d)
+        lam = np.array([d.lam[c] for c in policy.clusters])
+        np.testing.assert_array_equal(lam, d.lam_vector)
+        x = np.column_stack([rng.normal(0, 0.7, 2000), rng.gamma(4.0, 0.25, (2000, G))])
+        true = qps * 1.05 * policy.respond(x, lam)[0].mean(axis=0) / cap
+        load = true * (1 + 0.01 * rng.standard_normal(G))
+        loads.append(true)
+        x = x[:300]
+    return np.array(loads), decisions
+
+
+@pytest.mark.parametrize("G", [1, 2, 3, 4])
+@pytest.mark.parametrize("controller,telemetry_only", [("pid", True), ("mpc", False), ("mpc", True), ("dcaf", False),
+                                                       ("static", False)])
+def test_public_api_regulates_a_users_service(G, controller, telemetry_only):
+    policy = SeparablePolicy(G)
+    clusters = {c: mb.Cluster(capacity=1400.0 * (1 + 0.2 * g), target=0.9) for g, c in enumerate(policy.clusters)}
+    opts = {"horizon": 15} if controller == "mpc" else {}
+    bal = mb.Balancer.create(controller=controller, clusters=clusters, policy=None if telemetry_only else policy,
+                             history=history(), period_s=60, **opts)
+    loads, decisions = drive(bal, policy, G, 240, telemetry_only)
+    assert all(list(d.lam) == list(policy.clusters) for d in decisions)
+    tail = loads[90:]
+    over = np.maximum(tail - 0.9, 0).mean(axis=0) / 0.9
+    used = np.minimum(tail, 0.9).mean(axis=0) / 0.9
+    # measured (seed 0, 240 ticks, clusters 1-4): pid mu 0.99 nu 0.008-0.011; mpc mu 0.98 nu 0.001-0.002;
+    # telemetry-only mpc mu 0.97-0.98 nu 0.002-0.004; dcaf (open loop) mu 0.997 nu 0.04-0.045;
+    # static (fixed lambda, true cost 5% above the estimate) mu 0.79-0.87 nu 0-0.006
+    lo_mu, hi_nu = {("pid", True): (0.97, 0.02), ("mpc", False): (0.97, 0.004), ("mpc", True): (0.95, 0.008),
+                    ("dcaf", False): (0.97, 0.08), ("static", False): (0.7, 0.012)}[controller, telemetry_only]
+    assert np.all(used > lo_mu) and np.all(over < hi_nu), (used, over)
+    # the first tick brings no request sample, and the telemetry-only MPC warms up for 30 ticks: the PID steers
+    not_ok = [d.reason for d in decisions if d.status != "ok"]
+    assert len(not_ok) <= {"pid": 0, "mpc": 30 if telemetry_only else 1}.get(controller, 1), not_ok
+
+
+def test_create_rejects_bad_input_naming_the_field():
+    p2 = SeparablePolicy(2)
+    good = {"c0": mb.Cluster(capacity=1e3), "c1": mb.Cluster(capacity=1e3)}
+    with pytest.raises(ValueError, match="cluster capacity must be finite and > 0"):
+        mb.Cluster(capacity=-1.0)
+    with pytest.raises(ValueError, match="cluster target must be a load fraction"):
+        mb.Cluster(capacity=1.0, target=1.5)
+    with pytest.raises(ValueError, match=r"clusters\['c1'\] must be a Cluster"):
+        mb.Balancer.create("pid", clusters={"c0": mb.Cluster(1e3), "c1": 5.0})
+    with pytest.raises(ValueError, match=r"policy clusters \['c0', 'c1'\] do not match .* \['c0'\]"):
+        mb.Balancer.create("pid", clusters={"c0": mb.Cluster(1e3)}, policy=p2)
+    with pytest.raises(ValueError, match="policy must have 'clusters' and 'respond"):
+        mb.Balancer.create("pid", clusters=good, policy=object())
+    with pytest.raises(ValueError, match="history: controller 'mpc' forecasts traffic .* 600 ticks"):
+        mb.Balancer.create("mpc", clusters=good, policy=p2, history=history(days=600 / 1440))
+    with pytest.raises(ValueError, match="controller 'dcaf' needs a policy"):
+        mb.Balancer.create("dcaf", clusters=good, history=history())
+    with pytest.raises(ValueError, match="unexpected keyword argument 'horizn'"):
+        mb.Balancer.create("mpc", clusters=good, policy=p2, history=history(), horizn=5)
+    h = history()
+    h.iloc[10] = np.nan
+    with pytest.raises(ValueError, match="history has an invalid value at 2024-05-01 00:10:00: nan"):
+        mb.Balancer.create("pid", clusters=good, history=h)
+    with pytest.raises(ValueError, match="controller options"):
+        mb.Balancer.create(mb.make_controller("pid"), clusters=good, kp=0.3)
+
+
+@pytest.mark.parametrize("telemetry_only", [False, True])
+def test_embedded_checkpoint_round_trip(telemetry_only):
+    policy = SeparablePolicy(2)
+    clusters = {c: mb.Cluster(capacity=1500.0) for c in policy.clusters}
+
+    def make():
+        return mb.Balancer.create("mpc", clusters=clusters, policy=None if telemetry_only else policy,
+                                  history=history(), horizon=10)
+
+    a = make()
+    drive(a, policy, 2, 60, telemetry_only)
+    b = make()
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    t = a.ctx_.history_times[-1] + pd.Timedelta(minutes=61)
+    x = np.column_stack([np.random.default_rng(9).normal(0, 0.7, 300), np.random.default_rng(8).gamma(4.0, 0.25, (300, 2))])
+    tel = mb.Telemetry(time=t, qps=1200.0, load={"c0": 0.93, "c1": 0.85}, lam={"c0": 0.05, "c1": 0.08},
+                       features=None if telemetry_only else x)
+    da, db = a.step(tel), b.step(tel)
+    assert da.status == db.status == "ok"
+    np.testing.assert_allclose(da.lam_vector, db.lam_vector, rtol=1e-9)
+
+
+# ------------------------------------------------------------------ telemetry response model
+def test_telemetry_response_recovers_a_monotone_curve():
+    rng = np.random.default_rng(2)
+    true = lambda z: 2.0 + 1.5 * np.tanh(-(z + 4.0))  # noqa: E731  cost per request vs log lambda
+    tr = TelemetryResponse(capacity=np.array([1000.0]), window=2000, halflife=1e9, min_ticks=5)
+    assert not tr.ready
+    for z in rng.uniform(-9, 0, 1500):
+        qps = 300.0
+        tr.observe(qps, np.array([qps * true(z) * (1 + 0.02 * rng.standard_normal()) / 1000.0]), np.exp([z]))
+    tr.observe(0.0, np.array([0.5]), np.array([0.1]))  # no traffic: skipped
+    tr.observe(10.0, np.array([np.nan]), np.array([0.1]))  # unusable: skipped
+    assert tr.ready and len(tr.points_) == 1500
+    grid = np.geomspace(np.exp(-9), 1.0, 10)
+    curve = tr.curve(grid)
+    np.testing.assert_allclose(curve.cost[0][1:-1], true(np.log(grid))[1:-1], rtol=0.03)
+    np.testing.assert_allclose(curve.cost[0][[0, -1]], true(np.log(grid))[[0, -1]], rtol=0.05)  # PAVA's edge blocks
+    assert np.all(np.diff(curve.cost[0]) <= 0)
+    # envelope: the frontier's slope between two grid points is their geometric-mean lambda
+    slopes = -np.diff(curve.revenue[0]) / -np.diff(curve.cost[0])
+    np.testing.assert_allclose(slopes, np.sqrt(grid[:-1] * grid[1:]), rtol=1e-9)
+    # beyond the lambdas seen: the prior elasticity
+    wide = tr.curve(np.array([np.exp(-12.0), np.exp(-9.0), 1.0, np.exp(2.0)]))
+    assert wide.cost[0, 0] == pytest.approx(wide.cost[0, 1] * np.exp(0.1 * 3.0), rel=0.02)
+    assert wide.cost[0, 3] == pytest.approx(wide.cost[0, 2] * np.exp(-0.1 * 2.0), rel=0.02)
+    back = TelemetryResponse(capacity=np.array([1000.0]), window=2000, halflife=1e9, min_ticks=5)
+    back.load_state_dict(json.loads(json.dumps(tr.state_dict())))
+    np.testing.assert_array_equal(back.curve(grid).cost, curve.cost)
+
+
+# ---------------------------------------------------------------- decision path and example
+def test_embedded_decision_path_imports_no_torch():
+    code = """
+import sys
+import numpy as np, pandas as pd
+import mpc_balancer as mb
+from policies.runtime import PolicyRuntime
+from policies.cascade import Cascade
+from mpc_balancer.traces import load_trace
+cas = Cascade()
+rt = PolicyRuntime.load("pretrained")
+tr = load_trace("nasa")
+hist = tr.series.iloc[:4 * 1440] * 10.0
+bal = mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=2e5) for c in rt.clusters}, policy=rt,
+                         history=hist, horizon=10)
+rng = np.random.default_rng(0)
+for k in range(5):
+    x = cas.sample_features(300, 12.0, rng)
+    d = bal.step(mb.Telemetry(time=hist.index[-1] + pd.Timedelta(minutes=k), qps=2000.0,
+                              load={c: 0.8 for c in rt.clusters}, lam={c: 0.05 for c in rt.clusters}, features=x))
+    assert d.status == "ok", d.reason
+print("TORCH" if any(m == "torch" or m.startswith("torch.") for m in sys.modules) else "ok")
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+def test_embedding_example_runs():
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / "embed_balancer.py"), "--hours", "24"],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "policy + request sample" in p.stdout and "telemetry only" in p.stdout
+    share = float(p.stdout.strip().splitlines()[-1].split(":")[1].strip().rstrip("%"))
+    assert 90.0 < share < 110.0, p.stdout[-500:]
