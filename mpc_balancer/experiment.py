@@ -95,7 +95,7 @@ def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_opt
     policy = make_policy(cfg.policy, sim.cascade)
     runs = []
     for c in built:
-        forecaster = TickForecaster(events=cfg.events) if getattr(c, "needs_forecast", False) else None
+        forecaster = TickForecaster(events=cfg.events) if c.needs_forecast else None
         runs.append(sim.run(Balancer(c, forecaster=forecaster, response_requests=sim.response_requests), policy, progress=progress))
     return runs, summarize(cfg, sim, runs)
 

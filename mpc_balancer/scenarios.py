@@ -76,7 +76,7 @@ def run_spike_test(controllers: list[str], factor: float = 8.0, announced: bool 
         events = str(events_file(factor, duration_min, tmp)) if announced else None
         for name in controllers:
             c = make_controller(name, **opts.get(name, {}))
-            fc = TickForecaster(events=events) if getattr(c, "needs_forecast", False) else None
+            fc = TickForecaster(events=events) if c.needs_forecast else None
             t0 = time.perf_counter()
             res = sim.run(Balancer(c, forecaster=fc, response_requests=sim.response_requests), policy)
             m = spike_metrics(res.log, sim.cascade.clusters, res.target)

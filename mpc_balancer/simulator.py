@@ -32,7 +32,6 @@ from .controllers.base import ControlContext, Controller
 from .controllers.hindsight import Clairvoyance
 from .telemetry import Telemetry
 from .plant import Plant, PlantConfig
-from .response import Response
 from .traffic import Traffic
 
 
@@ -49,7 +48,7 @@ class SimResult:
     extra: dict = field(default_factory=dict)
 
     def metrics(self) -> dict:
-        log, G = self.log, len(self.clusters)
+        log = self.log
         active = log["arrivals"].to_numpy() > 0
         per = {}
         for g, name in enumerate(self.clusters):

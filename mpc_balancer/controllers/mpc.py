@@ -282,7 +282,7 @@ class MpcController(Controller):
                 "pool": [p.tolist() for p in self.pool_], "curve_pool": arr(self.curve_pool_),
                 "mode": self.mode_, "u_scale": arr(self.u_scale_), "telemetry": self.telemetry_.state_dict(),
                 "rng": self.rng_.bit_generator.state,
-                "warm_start": self.solver_.warm_state() if hasattr(self.solver_, "warm_state") else None,
+                "warm_start": None if self.solver_ is None else self.solver_.warm_state(),
                 "curve": None if c is None else {"lam_grid": c.lam_grid.tolist(), "cost": c.cost.tolist(), "revenue": c.revenue.tolist()}}
 
     def load_state_dict(self, d: dict) -> None:
@@ -302,7 +302,7 @@ class MpcController(Controller):
         self.rng_.bit_generator.state = d["rng"]
         if d["u_scale"] is not None:
             self._build(np.asarray(d["u_scale"], dtype=float))
-        if d.get("warm_start") is not None and hasattr(self.solver_, "load_warm_state"):
+        if d["warm_start"] is not None:
             self.solver_.load_warm_state(d["warm_start"])
         c = d["curve"]
         self.curve_ = None if c is None else ResponseCurve(np.asarray(c["lam_grid"]), np.asarray(c["cost"]), np.asarray(c["revenue"]))

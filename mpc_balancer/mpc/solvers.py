@@ -107,6 +107,13 @@ class CvxpyMpcSolver:
     def __init__(self, problem: MpcProblem, solver: str | None = None):
         self.problem, self.solver = problem, solver
 
+    def warm_state(self) -> None:
+        """cvxpy re-solves from scratch: nothing to checkpoint (same interface as the OSQP solver)."""
+        return None
+
+    def load_warm_state(self, state: dict) -> None:
+        """Nothing to restore (see :meth:`warm_state`)."""
+
     def solve(self, data: MpcData) -> MpcSolution:
         import cvxpy as cp
 

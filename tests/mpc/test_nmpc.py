@@ -170,7 +170,7 @@ def closed_loop(ctrl, L, lam, ticks, G=2):
     controller reports a non-``ok`` status). Returns the final load and the controller's statuses."""
     bal = Balancer(ctrl).setup(context(G))
     statuses = []
-    for k in range(ticks):
+    for _ in range(ticks):
         d = bal.step(Telemetry(time=pd.Timestamp("2024-01-02 12:00"), qps=1000.0, load=L, lam=lam))
         statuses.append("ok" if d.status == "ok" else d.reason.split(": ", 1)[1])
         lam = d.lam_vector
