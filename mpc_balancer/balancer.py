@@ -60,6 +60,8 @@ class Balancer:
                  time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None):
         if not max_ratio > 1:
             raise ValueError(f"max_ratio must be > 1, got {max_ratio!r}")
+        if response_requests is not None and not (isinstance(response_requests, (int, np.integer)) and response_requests >= 1):
+            raise ValueError(f"response_requests must be an integer >= 1 (or None: the whole sample), got {response_requests!r}")
         if not time_budget_s > 0:
             raise ValueError(f"time_budget_s must be > 0, got {time_budget_s!r}")
         self.controller, self.forecaster, self.fallback, self.max_ratio = controller, forecaster, fallback, max_ratio
@@ -75,7 +77,9 @@ class Balancer:
         Parameters
         ----------
         controller : str or Controller
-            ``"static" | "dcaf" | "pid" | "mpc" | "nmpc" | "shooting"``, or a configured controller.
+            ``"static" | "dcaf" | "pid" | "mpc"``, ``"nmpc" | "shooting"`` (with ``weights=PATH``, a
+            dynamics model exported by a simulator run: an embedded Balancer has no simulator to
+            train one in), or a configured controller.
         clusters : dict of str -> Cluster
             Each cluster's capacity (CPU-ms per second) and target ``C_m``; the order is the order
             of every array the Balancer returns.
@@ -107,6 +111,10 @@ class Balancer:
         names = tuple(clusters)
         if policy is not None:
             check_policy(policy, names)
+        for name, v in (("period_s", period_s), ("lam_min", lam_min), ("lam_max", lam_max), ("initial_lam", initial_lam),
+                        ("max_ratio", max_ratio), ("time_budget_s", time_budget_s)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ValueError(f"{name} must be a number, got {v!r}")
         if not (np.isfinite(period_s) and period_s > 0):
             raise ValueError(f"period_s must be finite and > 0, got {period_s!r}")
         if not (0 < lam_min < lam_max and np.isfinite(lam_max)):
@@ -130,16 +138,20 @@ class Balancer:
                 from .forecast import TickForecaster
 
                 self.forecaster = TickForecaster()
+            need = "at least two days of history at the control period"
+            if len(context.history_qps) == 0:
+                raise ValueError(f"history: controller {self.controller.name!r} forecasts traffic and needs {need}; got none")
             try:
                 self.forecaster.fit(context.history_qps, context.history_times, context.period_s)
-            except ValueError as e:
+            except (ValueError, IndexError) as e:
                 raise ValueError(f"history: controller {self.controller.name!r} forecasts traffic and its forecaster "
-                                 f"could not fit {len(context.history_qps)} ticks of history ({e})") from None
+                                 f"could not fit {len(context.history_qps)} ticks of history ({e}); it needs {need}") from None
             self.horizon = self.horizon or self.controller.horizon
         self.last_good_ = np.full(context.n_clusters, float(initial_lam))
         self.observed_: list = []  # (time, qps) fed to the forecaster since setup, for checkpoints
         self.counts_ = {"ok": 0, "fallback": 0, "hold": 0}
         self.ticks_ = 0
+        self.last_time_: pd.Timestamp | None = None
         self.n_features_: int | None = None
         return self
 
@@ -154,7 +166,7 @@ class Balancer:
                 g = int(np.flatnonzero(bad)[0])
                 return f"invalid telemetry: {name}[{self.ctx_.clusters[g]}]={float(v[g])!r}"
         x = obs.features
-        if x is not None and not np.all(np.isfinite(x)):
+        if x is not None and self.ctx_.policy is not None and not np.all(np.isfinite(x)):
             return f"invalid telemetry: features row {int(np.argwhere(~np.isfinite(x))[0, 0])} is not finite"
         return ""
 
@@ -166,34 +178,43 @@ class Balancer:
     def step(self, telemetry: Telemetry) -> Decision:
         """One control tick: the lambda to apply until the next telemetry (see the module doc)."""
         obs = to_observation(telemetry, self.ctx_.clusters, self.ticks_, self.n_features_)
-        self.ticks_ += 1
         problem = self._validate(obs)
+        if not problem and self.last_time_ is not None and obs.time <= self.last_time_:
+            problem = f"invalid telemetry: time {obs.time} is not after the previous tick's {self.last_time_}"
         if problem:
             self.counts_["hold"] += 1
             return self._decision(self.last_good_.copy(), "hold", "hold", reason=problem)
+        self.ticks_ += 1
+        self.last_time_ = obs.time
         if obs.features is not None:
             self.n_features_ = obs.features.shape[1]
-        forecast = None
-        if self.forecaster is not None:
-            self.forecaster.observe(obs.time, obs.qps)
-            self.observed_.append((str(obs.time), float(obs.qps)))
-            forecast = self.forecaster.predict(self.horizon)
-        response = None
-        if self.ctx_.policy is not None and obs.features is not None:
-            response = Response(self.ctx_.policy, obs.features, max_requests=self.response_requests, lam=obs.lam)
         shadow = self.pid_.make_step(obs) if self.pid_ is not None else None
         t0 = time.perf_counter()
-        reason = ""
+        reason, plan = "", None
         try:
-            plan: Plan | None = self.controller.make_step(obs, forecast=forecast, response=response)
-        except Exception as e:  # noqa: BLE001 -- any controller failure falls back, with the reason recorded
-            plan, reason = None, f"{self.controller.name} raised {type(e).__name__}: {e}"
+            forecast = None
+            if self.forecaster is not None:
+                self.observed_.append((str(obs.time), float(obs.qps)))
+                self.forecaster.observe(obs.time, obs.qps)
+                forecast = self.forecaster.predict(self.horizon)
+        except Exception as e:  # noqa: BLE001 -- a forecaster failure falls back like a controller failure
+            reason = f"forecaster raised {type(e).__name__}: {e}"
+        if not reason:
+            try:
+                response = None
+                if self.ctx_.policy is not None and obs.features is not None:
+                    response = Response(self.ctx_.policy, obs.features, max_requests=self.response_requests, lam=obs.lam)
+                plan = self.controller.make_step(obs, forecast=forecast, response=response)
+            except Exception as e:  # noqa: BLE001 -- any controller or policy failure falls back, with the reason recorded
+                reason = f"{self.controller.name} raised {type(e).__name__}: {e}"
         elapsed = time.perf_counter() - t0
-        if plan is not None and not reason:
-            if plan.status != "ok":
+        if not reason:
+            if not isinstance(plan, Plan):
+                reason = f"{self.controller.name}: make_step returned {type(plan).__name__}, not a Plan"
+            elif plan.status != "ok":
                 reason = f"{self.controller.name}: {plan.status}"
-            elif not np.all(np.isfinite(plan.lam)):
-                reason = f"{self.controller.name}: non-finite lambda {np.asarray(plan.lam).tolist()}"
+            elif np.shape(plan.lam) != (self.ctx_.n_clusters,) or not np.all(np.isfinite(plan.lam)):
+                reason = f"{self.controller.name}: lambda must be {self.ctx_.n_clusters} finite values, got {plan.lam!r}"
             elif elapsed > self.time_budget_s:
                 reason = f"{self.controller.name}: took {elapsed * 1e3:.1f} ms > budget {self.time_budget_s * 1e3:.0f} ms"
         if not reason:
@@ -221,7 +242,8 @@ class Balancer:
     def state_dict(self) -> dict:
         d = {"version": 1, "controller": self.controller.name, "clusters": list(self.ctx_.clusters),
              "last_good": self.last_good_.tolist(), "counts": dict(self.counts_), "observed": list(self.observed_),
-             "ticks": self.ticks_, "n_features": self.n_features_, "controller_state": self.controller.state_dict()}
+             "ticks": self.ticks_, "last_time": None if self.last_time_ is None else str(self.last_time_),
+             "n_features": self.n_features_, "controller_state": self.controller.state_dict()}
         if self.pid_ is not None:
             d["pid"] = self.pid_.state_dict()
         json.dumps(d)  # must be JSON
@@ -236,14 +258,21 @@ class Balancer:
             raise ValueError(f"checkpoint is for clusters {d.get('clusters')!r}, this Balancer has {list(self.ctx_.clusters)}")
         if self.ticks_:
             raise ValueError("load_state_dict needs a freshly set-up Balancer (this one has already stepped)")
+        missing = {"last_good", "counts", "observed", "ticks", "last_time", "n_features", "controller_state"} - set(d)
+        if missing:
+            raise ValueError(f"checkpoint is missing {sorted(missing)}")
+        last_good = np.asarray(d["last_good"], dtype=float)
+        if last_good.shape != (self.ctx_.n_clusters,) or not np.all(np.isfinite(last_good)) or np.any(last_good <= 0):
+            raise ValueError(f"checkpoint last_good must be {self.ctx_.n_clusters} finite values > 0, got {d['last_good']!r}")
         if self.forecaster is not None:
             for t, q in d["observed"]:
                 self.forecaster.observe(pd.Timestamp(t), q)
                 self.forecaster.predict(self.horizon)  # keeps the online band calibration identical
             self.observed_ = [tuple(x) for x in d["observed"]]
-        self.last_good_ = np.asarray(d["last_good"], dtype=float)
+        self.last_good_ = last_good
         self.counts_ = dict(d["counts"])
         self.ticks_, self.n_features_ = int(d["ticks"]), d["n_features"]
+        self.last_time_ = None if d["last_time"] is None else pd.Timestamp(d["last_time"])
         self.controller.load_state_dict(d["controller_state"])
         if self.pid_ is not None and "pid" in d:
             self.pid_.load_state_dict(d["pid"])
@@ -260,6 +289,8 @@ def _history(history) -> tuple[np.ndarray, pd.DatetimeIndex]:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"history has an invalid value at {history.index[i]}: {float(qps[i])!r} (need finite and >= 0)")
+    if history.index.tz is not None:
+        raise ValueError(f"history index must be timezone-naive (as telemetry times are), got tz={history.index.tz}")
     if not history.index.is_monotonic_increasing or history.index.has_duplicates:
         raise ValueError("history index must be increasing timestamps without duplicates")
     return qps, history.index

@@ -42,17 +42,24 @@ def check_policy(policy, clusters: tuple[str, ...]) -> None:
     """Raise ``ValueError`` unless ``policy`` implements :class:`Policy` for exactly ``clusters``."""
     if not isinstance(policy, Policy):
         raise ValueError(f"policy must have 'clusters' and 'respond(features, lam)', got {type(policy).__name__}")
-    names = tuple(policy.clusters)
-    if names != tuple(clusters):
+    names = policy.clusters
+    if isinstance(names, str) or not all(isinstance(c, str) for c in names):
+        raise ValueError(f"policy clusters must be a sequence of cluster names, got {names!r}")
+    if tuple(names) != tuple(clusters):
         raise ValueError(f"policy clusters {list(names)} do not match the balancer's clusters {list(clusters)}")
 
 
 def checked_response(policy, features: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``policy.respond`` with its output validated: cost ``(n, G)`` >= 0 and revenue ``(n,)``, finite."""
-    cost, revenue = policy.respond(features, lam)
-    cost, revenue = np.asarray(cost, dtype=float), np.asarray(revenue, dtype=float)
-    n, G = len(features), len(policy.clusters)
     who = type(policy).__name__
+    out = policy.respond(features, lam)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValueError(f"{who}.respond must return a tuple (cost, revenue), got {type(out).__name__}")
+    try:
+        cost, revenue = np.asarray(out[0], dtype=float), np.asarray(out[1], dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}.respond must return numeric arrays (cost, revenue)") from None
+    n, G = len(features), len(policy.clusters)
     if cost.shape != (n, G):
         raise ValueError(f"{who}.respond: cost must have shape ({n}, {G}), got {cost.shape}")
     if revenue.shape != (n,):

@@ -31,6 +31,8 @@ class Response:
 
     def __init__(self, policy, features: np.ndarray, max_requests: int | None = 256, lam: np.ndarray | None = None,
                  rng: np.random.Generator | None = None):
+        if max_requests is not None and not (isinstance(max_requests, (int, np.integer)) and max_requests >= 1):
+            raise ValueError(f"response_requests must be an integer >= 1 (or None: the whole sample), got {max_requests!r}")
         x = np.array(features, dtype=float)  # a private copy: made read-only below
         if max_requests is not None and len(x) > max_requests:
             G = len(policy.clusters)

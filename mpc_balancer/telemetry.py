@@ -18,6 +18,10 @@ class Cluster:
     target: float = 0.9
 
     def __post_init__(self):
+        for name in ("capacity", "target"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ValueError(f"cluster {name} must be a number, got {v!r}")
         if not (np.isfinite(self.capacity) and self.capacity > 0):
             raise ValueError(f"cluster capacity must be finite and > 0 (CPU-ms per second), got {self.capacity!r}")
         if not (np.isfinite(self.target) and 0 < self.target <= 1):
@@ -34,9 +38,9 @@ class Telemetry:
         End of the tick (anything ``pandas.Timestamp`` accepts, timezone-naive).
     qps : float
         Requests per second over the tick.
-    load : mapping cluster -> float, or array in cluster order
+    load : mapping (or pandas Series) cluster -> float, or array in cluster order
         Measured load of each cluster (fraction of capacity).
-    lam : mapping cluster -> float, or array in cluster order
+    lam : mapping (or pandas Series) cluster -> float, or array in cluster order
         The lambda in force during the tick.
     features : (n, d) array or None
         A sample of the tick's requests, as the policy reads them; None sends aggregates only.
@@ -50,9 +54,10 @@ class Telemetry:
 
 
 def _per_cluster(name: str, value, clusters: tuple[str, ...]) -> np.ndarray:
-    if isinstance(value, Mapping):
-        missing = [c for c in clusters if c not in value]
-        extra = [str(k) for k in value if k not in clusters]
+    if isinstance(value, (Mapping, pd.Series)):  # keyed by cluster name, never read by position
+        keys = list(value.keys())
+        missing = [c for c in clusters if c not in keys]
+        extra = [str(k) for k in keys if k not in clusters]
         if missing or extra:
             raise ValueError(f"telemetry {name}: missing clusters {missing}, unknown clusters {extra}; "
                              f"expected exactly {list(clusters)}")
@@ -85,7 +90,10 @@ def to_observation(tel: Telemetry, clusters: tuple[str, ...], t: int, n_features
     load, lam = _per_cluster("load", tel.load, clusters), _per_cluster("lam", tel.lam, clusters)
     x = tel.features
     if x is not None:
-        x = np.asarray(x, dtype=float)
+        try:
+            x = np.asarray(x, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError("telemetry features must be a numeric 2-D array (requests x features)") from None
         if x.ndim != 2 or len(x) == 0:
             raise ValueError(f"telemetry features must be a 2-D array (requests x features) with >= 1 row, got shape {x.shape}")
         if n_features is not None and x.shape[1] != n_features:

@@ -84,10 +84,10 @@ class TelemetryResponse:
         zg = np.log(np.asarray(grid, dtype=float))
         cost = np.empty((G, len(zg)))
         for g in range(G):
-            order = np.argsort(z[:, g], kind="stable")
-            fit = isotonic_regression(u[order, g], weights=w[order], increasing=False).x
-            zs, keep = np.unique(z[order, g], return_index=True)  # tied lambdas share one fitted value
-            fs = fit[keep]
+            # ticks at the same lambda (a bound, a held value) are pooled into their weighted mean first
+            zs, inv = np.unique(z[:, g], return_inverse=True)
+            wsum = np.bincount(inv, weights=w)
+            fs = isotonic_regression(np.bincount(inv, weights=w * u[:, g]) / wsum, weights=wsum, increasing=False).x
             cost[g] = np.interp(zg, zs, fs)
             below, above = zg < zs[0], zg > zs[-1]  # the prior elasticity beyond the lambdas seen
             cost[g, below] = fs[0] * np.exp(self.elasticity * (zs[0] - zg[below]))

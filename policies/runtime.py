@@ -438,14 +438,15 @@ class PolicyRuntime:
         revenue estimate (N,) of that action) at multipliers ``lam``.
 
         A controller sweeps lambda over one request sample: when ``features`` is the same read-only
-        array as in the previous call, its request profiles are reused (a writeable array is
-        recomputed every call, since it may have changed in place)."""
+        array, owning its data, as in the previous call, its request profiles are reused (anything
+        else -- a writeable array, a view of another array -- is recomputed every call, since its
+        values may have changed in place)."""
         cached, profiles = self._respond_cache
         if cached is not None and features is cached:
             z, b = profiles
         else:
             z, b = self.request_profiles(features)
-            if isinstance(features, np.ndarray) and not features.flags.writeable:
+            if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
                 self._respond_cache = (features, (z, b))
         a = self._decide(z, lam)
         revenue = np.einsum("np,np->n", z, self.psi[a].astype(self.dtype, copy=False)) + b

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mpc_balancer.balancer import Balancer
@@ -30,7 +31,8 @@ def observations(sim, balancer, n):
     plant.reset(np.full(3, 0.8))
     env = list(sim.environment())[:n]
     lam = np.full(3, 0.01)
-    obs = Telemetry(time=sim.times[0], qps=env[0][0] / 60, load=plant.load.copy(), lam=lam, features=env[0][1])
+    obs = Telemetry(time=sim.times[0] - pd.Timedelta(minutes=1), qps=env[0][0] / 60, load=plant.load.copy(), lam=lam,
+                    features=env[0][1])
     for k, (arr, x, u, noise) in enumerate(env):
         dec = balancer.step(obs)
         yield obs, dec
@@ -93,7 +95,7 @@ class NanPlan(Controller):
 @pytest.mark.parametrize("ctrl,kw,needle", [
     (Exploding(), {}, "exploding raised RuntimeError: solver crashed"),
     (Slow(), {"time_budget_s": 0.005}, "budget 5 ms"),
-    (NanPlan(), {}, "non-finite lambda"),
+    (NanPlan(), {}, "lambda must be 3 finite values"),
 ])
 def test_fallback_chain_records_the_reason(sim, ctrl, kw, needle):
     b = Balancer(ctrl, **kw).setup(sim.context(POLICY))

@@ -3,6 +3,7 @@
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -303,3 +304,134 @@ def test_embedding_example_runs():
     assert "policy + request sample" in p.stdout and "telemetry only" in p.stdout
     share = float(p.stdout.strip().splitlines()[-1].split(":")[1].strip().rstrip("%"))
     assert 90.0 < share < 110.0, p.stdout[-500:]
+
+
+# ------------------------------------------------------------- hostile and careless callers
+def two_cluster_pid(**kw):
+    policy = SeparablePolicy(2)
+    return policy, mb.Balancer.create("pid", clusters={c: mb.Cluster(capacity=1500.0) for c in policy.clusters},
+                                      policy=policy, history=history(), **kw)
+
+
+def tick(bal, k, **kw):
+    t = bal.ctx_.history_times[-1] + pd.Timedelta(minutes=k + 1)
+    fields = {"qps": 1000.0, "load": {"c0": 0.8, "c1": 0.8}, "lam": {"c0": 0.05, "c1": 0.05}} | kw
+    return bal.step(mb.Telemetry(time=t, **fields))
+
+
+def test_per_cluster_values_are_read_by_name_never_by_position():
+    _, bal = two_cluster_pid()
+    d = tick(bal, 0, load=pd.Series({"c1": 0.95, "c0": 0.10}))
+    _, ref = two_cluster_pid()
+    np.testing.assert_array_equal(d.lam_vector, tick(ref, 0, load={"c0": 0.10, "c1": 0.95}).lam_vector)
+    with pytest.raises(ValueError, match=r"missing clusters \['c0', 'c1'\], unknown clusters \['x', 'y'\]"):
+        tick(bal, 1, load=pd.Series({"x": 0.9, "y": 0.1}))
+
+
+class FailingPolicy(SeparablePolicy):
+    def __init__(self, G, mode):
+        super().__init__(G)
+        self.mode = mode
+
+    def respond(self, features, lam):
+        if self.mode == "raise":
+            raise RuntimeError("model server down")
+        cost, rev = super().respond(features, lam)
+        return (cost[:, :1], rev) if self.mode == "shape" else (cost, rev * np.nan)
+
+
+@pytest.mark.parametrize("mode,needle", [("raise", "RuntimeError: model server down"),
+                                         ("shape", r"FailingPolicy.respond: cost must have shape \(\d+, 2\)"),
+                                         ("nan", "FailingPolicy.respond: revenue must be finite")])
+@pytest.mark.parametrize("n", [100, 1000])  # below and above response_requests (the sample is cut)
+def test_a_failing_policy_falls_back_to_the_pid(mode, needle, n):
+    policy = FailingPolicy(2, mode)
+    bal = mb.Balancer.create("dcaf", clusters={c: mb.Cluster(capacity=1500.0) for c in policy.clusters},
+                             policy=policy, history=history())
+    x = np.column_stack([np.zeros(n), np.ones((n, 2))])
+    d = tick(bal, 0, features=x)
+    assert d.status == "fallback" and d.controller == "pid (fallback)"
+    assert re.search(needle, d.reason), d.reason
+
+
+class BrokenForecaster:
+    def fit(self, qps, times, period_s):
+        return self
+
+    def observe(self, time, qps):
+        raise ValueError("y has 361 non-missing points")
+
+    def predict(self, h):  # pragma: no cover - never reached
+        raise AssertionError
+
+
+def test_a_failing_forecaster_falls_back_and_recovers_nothing_raises():
+    policy = SeparablePolicy(2)
+    bal = mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=1500.0) for c in policy.clusters},
+                             policy=policy, history=history(), forecaster=BrokenForecaster(), horizon=10)
+    for k in range(3):
+        d = tick(bal, k)
+        assert d.status == "fallback" and "forecaster raised ValueError: y has 361" in d.reason
+
+
+def test_time_must_move_forward():
+    _, bal = two_cluster_pid(initial_lam=0.07)
+    assert tick(bal, 5).status == "ok"
+    for k in (5, 2):
+        d = tick(bal, k)
+        assert d.status == "hold" and "is not after the previous tick's" in d.reason
+    assert tick(bal, 6).status == "ok"
+
+
+def test_more_bad_setups_name_the_field():
+    good = {"c0": mb.Cluster(capacity=1e3), "c1": mb.Cluster(capacity=1e3)}
+    with pytest.raises(ValueError, match="cluster capacity must be a number, got '1e3'"):
+        mb.Cluster(capacity="1e3")
+    with pytest.raises(ValueError, match="history index must be timezone-naive"):
+        mb.Balancer.create("pid", clusters=good, history=history().tz_localize("UTC"))
+    with pytest.raises(ValueError, match="history: controller 'mpc' forecasts traffic and needs at least two days"):
+        mb.Balancer.create("mpc", clusters=good)
+    with pytest.raises(ValueError, match="response_requests must be an integer >= 1"):
+        mb.Balancer.create("pid", clusters=good, response_requests=0)
+    with pytest.raises(ValueError, match="lam_min must be a number"):
+        mb.Balancer.create("pid", clusters=good, lam_min="0.1")
+
+    named = SeparablePolicy(1)
+    named.clusters = "c0"  # a string, not a tuple of names
+    with pytest.raises(ValueError, match="policy clusters must be a sequence of cluster names"):
+        mb.Balancer.create("pid", clusters={"c0": mb.Cluster(1e3)}, policy=named)
+
+
+def test_a_bad_checkpoint_is_refused_before_anything_changes():
+    _, a = two_cluster_pid()
+    tick(a, 0)
+    state = a.state_dict()
+    _, b = two_cluster_pid()
+    for broken, needle in (({k: v for k, v in state.items() if k != "ticks"}, r"missing \['ticks'\]"),
+                           (state | {"last_good": [np.nan, 0.1]}, "last_good must be 2 finite values > 0"),
+                           (state | {"last_good": [0.1]}, "last_good must be 2 finite values > 0")):
+        with pytest.raises(ValueError, match=needle):
+            b.load_state_dict(broken)
+        assert b.ticks_ == 0 and b.observed_ == []
+    b.load_state_dict(json.loads(json.dumps(state)))
+    np.testing.assert_array_equal(tick(a, 1).lam_vector, tick(b, 1).lam_vector)
+
+
+def test_telemetry_response_pools_ticks_at_the_same_lambda():
+    tr = TelemetryResponse(capacity=np.array([100.0]), halflife=1e9, min_ticks=1)
+    tr.observe(100.0, np.array([2.0]), np.array([1e-5]))  # one glitched tick (cost 2.0) ...
+    for _ in range(199):
+        tr.observe(100.0, np.array([1.0]), np.array([1e-5]))  # ... among 199 at cost 1.0, all at the bound
+    cost = tr.curve(np.array([1e-5, 1e-4])).cost[0, 0]
+    assert cost == pytest.approx((2.0 + 199.0) / 200.0)
+
+
+def test_runtime_cache_ignores_read_only_views():
+    rng = np.random.default_rng(3)
+    rt = PolicyRuntime.load("pretrained")
+    base = CAS.sample_features(50, rng.uniform(0, 24, 50), rng)
+    view = base.view()
+    view.setflags(write=False)
+    rt.respond(view, np.full(3, 0.05))
+    base[:, 0] += 3.0
+    np.testing.assert_array_equal(rt.respond(view, np.full(3, 0.05))[1], rt.respond(base.copy(), np.full(3, 0.05))[1])
