@@ -50,6 +50,7 @@ class OraclePolicy:
         self._idx = idx
         self._phi = cascade.phi[:, idx].astype(self.dtype)
         self._cost = cascade.cost[:, idx]
+        self._respond_cache = (None, None)  # (read-only features array, its revenue weights)
 
     def act(self, features: np.ndarray, lam) -> np.ndarray:
         return self.act_weights(self.cascade.weights(features), lam)
@@ -62,8 +63,14 @@ class OraclePolicy:
     def respond(self, features: np.ndarray, lam) -> tuple[np.ndarray, np.ndarray]:
         """(estimated cost (N, G) of each request's chosen action, its expected revenue (N,)): the
         policy protocol of :mod:`mpc_balancer.policy`. The oracle's own revenue estimate is the
-        cascade's revenue model: that is what makes it the oracle."""
-        w = self.cascade.weights(features)
+        cascade's revenue model: that is what makes it the oracle. As in
+        :meth:`policies.runtime.PolicyRuntime.respond`, a read-only array that owns its data is
+        assumed unchanged between calls and its revenue weights are reused."""
+        cached, w = self._respond_cache
+        if cached is None or features is not cached:
+            w = self.cascade.weights(features)
+            if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
+                self._respond_cache = (features, w)
         a = self.act_weights(w, lam)
         return self.cascade.cost[:, a].T, self.cascade.expected_revenue_w(w, a)
 

@@ -426,12 +426,19 @@ def test_telemetry_response_pools_ticks_at_the_same_lambda():
     assert cost == pytest.approx((2.0 + 199.0) / 200.0)
 
 
-def test_runtime_cache_ignores_read_only_views():
+@pytest.mark.parametrize("make", [lambda: PolicyRuntime.load("pretrained"), lambda: OraclePolicy(CAS)])
+def test_respond_cache_ignores_read_only_views(make):
     rng = np.random.default_rng(3)
-    rt = PolicyRuntime.load("pretrained")
+    rt = make()
     base = CAS.sample_features(50, rng.uniform(0, 24, 50), rng)
     view = base.view()
     view.setflags(write=False)
     rt.respond(view, np.full(3, 0.05))
     base[:, 0] += 3.0
     np.testing.assert_array_equal(rt.respond(view, np.full(3, 0.05))[1], rt.respond(base.copy(), np.full(3, 0.05))[1])
+    owned = base.copy()
+    owned.setflags(write=False)
+    first = rt.respond(owned, np.full(3, 0.05))
+    for lam in (0.5, 0.05):  # served from the cache: the same as a fresh array
+        np.testing.assert_array_equal(rt.respond(owned, np.full(3, lam))[1], rt.respond(base.copy(), np.full(3, lam))[1])
+    np.testing.assert_array_equal(rt.respond(owned, np.full(3, 0.05))[0], first[0])
