@@ -1,10 +1,17 @@
-"""``mpc-balancer mtorl``: train MTORL and evaluate it against the baselines.
+"""``mpc-balancer mtorl``: train MTORL, evaluate it against the baselines, diagnose a data set.
 
-``train --data kuairand|sim|PATH [--seed S] --out DIR`` fits MTORL on the training users and
-writes a bundle (npz + JSON, no pickle) with ``metrics.json`` (test agreement).
-``evaluate [--data ...] [--seeds N] [--json FILE]`` prints and optionally writes
-``{"data", "methods": {method: {channel_auc, macro_f1, sim_value_per_budget, budget_used_pct}},
-"seeds", "spread", ["reference"]}``.
+``--data`` is ``kuairand`` or ``criteo`` (samples shipped with the package), ``sim`` (the
+simulated environment) or the path of a journey CSV (format: :mod:`policies.offline.journeys`).
+
+``train --data D [--seed S] --out DIR`` fits MTORL on the training users and writes a bundle
+(npz + JSON, no pickle) with ``metrics.json`` (test agreement).
+``evaluate [--data D] [--seeds N] [--json FILE]`` prints and optionally writes
+``{"data", "methods": {method: {channel_auc, macro_f1, value_per_budget_same,
+budget_used_pct_same, value_per_budget_own, budget_used_pct_own}}, "seeds", "spread",
+"value_estimator", ["mtorl_wins"], ["reference"]}`` (see :mod:`policies.offline.evaluation`).
+``diagnose --data D [--json FILE]`` prints channel shares, transitions, the per-user
+chi-square, a gradient-boosting probe AUC and the random-window leakage check
+(:mod:`policies.offline.diagnose`).
 """
 from __future__ import annotations
 
@@ -26,12 +33,13 @@ def _shares(text: str | None):
 
 def _cmd_train(args) -> int:
     from policies.offline.bundle import save_model
-    from policies.offline.evaluation import SPLIT, agreement, load_data
+    from policies.offline.evaluation import PATIENCE, SPLIT, agreement, load_data
     from policies.offline.mtorl import MTORL
 
     journeys, _ = load_data(args.data, args.seed)
     train, val, test = journeys.split(SPLIT, args.seed)
-    model = MTORL(seed=args.seed, max_epochs=args.max_epochs, penalty=args.penalty).fit(train, val)
+    model = MTORL(seed=args.seed, max_epochs=args.max_epochs, penalty=args.penalty,
+                  patience=PATIENCE).fit(train, val)
     out = save_model(model, args.out)
     metrics = agreement(model, test)
     metrics.update(best_epoch=model.history_["best_epoch"], data=args.data, seed=args.seed)
@@ -48,9 +56,11 @@ def _cmd_evaluate(args) -> int:
     if not 0 < args.budget_fraction <= 1:
         raise ValueError(f"--budget-fraction must be in (0, 1], got {args.budget_fraction}")
     log = (lambda m: print(m, file=sys.stderr)) if args.verbose else None
+    if args.patience < 1:
+        raise ValueError(f"--patience must be >= 1, got {args.patience}")
     result = evaluate(args.data, seeds=args.seeds, budget_fraction=args.budget_fraction,
                       shares=_shares(args.channel_shares), prior_weight=args.prior_weight,
-                      max_epochs=args.max_epochs, log=log)
+                      max_epochs=args.max_epochs, patience=args.patience, log=log)
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text)
@@ -58,31 +68,62 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_diagnose(args) -> int:
+    from policies.offline.diagnose import diagnose, format_report
+    from policies.offline.evaluation import load_data
+
+    if args.window < 1 or args.windows < 2:
+        raise ValueError(f"--window must be >= 1 and --windows >= 2, got {args.window}, {args.windows}")
+    journeys, _ = load_data(args.data, args.seed)
+    longest = int(journeys.mask.sum(axis=1).max())
+    result = diagnose(journeys, seed=args.seed, probe=not args.no_probe,
+                      window_check=longest >= args.window, n_windows=args.windows, window=args.window)
+    result["data"] = args.data
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(format_report(args.data, result))
+    if longest < args.window:
+        print(f"random-window check skipped: the longest journey has {longest} exposures, "
+              f"--window is {args.window}")
+    return 0
+
+
 def register(subparsers) -> None:
-    """Add ``mtorl train`` and ``mtorl evaluate``."""
+    """Add ``mtorl train``, ``mtorl evaluate`` and ``mtorl diagnose``."""
     p = subparsers.add_parser("mtorl", help="MTORL: offline RL channel recommendation and budget allocation")
     sub = p.add_subparsers(dest="mtorl_command", metavar="SUBCOMMAND")
     sub.required = True
     t = sub.add_parser("train", help="fit MTORL and save it (npz + JSON)")
-    t.add_argument("--data", default="kuairand", help="kuairand, sim, or a journey CSV path")
+    t.add_argument("--data", default="kuairand", help="kuairand, criteo, sim, or a journey CSV path")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="output directory")
-    t.add_argument("--max-epochs", type=int, default=20)
+    t.add_argument("--max-epochs", type=int, default=100)
     t.add_argument("--penalty", type=float, default=0.1, help="s in the token's r - s*cost")
     t.set_defaults(func=_cmd_train)
     e = sub.add_parser("evaluate", help="MTORL beside the baselines, over seeds")
-    e.add_argument("--data", default="kuairand", help="kuairand, sim, or a journey CSV path")
+    e.add_argument("--data", default="kuairand", help="kuairand, criteo, sim, or a journey CSV path")
     e.add_argument("--seeds", type=int, default=3)
     e.add_argument("--json", help="write the result to this file")
     e.add_argument("--budget-fraction", type=float, default=0.4,
-                   help="sim budget as a fraction of the logged spend on the test users")
+                   help="budget as a fraction of the logged spend on the test users")
     e.add_argument("--channel-shares", default=None,
                    help="budget share per channel, e.g. 0.3,0.3,0.4, or 'logged'")
     e.add_argument("--prior-weight", type=float, default=0.0,
                    help="weight of MTORL's channel policy in its allocation")
-    e.add_argument("--max-epochs", type=int, default=20)
+    e.add_argument("--max-epochs", type=int, default=100,
+                   help="epoch cap; training stops earlier when the validation loss stalls")
+    e.add_argument("--patience", type=int, default=5,
+                   help="epochs without validation improvement before stopping")
     e.add_argument("--verbose", action="store_true", help="log per seed and method to stderr")
     e.set_defaults(func=_cmd_evaluate)
+    d = sub.add_parser("diagnose", help="is the channel predictable? shares, transitions, probe")
+    d.add_argument("--data", default="kuairand", help="kuairand, criteo, sim, or a journey CSV path")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--json", help="write the result to this file")
+    d.add_argument("--no-probe", action="store_true", help="skip the gradient-boosting probe")
+    d.add_argument("--window", type=int, default=20, help="window length of the leakage check")
+    d.add_argument("--windows", type=int, default=4000, help="windows drawn in the leakage check")
+    d.set_defaults(func=_cmd_diagnose)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,6 +157,27 @@ class BudgetAllocator:
         out = serve_in_order(ch, penalised, c, self.budget, caps)
         return make_allocation(out, c, s, prices, self.budget)
 
+    def allocate_valued(self, channels: np.ndarray, values: np.ndarray, costs) -> Allocation:
+        """Serve already-chosen ``channels [n]`` (``-1``: none), selecting decisions by a value
+        estimate ``values [n, A]`` with the same rule as :meth:`allocate`.
+
+        Only the chosen channel of a decision is eligible (the others are given value ``-inf``),
+        so the multiplier ``s`` is bisected and decisions are served by decreasing
+        ``values[chosen] - s * cost[chosen]`` exactly as in :meth:`allocate`: this is how a channel
+        policy without a value model of its own is given the same allocator as the others.
+        """
+        values = np.asarray(values, dtype=float)
+        channels = np.asarray(channels)
+        if values.ndim != 2 or channels.shape != (len(values),):
+            raise ValueError(f"channels [n] and values [n, A] expected, got shapes {channels.shape} "
+                             f"and {values.shape}")
+        if np.any(channels >= values.shape[1]):
+            raise ValueError(f"channels must be < {values.shape[1]}, got {int(channels.max())}")
+        masked = np.full(values.shape, -np.inf)
+        rows = np.flatnonzero(channels >= 0)
+        masked[rows, channels[rows]] = values[rows, channels[rows]]
+        return self.allocate(masked, costs)
+
     def allocate_fixed(self, channels: np.ndarray, priority: np.ndarray, costs) -> Allocation:
         """Serve already-chosen ``channels`` by decreasing ``priority`` under the same budget and
         shares (for policies without a reward model)."""

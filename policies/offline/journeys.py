@@ -9,9 +9,20 @@ A journey table (CSV or DataFrame) has the columns
 ``cost``      numeric cost of the exposure (optional: 1.0),
 
 and every other numeric column is a state feature observed *before* the channel is chosen.
-Outcomes of the exposure itself (play time, long view, ...) must not be state columns.
-Missing columns, NaN, non-numeric values, out-of-range channels raise
-:class:`~policies.offline.errors.JourneyFormatError` naming the column and the row.
+Outcomes of the exposure itself (play time, long view, ...) must not be state columns, nor
+anything that encodes the chosen channel (the Criteo sample's ``cat8``, see
+:mod:`policies.offline.criteo`). This is the format of ``mpc-balancer mtorl ... --data PATH``:
+a CSV (plain or ``.gz``) with a header line, for example::
+
+    user_id,step,channel,reward,cost,age,hour
+    u1,0,2,0,1.5,0.31,0.25
+    u1,1,0,1,0.5,0.31,0.40
+    u2,0,1,0,1.0,0.77,0.10
+
+Rows of different users may be interleaved; inside a user they are ordered by ``step`` (or by
+row order without it). Missing columns, NaN, non-numeric values, non-integer or out-of-range
+channels raise :class:`~policies.offline.errors.JourneyFormatError` (a ``ValueError``) naming
+the column and the first bad row (0-based, not counting the header).
 
 :class:`Journeys` holds the padded arrays used by every model: ``states [N, T, D]``,
 ``actions [N, T]`` (``-1`` on padding), ``rewards [N, T]``, ``costs [N, T]``, ``mask [N, T]``.

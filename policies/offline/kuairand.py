@@ -5,6 +5,18 @@ One row per exposure (``user_id`` ordered by ``time_ms`` inside a user); the ``s
 before the exposure: the time features and the static user features (activity one-hots and
 ``onehot_feat*``). ``long_view`` and ``play_time_ms`` are outcomes of the exposure and are not
 state. KuaiRand has no costs; every exposure costs 1.
+
+In this sample the channel is random, so no method can do better than chance on channel
+agreement (``mpc-balancer mtorl diagnose --data kuairand``, :mod:`policies.offline.diagnose`):
+channel shares 33.2/34.1/32.8%, P(same channel as the previous exposure) 0.332 against 0.333 for
+random channels, a per-user chi-square of 1.97 against 2 expected under randomness, and a
+gradient-boosting probe on the pre-exposure state, with or without the journey's channel
+history, at AUC 0.50 on held-out users. The MTORL paper's AUC of 0.82 on KuaiRand does not come
+from outcomes leaking into the state (its notebook shifts labels by one row, so the outcomes in
+a state belong to the previous exposure); it comes from the evaluation split: random windows
+drawn with replacement and split by window, not by user, put most test windows' users, and most
+test exposures, in training, where a lookup memoriser scores far above chance
+(:func:`policies.offline.diagnose.window_split_overlap`). Split by user, everything is at 0.50.
 """
 from __future__ import annotations
 

@@ -88,3 +88,35 @@ def test_bad_inputs_raise():
         BudgetAllocator(1.0).allocate(np.ones((2, 3)), np.array([1.0, 0.0, 1.0]))
     with pytest.raises(ValueError, match="budget"):
         BudgetAllocator(-1.0).allocate(np.ones((2, 3)), COSTS)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), frac=st.floats(0.05, 1.0))
+def test_allocate_valued_serves_only_the_chosen_channel(seed, frac):
+    rewards, _ = _problem(seed)
+    rng = np.random.default_rng(seed)
+    chosen = rng.integers(-1, 3, len(rewards))
+    budget = frac * 300 * 2.0
+    a = BudgetAllocator(budget).allocate_valued(chosen, rewards, COSTS)
+    served = a.channels >= 0
+    assert np.array_equal(a.channels[served], chosen[served]) and a.spend <= budget + 1e-6
+    # the same as allocate() on the matrix where only the chosen channel is eligible
+    masked = np.full(rewards.shape, -np.inf)
+    ok = chosen >= 0
+    masked[ok, chosen[ok]] = rewards[ok, chosen[ok]]
+    assert np.array_equal(a.channels, BudgetAllocator(budget).allocate(masked, COSTS).channels)
+
+
+def test_allocate_valued_value_grows_with_budget_and_prefers_value():
+    rewards, _ = _problem(4)
+    chosen = np.argmax(rewards, axis=1)
+    got = [rewards[a.channels >= 0, a.channels[a.channels >= 0]].sum()
+           for a in (BudgetAllocator(b).allocate_valued(chosen, rewards, COSTS) for b in (50, 100, 200, 400))]
+    assert np.all(np.diff(got) > 0)
+    # with one channel for all, the served decisions are the highest-valued ones
+    one = np.zeros(len(rewards), int)
+    a = BudgetAllocator(30.0).allocate_valued(one, rewards, COSTS)
+    served = a.channels >= 0
+    assert served.sum() == 30 and rewards[served, 0].min() >= rewards[~served, 0].max()
+    with pytest.raises(ValueError, match="channels must be < 3"):
+        BudgetAllocator(1.0).allocate_valued(np.array([0, 3]), np.ones((2, 3)), COSTS)
