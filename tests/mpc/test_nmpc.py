@@ -167,18 +167,20 @@ def synthetic_history(G):
 
 def closed_loop(ctrl, L, lam, ticks, G=2):
     """The synthetic plant driven by a Balancer around ``ctrl`` (its PID fallback steers whenever the
-    controller reports a non-``ok`` status). Returns the final load and the controller's statuses."""
+    controller reports a non-``ok`` status), from noon of day 2 with the training logs' daily QPS
+    cycle. Returns the final load and the controller's statuses (or the fallback's reasons)."""
     bal = Balancer(ctrl).setup(context(G))
     statuses = []
-    for _ in range(ticks):
-        d = bal.step(Telemetry(time=pd.Timestamp("2024-01-02 12:00"), qps=1000.0, load=L, lam=lam))
+    for k in range(ticks):
+        qps = 1000.0 * np.exp(0.4 * np.sin(2 * np.pi * (720 + k) / 1440))
+        d = bal.step(Telemetry(time=pd.Timestamp("2024-01-02 12:00") + pd.Timedelta(minutes=k), qps=qps, load=L, lam=lam))
         statuses.append("ok" if d.status == "ok" else d.reason.split(": ", 1)[1])
         lam = d.lam_vector
-        L = true_next(L, traffic_state(1000.0, 0.0, 1000.0), np.log(lam))
+        L = true_next(L, traffic_state(qps, 0.0, 1000.0), np.log(lam))
     return L, statuses
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_setup_trains_on_dithered_logs_and_regulates(tmp_path, seed):
     """What any correct training satisfies, whatever the machine's kernels make of it: held-out fit
     quality, and the closed loop (NMPC with its model monitor and the fallback) settling near C_m
