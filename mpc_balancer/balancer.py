@@ -4,9 +4,10 @@
 and ``Balancer.step(telemetry) -> Decision`` runs a tick:
 
 1. check the telemetry (a missing cluster or a wrong shape is a caller bug and raises
-   ``ValueError`` naming the field; non-finite or negative values are a fault of the plant's
-   sensors: the tick holds the last good lambda and the Decision's ``reason`` names the field and
-   the value -- the documented safe fallback);
+   ``ValueError`` naming the field; non-finite or negative values, a load above ``max_load``
+   (10 x capacity by default: no sensor reading is that), and a time not after the previous
+   tick's are faults of the plant's sensors: the tick holds the last good lambda and the
+   Decision's ``reason`` names the field and the value -- the documented safe fallback);
 2. feed the forecaster and ask it for the horizon (controllers that declare ``needs_forecast``);
 3. run the controller; if it raises, returns a non-``ok`` status or non-finite lambdas, or runs
    past ``time_budget_s``, fall back to the PID (which runs in the shadow every tick and is kept
@@ -23,6 +24,7 @@ same. The decision path imports numpy, scipy and osqp only.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 
@@ -57,20 +59,26 @@ class Decision:
 
 class Balancer:
     def __init__(self, controller: Controller, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
-                 time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None):
+                 time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None,
+                 max_load: float = 10.0):
+        if not (np.isfinite(max_load) and max_load > 0):
+            raise ValueError(f"max_load must be finite and > 0 (the largest plausible load fraction), got {max_load!r}")
+        self.max_load = float(max_load)
         if not max_ratio > 1:
             raise ValueError(f"max_ratio must be > 1, got {max_ratio!r}")
         if response_requests is not None and not (isinstance(response_requests, (int, np.integer)) and response_requests >= 1):
             raise ValueError(f"response_requests must be an integer >= 1 (or None: the whole sample), got {response_requests!r}")
         if not time_budget_s > 0:
             raise ValueError(f"time_budget_s must be > 0, got {time_budget_s!r}")
+        self._lock = threading.Lock()  # one tick at a time: step and checkpoints may come from several threads
         self.controller, self.forecaster, self.fallback, self.max_ratio = controller, forecaster, fallback, max_ratio
         self.time_budget_s, self.response_requests, self.horizon = time_budget_s, response_requests, horizon
 
     @classmethod
     def create(cls, controller="mpc", clusters: dict | None = None, policy=None, history: pd.Series | None = None,
                period_s: float = 60.0, *, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
-               time_budget_s: float = 0.5, response_requests: int = 256, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
+               time_budget_s: float = 0.5, response_requests: int = 256, max_load: float = 10.0,
+               lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
                **controller_options) -> "Balancer":
         """A set-up Balancer from plain values.
 
@@ -124,7 +132,7 @@ class Balancer:
                              capacity=np.array([c.capacity for c in clusters.values()]), period_s=float(period_s),
                              history_qps=qps, history_times=times, lam_min=float(lam_min), lam_max=float(lam_max))
         bal = cls(controller, forecaster=forecaster, fallback=fallback, max_ratio=max_ratio, time_budget_s=time_budget_s,
-                  response_requests=response_requests)
+                  response_requests=response_requests, max_load=max_load)
         return bal.setup(ctx, initial_lam=initial_lam)
 
     def setup(self, context: ControlContext, initial_lam: float = 0.01) -> "Balancer":
@@ -160,8 +168,8 @@ class Balancer:
         """Why this tick's values cannot be used ("" if they can)."""
         if not (np.isfinite(obs.qps) and obs.qps >= 0):
             return f"invalid telemetry: qps={obs.qps!r}"
-        for name, v in (("load", obs.load), ("lam", obs.lam)):
-            bad = ~np.isfinite(v) | (v < 0)
+        for name, v, top in (("load", obs.load, self.max_load), ("lam", obs.lam, np.inf)):
+            bad = ~np.isfinite(v) | (v < 0) | (v > top)
             if bad.any():
                 g = int(np.flatnonzero(bad)[0])
                 return f"invalid telemetry: {name}[{self.ctx_.clusters[g]}]={float(v[g])!r}"
@@ -176,7 +184,12 @@ class Balancer:
                         status=status, **kw)
 
     def step(self, telemetry: Telemetry) -> Decision:
-        """One control tick: the lambda to apply until the next telemetry (see the module doc)."""
+        """One control tick: the lambda to apply until the next telemetry (see the module doc).
+        Calls from several threads are serialised."""
+        with self._lock:
+            return self._step(telemetry)
+
+    def _step(self, telemetry: Telemetry) -> Decision:
         obs = to_observation(telemetry, self.ctx_.clusters, self.ticks_, self.n_features_)
         problem = self._validate(obs)
         if not problem and self.last_time_ is not None and obs.time <= self.last_time_:
@@ -240,6 +253,10 @@ class Balancer:
 
     # ------------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
+        with self._lock:
+            return self._state_dict()
+
+    def _state_dict(self) -> dict:
         d = {"version": 1, "controller": self.controller.name, "clusters": list(self.ctx_.clusters),
              "last_good": self.last_good_.tolist(), "counts": dict(self.counts_), "observed": list(self.observed_),
              "ticks": self.ticks_, "last_time": None if self.last_time_ is None else str(self.last_time_),
@@ -250,6 +267,10 @@ class Balancer:
         return d
 
     def load_state_dict(self, d: dict) -> None:
+        with self._lock:
+            self._load_state_dict(d)
+
+    def _load_state_dict(self, d: dict) -> None:
         if d.get("version") != 1:
             raise ValueError(f"checkpoint version must be 1, got {d.get('version')!r}")
         if d.get("controller") != self.controller.name:

@@ -442,3 +442,42 @@ def test_respond_cache_ignores_read_only_views(make):
     for lam in (0.5, 0.05):  # served from the cache: the same as a fresh array
         np.testing.assert_array_equal(rt.respond(owned, np.full(3, lam))[1], rt.respond(base.copy(), np.full(3, lam))[1])
     np.testing.assert_array_equal(rt.respond(owned, np.full(3, 0.05))[0], first[0])
+
+
+def test_an_absurd_load_is_a_sensor_fault_not_a_command():
+    """load=1e300 moved lambda to its maximum in one tick; now it holds, like NaN."""
+    _, bal = two_cluster_pid(initial_lam=0.02)
+    d = tick(bal, 0, load={"c0": 1e300, "c1": 0.8})
+    assert d.status == "hold" and "load[c0]=1e+300" in d.reason and d.lam == {"c0": 0.02, "c1": 0.02}
+    assert tick(bal, 1, load={"c0": 9.5, "c1": 0.8}).status == "ok"  # overloaded, but a plausible reading
+    with pytest.raises(ValueError, match="max_load must be finite and > 0"):
+        two_cluster_pid(max_load=0.0)
+
+
+def test_a_balancer_shared_by_threads_serialises_its_ticks():
+    """One thread steps an MPC while another checkpoints it (it raised "deque mutated during
+    iteration" without the lock)."""
+    import threading
+
+    policy = SeparablePolicy(2)
+    bal = mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=1500.0) for c in policy.clusters},
+                             policy=policy, history=history(), horizon=10, backoff_window=5000, pool_ticks=3)
+    errors, done = [], threading.Event()
+
+    def checkpoints():
+        while not done.is_set():
+            try:
+                json.dumps(bal.state_dict())
+            except Exception as e:  # noqa: BLE001 -- any exception is the failure this test looks for
+                errors.append(e)
+                return
+
+    t = threading.Thread(target=checkpoints)
+    t.start()
+    try:
+        drive(bal, policy, 2, 120)
+    finally:
+        done.set()
+        t.join()
+    assert not errors, errors
+    assert sum(bal.counts_.values()) == 120
