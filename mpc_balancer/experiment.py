@@ -13,6 +13,7 @@ from policies.oracle import OraclePolicy
 from .balancer import Balancer
 from .controllers import make_controller
 from .forecast import TickForecaster
+from .jsonio import write_json
 from .plant import PlantConfig
 from .simulator import SimResult, Simulator
 from .traces import load_trace
@@ -122,7 +123,7 @@ def write_outputs(out_dir: str | Path, runs: list[SimResult], summary: dict) -> 
     from .plotting import plot_run
 
     plot_run(runs[0], out / "comparison.png", results=runs)
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "results.json", summary)
 
 
 def format_table(summary: dict) -> str:

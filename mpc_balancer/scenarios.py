@@ -7,7 +7,6 @@ in the forecasters' calendar; unannounced, nobody knows it is coming.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .jsonio import write_json
 from .traces import Trace
 
 SPIKE_START = pd.Timestamp("2024-01-04 14:00")
@@ -96,4 +96,4 @@ def format_spike(result: dict) -> str:
 
 def dump(result: dict, path: str | Path) -> None:
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
-    Path(path).write_text(json.dumps(clean, indent=2))
+    write_json(path, clean)

@@ -23,6 +23,9 @@ import pandas as pd
 from .traces import Trace, TraceError
 
 
+MAX_SPIKE = 1e4  # a rate this many times the trace's 99.5th percentile is a corrupt row (real spikes: 90x)
+
+
 class Traffic:
     """Per-tick traffic rate (requests/s) over the whole trace at the control period."""
 
@@ -47,7 +50,13 @@ class Traffic:
         if len(self.times) < 2:
             raise TraceError(f"trace {trace.name!r} spans less than two control periods of {self.period_s:g} s")
         r = np.interp(self.times.asi8, counts.index.asi8, rate)
-        self.scale = self.peak_qps / max(np.percentile(r, 99.5), 1e-12)
+        p995 = np.percentile(r, 99.5)
+        ref = np.percentile(r[r > 0], 99.5) if np.any(r > 0) else 0.0  # of the ticks with traffic: sparse traces too
+        if ref > 0 and r.max() > MAX_SPIKE * ref:
+            raise TraceError(f"trace {trace.name!r}: the rate near {self.times[int(np.argmax(r))]} is {r.max() / ref:.3g} x "
+                             f"the 99.5th percentile of its traffic (more than {MAX_SPIKE:g} x): an outlier row, not "
+                             "traffic; fix or remove it")
+        self.scale = self.peak_qps / max(p995, 1e-12)
         self.rate_qps = r * self.scale
 
     def __len__(self) -> int:
@@ -91,7 +100,13 @@ def _level_matched_smooth(counts: pd.Series, step: pd.Timedelta, target_cv: floa
     w = np.ceil(1.0 / (target_cv ** 2 * np.maximum(level, 1e-9)))
     half = (np.clip(w, 1, cap).astype(np.int64)) // 2
     y = counts.to_numpy(dtype=float)
-    csum = np.concatenate([[0.0], np.cumsum(y)])
-    i = np.arange(len(y))
-    lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, len(y))
-    return pd.Series((csum[hi] - csum[lo]) / (hi - lo), index=counts.index), 2 * half + 1
+    # windowed sums computed directly, one box filter per distinct half-width: a running cumulative
+    # sum would lose every count after one huge outlier to rounding (1e300 + 5 - 1e300 == 0)
+    sums, n = np.empty(len(y)), np.empty(len(y))
+    ones = np.ones(len(y))
+    for h in np.unique(half):
+        at = half == h
+        box = np.ones(2 * int(h) + 1)
+        sums[at] = np.convolve(y, box, mode="same")[at]
+        n[at] = np.convolve(ones, box, mode="same")[at]
+    return pd.Series(sums / n, index=counts.index), 2 * half + 1

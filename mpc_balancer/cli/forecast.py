@@ -7,10 +7,9 @@ writes JSON and a plot.
 """
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
+from ..jsonio import write_json
 from .args import name_list
 
 MODELS = ("hybrid", "sarima", "seasonal_naive", "seasonal_naive_weekly")
@@ -53,7 +52,7 @@ def run_backtest(args) -> int:
     import pandas as pd
 
     from forecasting import backtest, load_events
-    from forecasting.series import season_steps, as_grid_series
+    from forecasting.series import as_grid_series, season_steps
 
     from ..traces import load_trace
 
@@ -90,7 +89,7 @@ def run_backtest(args) -> int:
         report["models"][name] = m
     print(format_table(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
         print(f"wrote {args.json}")
     if args.plot:
         _plot(args.plot, y, results, args.trace)

@@ -1,12 +1,12 @@
 """``mpc-balancer train`` (build a policy bundle) and ``mpc-balancer policies evaluate`` (Table 1/2)."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from policies.bundle import REQUEST_KINDS
 
+from ..jsonio import write_json
 from .args import name_list
 
 
@@ -95,6 +95,6 @@ def _evaluate(args) -> int:
     print(format_tables(results))
     print(f"wall {results['wall_s']:.0f}s")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
         print(f"wrote {args.json}")
     return 0

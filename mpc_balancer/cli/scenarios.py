@@ -1,12 +1,11 @@
 """``mpc-balancer spike-test`` and ``mpc-balancer tune``."""
 from __future__ import annotations
 
-import json
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
+from ..jsonio import write_json
 from .args import int_list, name_list
 from .simulate import _positive
 
@@ -35,9 +34,8 @@ def register(sub):
 
 
 def spike(args) -> int:
-    from ..scenarios import dump, format_spike, run_spike_test
-
     from ..experiment import parse_overrides
+    from ..scenarios import dump, format_spike, run_spike_test
 
     names = name_list(args.controllers)
     opts, plant = parse_overrides(args.set)
@@ -81,5 +79,5 @@ def tune(args) -> int:
     for r in rows:
         print(f"{r['horizon']:>8}{r['mu']:>8.4f}{r['nu']:>9.5f}{r['revenue']:>14.5g}{r['solve_ms_p50']:>13.2f}{r['solve_ms_p95']:>8.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"trace": args.trace, "days": args.days, "objective": args.objective, "results": rows}, indent=2))
+        write_json(args.json, {"trace": args.trace, "days": args.days, "objective": args.objective, "results": rows})
     return 0

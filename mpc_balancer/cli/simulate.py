@@ -1,11 +1,11 @@
 """``mpc-balancer simulate`` and ``mpc-balancer compare``: closed-loop runs on a trace."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from ..experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
+from ..jsonio import write_json
 from .args import name_list
 
 
@@ -74,7 +74,7 @@ def run(args, controllers: list[str]) -> int:
     print(format_table(summary))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        write_json(args.json, summary)
     if args.out:
         write_outputs(args.out, runs, summary)
         print(f"logs and plot written to {args.out}")

@@ -91,3 +91,29 @@ def test_any_trace_step_works_with_any_control_period():
             tr = Traffic(load_trace(name), period_s=period)
             assert np.all(np.isfinite(tr.rate_qps)) and tr.rate_qps.min() >= 0
             assert np.percentile(tr.rate_qps, 99.5) == pytest.approx(tr.peak_qps)
+
+
+def test_one_outlier_row_is_an_error_and_never_wipes_out_the_trace():
+    """A single 1e300 row zeroed 3,300-3,800 of 4,320 ticks through a running cumulative sum and the
+    run exited 0 with revenue 0; now the smoothing keeps every other tick and the row is named."""
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from mpc_balancer.traces import TraceError, parse_trace
+    from mpc_balancer.traffic import Traffic, _level_matched_smooth
+
+    idx = pd.date_range("2021-01-01", periods=3 * 288, freq="5min")
+    vals = 100 + 50 * np.sin(np.arange(len(idx)) / 288 * 2 * np.pi)
+    clean = Traffic(parse_trace("timestamp,value\n" + "\n".join(f"{t},{float(v)!r}" for t, v in zip(idx, vals)), name="c"))
+    vals[400] = 1e300
+    text = "timestamp,value\n" + "\n".join(f"{t},{float(v)!r}" for t, v in zip(idx, vals))
+    with pytest.raises(TraceError, match=r"trace 'o': the rate near 2021-01-02 09:.* an outlier row"):
+        Traffic(parse_trace(text, name="o"))
+    # the smoothing itself: windows without the outlier are exact, as on the clean series
+    smooth, _ = _level_matched_smooth(pd.Series(vals, index=idx), pd.Timedelta("5min"), 0.03)
+    ref, _ = _level_matched_smooth(pd.Series(np.where(np.arange(len(vals)) == 400, 100.0, vals), index=idx),
+                                   pd.Timedelta("5min"), 0.03)
+    far = np.abs(np.arange(len(vals)) - 400) > 12
+    np.testing.assert_allclose(smooth.to_numpy()[far], ref.to_numpy()[far], rtol=1e-12)
+    assert clean.rate_qps.min() > 0
