@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from policies.cascade import Cascade, CascadeSpec
+from policies.cascade import FEATURES, Cascade, CascadeSpec
 from policies.oracle import OraclePolicy
 
 from .balancer import Balancer
@@ -62,7 +62,11 @@ def make_policy(name: str, cascade: Cascade):
     from policies.runtime import PolicyRuntime
 
     if name == "pretrained" or name.endswith((".json", ".npz")) or "/" in name:
-        return PolicyRuntime.load(name, cost=cascade.cost)
+        policy = PolicyRuntime.load(name, cost=cascade.cost)
+        if tuple(policy.features) != FEATURES:
+            raise ValueError(f"policy bundle {name!r} reads features {list(policy.features)}, the simulated requests "
+                             f"carry {list(FEATURES)} (in this order)")
+        return policy
     raise ValueError(f"unknown policy {name!r}; available: oracle, pretrained, or a bundle path")
 
 

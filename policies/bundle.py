@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,16 @@ def read_bundle(name_or_path: str | Path) -> tuple[dict[str, np.ndarray], dict, 
     if meta["format_version"] != FORMAT_VERSION or meta["kind"] != KIND:
         raise ValueError(f"policy bundle {path}: unsupported format {meta['kind']!r} v{meta['format_version']} "
                          f"(this runtime reads {KIND!r} v{FORMAT_VERSION})")
+    for key in ("npz_file", "npz_sha256"):
+        if not isinstance(meta[key], str):
+            raise ValueError(f"policy bundle {path}: metadata {key} must be a string, got {meta[key]!r}")
+    feats = meta["features"]
+    if not (isinstance(feats, list) and feats and all(isinstance(f, str) for f in feats) and len(set(feats)) == len(feats)):
+        raise ValueError(f"policy bundle {path}: metadata features must be a list of distinct names, got {feats!r}")
+    lr = meta["lambda_range"]
+    if not (isinstance(lr, list) and len(lr) == 2 and all(isinstance(v, (int, float)) and np.isfinite(v) for v in lr)
+            and 0 <= lr[0] < lr[1]):
+        raise ValueError(f"policy bundle {path}: metadata lambda_range must be [low, high] with 0 <= low < high, got {lr!r}")
     npz = path.with_name(meta["npz_file"])
     if Path(meta["npz_file"]).name != meta["npz_file"]:
         raise ValueError(f"policy bundle {path}: npz_file must be a file name next to the metadata, got {meta['npz_file']!r}")
@@ -93,6 +104,9 @@ def read_bundle(name_or_path: str | Path) -> tuple[dict[str, np.ndarray], dict, 
     try:
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"policy bundle {npz}: cannot read arrays ({e})") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"policy bundle {npz}: cannot read arrays ({type(e).__name__}: {e})") from None
+    for k, a in arrays.items():
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+            raise ValueError(f"policy bundle {npz}: array {k!r} has non-finite values (a corrupted or diverged model)")
     return arrays, meta, path

@@ -196,3 +196,57 @@ def test_architecture_that_does_not_match_the_arrays_is_named(tiny_bundle, tmp_p
     meta["architecture"]["request"] = "bogus"
     with pytest.raises(ValueError, match="architecture.request must be"):
         PolicyRuntime(arrays, meta, name="x")
+
+
+def _resign(p, arrays=None, **meta_changes):
+    """Rewrite the bundle at ``p`` (arrays and/or metadata) and re-sign its npz, as a tamperer would."""
+    from policies.bundle import sha256_file
+
+    npz = p.with_suffix(".npz")
+    if arrays is not None:
+        np.savez(npz, **arrays)
+    meta = json.loads(p.read_text()) | meta_changes
+    meta["npz_sha256"] = sha256_file(npz)
+    p.write_text(json.dumps(meta))
+
+
+def test_re_signed_bundles_with_bad_content_are_rejected_naming_the_problem(tiny_bundle, tmp_path):
+    """A NaN weight (re-signed) sent every request to action 0 with exit 0; a truncated npz gave a
+    BadZipFile traceback; npz_sha256 as a number a TypeError; lambda_range was never checked."""
+    p = _copy(tiny_bundle[0], tmp_path)
+    arrays = dict(np.load(p.with_suffix(".npz")))
+    name = next(k for k, a in arrays.items() if a.dtype.kind == "f" and a.size > 1)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[0] = np.nan
+    _resign(p, arrays)
+    with pytest.raises(ValueError, match=rf"array '{name}' has non-finite values"):
+        PolicyRuntime.load(p)
+    p = _copy(tiny_bundle[0], tmp_path)
+    npz = p.with_suffix(".npz")
+    npz.write_bytes(npz.read_bytes()[:200])
+    _resign(p)
+    with pytest.raises(ValueError, match=r"tiny\.npz: cannot read arrays \(BadZipFile"):
+        PolicyRuntime.load(p)
+    p = _copy(tiny_bundle[0], tmp_path)
+    for change, needle in (({"npz_sha256": 5}, "npz_sha256 must be a string"),
+                           ({"lambda_range": [1.0, 0.1]}, r"lambda_range must be \[low, high\]"),
+                           ({"features": ["a", "a"]}, "features must be a list of distinct names")):
+        meta = json.loads(p.read_text()) | change
+        p.write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match=needle):
+            PolicyRuntime.load(p)
+        _copy(tiny_bundle[0], tmp_path)
+
+
+def test_a_bundle_with_reordered_features_is_refused_by_the_simulator(tiny_bundle, tmp_path):
+    """Swapping two feature names in the JSON changed 43% of decisions silently."""
+    from mpc_balancer.experiment import make_policy
+    from policies.cascade import Cascade
+
+    p = _copy(tiny_bundle[0], tmp_path)
+    meta = json.loads(p.read_text())
+    f = meta["features"]
+    f[0], f[1] = f[1], f[0]
+    p.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="reads features .* the simulated requests carry"):
+        make_policy(str(p), Cascade())
