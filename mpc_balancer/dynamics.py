@@ -146,39 +146,43 @@ def fit_dynamics(load: np.ndarray, state: np.ndarray, log_lam: np.ndarray, next_
     x_scale = np.where(x_scale > 1e-8, x_scale, 1.0)
     y_mean, y_scale = Y[tr].mean(0), Y[tr].std(0)
     y_scale = np.where(y_scale > 1e-8, y_scale, 1.0)
+    host_threads = torch.get_num_threads()  # the host process's setting: restored after training
     torch.set_num_threads(1)
-    G, d = X.shape[1], X.shape[2]
-    # cluster-major layout (G, n, d) so every layer is one batched matmul
-    Xt = torch.tensor(((X - x_mean) / x_scale)[tr].transpose(1, 0, 2), dtype=torch.float64)
-    Yt = torch.tensor(((Y - y_mean) / y_scale)[tr].T, dtype=torch.float64)
-    sizes = [d, *hidden, 1]
-    params = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        W = torch.empty(G, a, b, dtype=torch.float64)
-        for g in range(G):
-            torch.nn.init.xavier_uniform_(W[g], gain=5 / 3 if b != 1 else 1.0)
-        params += [W.requires_grad_(), torch.zeros(G, 1, b, dtype=torch.float64, requires_grad=True)]
+    try:
+        G, d = X.shape[1], X.shape[2]
+        # cluster-major layout (G, n, d) so every layer is one batched matmul
+        Xt = torch.tensor(((X - x_mean) / x_scale)[tr].transpose(1, 0, 2), dtype=torch.float64)
+        Yt = torch.tensor(((Y - y_mean) / y_scale)[tr].T, dtype=torch.float64)
+        sizes = [d, *hidden, 1]
+        params = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            W = torch.empty(G, a, b, dtype=torch.float64)
+            for g in range(G):
+                torch.nn.init.xavier_uniform_(W[g], gain=5 / 3 if b != 1 else 1.0)
+            params += [W.requires_grad_(), torch.zeros(G, 1, b, dtype=torch.float64, requires_grad=True)]
 
-    def loss_fn():
-        h = Xt
-        for i in range(0, len(params), 2):
-            h = torch.baddbmm(params[i + 1], h, params[i])
-            if i < len(params) - 2:
-                h = torch.tanh(h)
-        mse = torch.mean((h[..., 0] - Yt) ** 2)
-        return mse + weight_decay * sum(torch.sum(p ** 2) for p in params[::2])
+        def loss_fn():
+            h = Xt
+            for i in range(0, len(params), 2):
+                h = torch.baddbmm(params[i + 1], h, params[i])
+                if i < len(params) - 2:
+                    h = torch.tanh(h)
+            mse = torch.mean((h[..., 0] - Yt) ** 2)
+            return mse + weight_decay * sum(torch.sum(p ** 2) for p in params[::2])
 
-    # full batch, smooth, small: L-BFGS with a strong-Wolfe line search converges in a few hundred steps
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-9,
-                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+        # full batch, smooth, small: L-BFGS with a strong-Wolfe line search converges in a few hundred steps
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-9,
+                                tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss
+        def closure():
+            opt.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            return loss
 
-    opt.step(closure)
+        opt.step(closure)
+    finally:
+        torch.set_num_threads(host_threads)
     model = MlpDynamics([params[i].detach().numpy().copy() for i in range(0, len(params), 2)],
                         [params[i].detach().numpy()[:, 0, :].copy() for i in range(1, len(params), 2)],
                         x_mean, x_scale, y_mean, y_scale, np.column_stack([log_lam.min(0), log_lam.max(0)]))

@@ -75,6 +75,21 @@ def test_mlp_fits_known_dynamics():
         np.testing.assert_allclose(np.asarray(fun(L[i], S[i], Z[i])).ravel(), model.predict(L[i], S[i], Z[i]), atol=1e-10)
 
 
+def test_training_leaves_the_host_torch_thread_count_alone():
+    """Setting up an nmpc Balancer used to leave the host process at one torch thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(1)
+        L, S, Z = rng.uniform(0, 1, (40, 1)), rng.uniform(-1, 1, (40, 3)), rng.uniform(-5, 0, (40, 1))
+        fit_dynamics(L, S, Z, 0.9 * L, hidden=(4,), max_iter=5, seed=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_export_round_trip(tmp_path):
     m = hand_model(3)
     m.save(tmp_path / "dyn.npz")
