@@ -35,7 +35,7 @@ from .controllers import make_controller
 from .controllers.base import LAM_MAX, LAM_MIN, ControlContext, Controller, Observation, Plan
 from .controllers.pid import PidController
 from .policy import check_policy
-from .response import Response
+from .response import Response, check_sample_size
 from .telemetry import Cluster, Telemetry, to_observation
 
 
@@ -66,8 +66,7 @@ class Balancer:
         self.max_load = float(max_load)
         if not max_ratio > 1:
             raise ValueError(f"max_ratio must be > 1, got {max_ratio!r}")
-        if response_requests is not None and not (isinstance(response_requests, (int, np.integer)) and response_requests >= 1):
-            raise ValueError(f"response_requests must be an integer >= 1 (or None: the whole sample), got {response_requests!r}")
+        check_sample_size(response_requests, "response_requests")
         if not time_budget_s > 0:
             raise ValueError(f"time_budget_s must be > 0, got {time_budget_s!r}")
         self._lock = threading.Lock()  # one tick at a time: step and checkpoints may come from several threads
@@ -207,8 +206,8 @@ class Balancer:
         try:
             forecast = None
             if self.forecaster is not None:
-                self.observed_.append((str(obs.time), float(obs.qps)))
                 self.forecaster.observe(obs.time, obs.qps)
+                self.observed_.append((str(obs.time), float(obs.qps)))  # only what the forecaster took
                 forecast = self.forecaster.predict(self.horizon)
         except Exception as e:  # noqa: BLE001 -- a forecaster failure falls back like a controller failure
             reason = f"forecaster raised {type(e).__name__}: {e}"

@@ -29,6 +29,11 @@ def traffic_state(qps: float, hour: float, qps_ref: float) -> np.ndarray:
     return np.array([np.log(q / qps_ref), np.sin(a), np.cos(a)])
 
 
+def hour_of_day(t) -> float | np.ndarray:
+    """Fractional hour of a timestamp (or of every entry of a DatetimeIndex)."""
+    return t.hour + t.minute / 60.0 + t.second / 3600.0
+
+
 def transitions_from_log(log, clusters: list[str], qps_ref: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(load, state, log lambda, next load) from a simulator log (one row per tick).
 
@@ -38,7 +43,7 @@ def transitions_from_log(log, clusters: list[str], qps_ref: float) -> tuple[np.n
     L = np.column_stack([log[f"load_{c}"].to_numpy(float) for c in clusters])
     lam = np.column_stack([log[f"lambda_{c}"].to_numpy(float) for c in clusters])
     t = log.index
-    hours = np.asarray(t.hour + t.minute / 60.0 + t.second / 3600.0, dtype=float)
+    hours = np.asarray(hour_of_day(t), dtype=float)
     S = np.array([traffic_state(q, h, qps_ref) for q, h in zip(log["qps"].to_numpy(float), hours)])
     ok = np.all(np.isfinite(L), axis=1) & np.all(lam > 0, axis=1)
     keep = ok[1:] & ok[:-1]

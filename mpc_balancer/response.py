@@ -13,6 +13,12 @@ import numpy as np
 from .policy import checked_response
 
 
+def check_sample_size(value, name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1 or None (the whole sample)."""
+    if value is not None and not (isinstance(value, (int, np.integer)) and value >= 1):
+        raise ValueError(f"{name} must be an integer >= 1 (or None: the whole sample), got {value!r}")
+
+
 class Response:
     """Mean cost per request (G,) and revenue per request at a lambda, on a fixed request sample.
 
@@ -34,8 +40,7 @@ class Response:
 
     def __init__(self, policy, features: np.ndarray, max_requests: int | None = 256, lam: np.ndarray | None = None,
                  rng: np.random.Generator | None = None):
-        if max_requests is not None and not (isinstance(max_requests, (int, np.integer)) and max_requests >= 1):
-            raise ValueError(f"response_requests must be an integer >= 1 (or None: the whole sample), got {max_requests!r}")
+        check_sample_size(max_requests, "max_requests")
         x = np.array(features, dtype=float)  # a private copy: made read-only below
         if max_requests is not None and len(x) > max_requests:
             G = len(policy.clusters)

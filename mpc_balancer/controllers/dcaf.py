@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Controller, Observation, Plan
-from .static import bisect_budget
+from .bisection import bisect_budget
 
 
 class DcafController(Controller):

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..response import Response
 from .base import Controller, Observation, Plan
+from .bisection import bisect_budget
 
 
 @dataclass
@@ -58,13 +59,7 @@ class HindsightController(Controller):
         cost = Response(ctx.policy, fut.features, max_requests=None).cost
         lo = np.full(ctx.n_clusters, np.log(ctx.lam_min))
         hi = np.full(ctx.n_clusters, np.log(ctx.lam_max))
-        free = cost(np.exp(lo)) <= budget
-        for _ in range(self.iterations):
-            mid = np.where(free, lo, 0.5 * (lo + hi))
-            over = cost(np.exp(mid)) > budget
-            lo = np.where(over & ~free, mid, lo)
-            hi = np.where(~over & ~free, mid, hi)
-        lam = self.clip(np.exp(np.where(free, lo, hi)))
+        lam = self.clip(np.exp(bisect_budget(cost, budget, lo, hi, self.iterations)))
         # each cluster's cost also depends on the others' lambdas: refine cluster by cluster
         # (Gauss-Seidel sweeps, each the smallest lambda_g that meets budget_g given the others)
         lmin, lmax = np.log(ctx.lam_min), np.log(ctx.lam_max)

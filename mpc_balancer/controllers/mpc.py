@@ -110,7 +110,6 @@ class MpcController(Controller):
         self.lam_out_: np.ndarray | None = None  # the lambda this controller last returned
         self.u_exact_ = False  # u_applied_ was measured on the sample (a refined tick), not read off the curve
         self.sample_: Response | None = None  # the policy's response on the pool the curve was measured on
-        self.curve_pool_: np.ndarray | None = None  # that pool (checkpointed: pool_ moves every tick)
         self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
         self.errors_: deque = deque(maxlen=self.backoff_window)  # measured - planned load, per cluster
         self.backoff_ = np.zeros(context.n_clusters)
@@ -142,11 +141,10 @@ class MpcController(Controller):
         if self.curve_ is not None and self.mode_ == mode and self.ticks_ % self.curve_every != 0:
             return
         if mode == "sample":
-            x = np.concatenate(list(self.pool_))
-            self.curve_pool_, self.sample_ = x, Response(self.ctx_.policy, x, max_requests=None)
+            self.sample_ = Response(self.ctx_.policy, np.concatenate(list(self.pool_)), max_requests=None)
             new = measure_response(self.sample_.evaluate, lam, self.grid_)
         else:
-            self.curve_pool_ = self.sample_ = None
+            self.sample_ = None
             new = self.telemetry_.curve(self.grid_)
         if self.curve_ is not None:
             # re-base the disturbance so the new curve predicts the current load as the old one did
@@ -169,7 +167,8 @@ class MpcController(Controller):
         if forecast is None:
             return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: no forecast")
         lam_now = self.clip(np.asarray(obs.lam, dtype=float))
-        self.telemetry_.observe(obs.qps, obs.load, lam_now)
+        if self.response != "sample":  # only a telemetry curve reads these points
+            self.telemetry_.observe(obs.qps, obs.load, lam_now)
         mode = self._mode(obs)
         if not mode:
             return Plan(lam=lam_now, controller=self.name, status="error: response='sample' but the tick has no features")
@@ -279,7 +278,7 @@ class MpcController(Controller):
         c = self.curve_
         return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
                 "planned": arr(self.planned_), "u_exact": self.u_exact_, "errors": [e.tolist() for e in self.errors_], "backoff": self.backoff_.tolist(),
-                "pool": [p.tolist() for p in self.pool_], "curve_pool": arr(self.curve_pool_),
+                "pool": [p.tolist() for p in self.pool_], "curve_pool": None if self.sample_ is None else self.sample_.features.tolist(),
                 "mode": self.mode_, "u_scale": arr(self.u_scale_), "telemetry": self.telemetry_.state_dict(),
                 "rng": self.rng_.bit_generator.state,
                 "warm_start": None if self.solver_ is None else self.solver_.warm_state(),
@@ -295,8 +294,7 @@ class MpcController(Controller):
         self.backoff_ = np.asarray(d["backoff"], dtype=float)
         self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.pool_ticks)
         cp = d["curve_pool"]
-        self.curve_pool_ = None if cp is None else np.asarray(cp, dtype=float)
-        self.sample_ = None if cp is None else Response(self.ctx_.policy, self.curve_pool_, max_requests=None)
+        self.sample_ = None if cp is None else Response(self.ctx_.policy, np.asarray(cp, dtype=float), max_requests=None)
         self.mode_ = d["mode"]
         self.telemetry_.load_state_dict(d["telemetry"])
         self.rng_.bit_generator.state = d["rng"]

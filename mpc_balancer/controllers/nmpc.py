@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..dynamics import MlpDynamics, fit_dynamics, traffic_state, transitions_from_log
+from ..dynamics import MlpDynamics, fit_dynamics, hour_of_day, traffic_state, transitions_from_log
 from .base import ControlContext, Controller, Observation, Plan
 from .pid import PidController
 
@@ -187,7 +187,7 @@ class _LearnedDynamicsController(Controller):
     def state_of(self, obs: Observation) -> np.ndarray:
         """Traffic state held over the horizon: last tick's QPS and the hour of the coming tick."""
         t = pd.Timestamp(obs.time) + pd.Timedelta(seconds=self.ctx_.period_s)
-        return traffic_state(obs.qps, t.hour + t.minute / 60.0 + t.second / 3600.0, self.qps_ref_)
+        return traffic_state(obs.qps, hour_of_day(t), self.qps_ref_)
 
     def objective(self, z: np.ndarray, load0: np.ndarray, state: np.ndarray, z_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``J`` for a batch of plans ``z`` (``(..., N, G)`` log lambdas) and the rolled loads."""
@@ -220,7 +220,7 @@ class _LearnedDynamicsController(Controller):
         prev, self.last_load_ = self.last_load_, load.copy()
         if prev is not None and np.all(np.isfinite(load)) and np.all(lam > 0) and np.all(np.isfinite(lam)):
             t = pd.Timestamp(obs.time)
-            s = traffic_state(obs.qps, t.hour + t.minute / 60.0 + t.second / 3600.0, self.qps_ref_)
+            s = traffic_state(obs.qps, hour_of_day(t), self.qps_ref_)
             err = (load - self.model_.predict(prev, s, np.log(self.clip(lam)))) / self.ctx_.target
             if np.all(np.isfinite(err)):
                 a = 1.0 - 0.5 ** (1.0 / self.monitor_halflife)

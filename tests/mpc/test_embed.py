@@ -372,6 +372,7 @@ def test_a_failing_forecaster_falls_back_and_recovers_nothing_raises():
     for k in range(3):
         d = tick(bal, k)
         assert d.status == "fallback" and "forecaster raised ValueError: y has 361" in d.reason
+    assert bal.state_dict()["observed"] == []  # a rejected observation is not replayed by a restore
 
 
 def test_time_must_move_forward():
