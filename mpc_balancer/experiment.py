@@ -10,8 +10,8 @@ import numpy as np
 from policies.cascade import FEATURES, Cascade, CascadeSpec
 from policies.oracle import OraclePolicy
 
-from .balancer import Balancer
 from .controllers import make_controller
+from .disturbances import BurstSpec, Disturbances, OutageSpec
 from .forecast import TickForecaster
 from .jsonio import write_json
 from .plant import PlantConfig
@@ -34,6 +34,15 @@ class ExperimentConfig:
     policy: str = "pretrained"
     cost_table: str | None = None
     events: str | None = None  # announced events CSV (start,end,name[,expected_multiplier]) for forecasters
+    subticks: int = 12  # plant steps per control period (12: 5 s at 60 s)
+    guard: str = "proportional"  # node-local guard: proportional, maxpower or none
+    bursts: str | None = None  # injected unannounced bursts "PER_DAY,FMIN-FMAX,MMIN-MMAX" (e.g. "10,3-6,1-5")
+    outages: str | None = None  # injected outages "PER_DAY,MINUTES" (e.g. "1,20")
+
+    def disturbances(self) -> Disturbances:
+        """The injected bursts and outages of this run (seeded by ``seed``)."""
+        return Disturbances(bursts=None if self.bursts is None else BurstSpec.parse(self.bursts),
+                            outages=None if self.outages is None else OutageSpec.parse(self.outages), seed=self.seed)
 
 
 def parse_overrides(items: list[str] | None) -> tuple[dict[str, dict], dict]:
@@ -76,7 +85,7 @@ def build_simulator(cfg: ExperimentConfig, plant_overrides: dict | None = None) 
     spec = CascadeSpec.from_cost_table(cfg.cost_table) if cfg.cost_table else CascadeSpec()
     return Simulator(traffic, cascade=Cascade(spec), plant=PlantConfig.from_dict(plant_overrides or {}),
                      n_requests=cfg.n_requests, seed=cfg.seed, days=cfg.days, start=cfg.start,
-                     sampling=cfg.sampling)
+                     sampling=cfg.sampling, subticks=cfg.subticks, guard=cfg.guard, disturbances=cfg.disturbances())
 
 
 def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_options: dict | None = None,
@@ -92,6 +101,7 @@ def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_opt
     if unknown:
         raise ValueError(f"--set names controller(s) {sorted(unknown)} that are not in this run ({', '.join(controllers)})")
     built = [make_controller(name, **opts.get(name, {})) for name in controllers]  # fail fast on bad names/options
+    cfg.disturbances()  # fail fast on bad --bursts / --outages
     if cfg.events is not None:
         from forecasting import load_events
 
@@ -101,7 +111,7 @@ def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_opt
     runs = []
     for c in built:
         forecaster = TickForecaster(events=cfg.events) if c.needs_forecast else None
-        runs.append(sim.run(Balancer(c, forecaster=forecaster, response_requests=sim.response_requests), policy, progress=progress))
+        runs.append(sim.run(sim.balancer(c, forecaster), policy, progress=progress))
     return runs, summarize(cfg, sim, runs)
 
 
@@ -115,6 +125,7 @@ def summarize(cfg: ExperimentConfig, sim: Simulator, runs: list[SimResult]) -> d
             m["return_vs_hindsight_pct"] = 100.0 * m["revenue"] / hindsight
     return {"trace": cfg.trace, "days": float(len(sim.times) * cfg.period_s / 86400.0), "control_period_s": cfg.period_s,
             "seed": cfg.seed, "window": [str(sim.times[0]), str(sim.times[-1])], "policy": cfg.policy,
+            "subticks": sim.subticks, "guard": sim.guard["rule"], "bursts": cfg.bursts, "outages": cfg.outages,
             "capacity": sim.make_plant().capacity.tolist(), "target_load": sim.plant_config.target_load,
             "results": results}
 
@@ -124,9 +135,10 @@ def write_outputs(out_dir: str | Path, runs: list[SimResult], summary: dict) -> 
     out.mkdir(parents=True, exist_ok=True)
     for r in runs:
         r.to_csv(out / f"{r.controller}.csv")
-    from .plotting import plot_run
+    from .plotting import plot_backoff, plot_run
 
     plot_run(runs[0], out / "comparison.png", results=runs)
+    plot_backoff(runs, out / "backoff.png", target=_backoff_target(runs))
     write_json(out / "results.json", summary)
 
 
@@ -140,3 +152,8 @@ def format_table(summary: dict) -> str:
         cl = "".join(f"{m['clusters'][c]['mu']:>10.4f}/{m['clusters'][c]['nu']:<7.4f}" for c in clusters)
         lines.append(f"{m['controller']:<11}{m['revenue']:>14.5g}{up:>9}{m['mu']:>8.4f}{m['nu']:>8.4f}{cl}{m['degraded_pct']:>8.3f}{m['wall_s']:>8.1f}")
     return "\n".join(lines)
+
+
+def _backoff_target(runs: list[SimResult]) -> float | None:
+    """The MPC's nu target, for the back-off plot."""
+    return next((r.extra["backoff_target"] for r in runs if "backoff_target" in r.extra), None)

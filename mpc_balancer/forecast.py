@@ -13,6 +13,13 @@ runs on 5-minute means of the measured QPS: it gives the shape of the next hours
   as live operation would (forecast ``calib_horizon`` steps, observe, score), so the first live
   forecast already carries a calibrated band. Horizon steps without enough scored errors (a
   history too short to replay, a horizon longer than ``calib_horizon``) use the model's own band;
+* the band keeps its coverage under shift by *adaptive conformal inference* (Gibbs & Candes,
+  2021): each horizon step's quantile level ``q_k`` starts at ``band`` and moves after every scored
+  tick by ``aci_gain (miss - (1 - band / 100))``, ``miss`` = the tick came out above the step's
+  upper band. A run of misses (bursts the window's quantile has not seen yet) raises ``q_k`` at
+  once; a calm spell lowers it back. Over ``T`` scored ticks the miss rate is within
+  ``1 / (aci_gain T)`` of ``1 - band / 100`` whatever the traffic does (``aci_gain=0``: plain
+  rolling-window split conformal);
 * announced events with an ``expected_multiplier`` multiply the forecast over their span, at tick
   resolution (their past occurrences are divided out of the history before fitting); events
   without a multiplier are regressors of the slow model, which learns their lift from history.
@@ -32,7 +39,8 @@ class TickForecaster:
 
     def __init__(self, model: str = "sarima", step: str = "5min", band: int = 80, nowcast_decay: float = 0.97,
                  calib_window: int = 1440, min_calib: int = 120, events=None, history_days: float = 28.0,
-                 refit_every: int | None = 288, warm_calib: int = 360, calib_horizon: int = 96):
+                 refit_every: int | None = 288, warm_calib: int = 360, calib_horizon: int = 96,
+                 aci_gain: float = 0.005):
         if model not in MODELS:
             raise ValueError(f"forecast model must be one of {MODELS}, got {model!r}")
         if band not in (80, 95):
@@ -46,6 +54,9 @@ class TickForecaster:
             if not (isinstance(v, (int, np.integer)) and v >= least):
                 raise ValueError(f"{k} must be an integer >= {least}, got {v!r}")
         self.warm_calib, self.calib_horizon = int(warm_calib), int(calib_horizon)
+        if not (isinstance(aci_gain, (int, float)) and 0 <= aci_gain <= 0.1):
+            raise ValueError(f"aci_gain must be in [0, 0.1], got {aci_gain!r}")
+        self.aci_gain = float(aci_gain)
 
     # ---------------------------------------------------------------------------------- setup
     def _make_model(self, events):
@@ -89,10 +100,11 @@ class TickForecaster:
         self.bucket_ = []
         self.last_qps_ = float(s.iloc[-1] * self._multiplier(s.index[-1:], cal)[0]) if len(s) else 0.0
         self.last_time_ = s.index[-1]
-        self.pending_: deque = deque()  # (target tick time, horizon index, predicted) for calibration
+        self.pending_: deque = deque()  # (target tick times, predicted means, issued margins) for calibration
         self.errors_ = np.full((self.calib_window, 0), np.nan)
         self.err_rows_ = 0
         self.margin_ = None
+        self.level_ = np.zeros(0)  # the adaptive quantile level per horizon step
         self.ticks_ = 0
         return self
 
@@ -160,11 +172,13 @@ class TickForecaster:
         k = np.arange(1, h + 1)
         mean = np.maximum(base[1:] * mult[1:] * (1 + (ratio - 1) * self.nowcast_decay ** k), 0.0)
         margin = np.maximum(hi_model[1:] / np.maximum(base[1:], 1e-9), 1.0) - 1.0  # the model's band
+        issued = np.full(h, np.nan)  # the calibrated margin of each step, as issued (ACI scores it)
         if self.margin_ is not None:
             m = self.margin_[:h]
             margin[: len(m)] = np.where(np.isnan(m), margin[: len(m)], m)  # calibrated steps
+            issued[: len(m)] = m
         hi = mean * (1 + margin)
-        self._remember(t[1:], mean)
+        self._remember(t[1:], mean, issued)
         return {"mean": mean, "hi": np.maximum(hi, mean)}
 
     def _multiplier_ns(self, t: np.ndarray) -> np.ndarray:
@@ -176,39 +190,58 @@ class TickForecaster:
         return m
 
     # ------------------------------------------------------------------------- calibration
-    def _remember(self, times_ns, mean):
-        self.pending_.append((times_ns, mean))
+    def _remember(self, times_ns, mean, issued):
+        self.pending_.append((times_ns, mean, issued))
         while len(self.pending_) > len(mean) + 1:
             self.pending_.popleft()
 
     def _calibrate(self, time, qps):
         if not self.pending_:
             return
-        H = max(len(m) for _, m in self.pending_)
+        H = max(len(m) for _, m, _ in self.pending_)
         if self.errors_.shape[1] < H:  # a longer horizon than so far: the new steps start unscored
             self.errors_ = np.concatenate([self.errors_, np.full((self.calib_window, H - self.errors_.shape[1]), np.nan)], axis=1)
         row = np.full(self.errors_.shape[1], np.nan)
+        band = np.full(self.errors_.shape[1], np.nan)  # the calibrated margin issued for this tick, per step
         t = pd.Timestamp(time).value
-        for times, mean in self.pending_:
+        for times, mean, issued in self.pending_:
             k = (t - times[0]) // max(int(self.period_s_ * 1e9), 1)
             if 0 <= k < len(times) and times[k] == t and mean[k] > 0:
-                row[k] = qps / mean[k] - 1.0
+                row[k], band[k] = qps / mean[k] - 1.0, issued[k]
         self.errors_[self.err_rows_ % self.calib_window] = row
         self.err_rows_ += 1
+        if self.level_.size < row.size:
+            self.level_ = np.concatenate([self.level_, np.full(row.size - self.level_.size, self.band / 100.0)])
+        if self.aci_gain > 0:
+            scored = ~np.isnan(row) & ~np.isnan(band)
+            miss = row[scored] > band[scored]
+            self.level_[scored] = np.clip(self.level_[scored] + self.aci_gain * (miss - (1 - self.band / 100.0)), 0.5, 1.0)
+            if miss.any():  # a miss moves that step's band now, not at the next refresh
+                self._update_margin(np.flatnonzero(scored)[miss])
         if self.err_rows_ % 30 == 0:
             self._update_margin()
 
-    def _update_margin(self):
-        """The band quantile of the scored relative errors per horizon step (NaN: too few scored)."""
+    def _update_margin(self, steps: np.ndarray | None = None):
+        """The adaptive quantile of the scored relative errors per horizon step (NaN: too few
+        scored); only ``steps`` when given (the others keep their margin)."""
         E = self.errors_[: min(self.err_rows_, self.calib_window)]
         ok = np.sum(~np.isnan(E), axis=0) >= max(self.min_calib, 1)
         if not ok.any():
             return
         margin = np.full(E.shape[1], np.nan)
-        margin[ok] = np.maximum(np.nanquantile(E[:, ok], self.band / 100.0, axis=0), 0.0)
+        if steps is not None and self.margin_ is not None:
+            margin[: len(self.margin_)] = self.margin_[: E.shape[1]]
+            sel = np.zeros(E.shape[1], dtype=bool)
+            sel[steps] = True
+            ok &= sel
+        level = np.full(E.shape[1], self.band / 100.0)
+        level[: min(self.level_.size, level.size)] = self.level_[: level.size]
+        for k in np.flatnonzero(ok):
+            col = E[:, k]
+            margin[k] = max(float(np.quantile(col[~np.isnan(col)], level[k])), 0.0)
         self.margin_ = margin
 
     # ---------------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
         return {"last_qps": self.last_qps_, "last_time": str(self.last_time_), "ticks": self.ticks_,
-                "margin": None if self.margin_ is None else self.margin_.tolist()}
+                "margin": None if self.margin_ is None else self.margin_.tolist(), "aci_level": self.level_.tolist()}

@@ -103,7 +103,7 @@ class Plant:
             cap = peak_qps * need * np.asarray(config.cost_bias) / config.target_load
         self.capacity = cap
         self.target = np.full(G, config.target_load)
-        self.alpha = float(np.exp(-self.period_s / config.lag_s)) if config.lag_s > 0 else 0.0
+        self.alpha = self.lag_alpha(self.period_s)
         self.phase = np.linspace(0, np.pi, G)
         self.reset()
 
@@ -115,12 +115,19 @@ class Plant:
         c = self.config
         return np.asarray(c.cost_bias) * (1 + c.cost_drift * np.sin(2 * np.pi * t_seconds / 86400.0 + self.phase))
 
+    def lag_alpha(self, dt_s: float) -> float:
+        """Share of the load kept over ``dt_s`` seconds: ``L <- alpha L + (1 - alpha) D``."""
+        return float(np.exp(-dt_s / self.config.lag_s)) if self.config.lag_s > 0 else 0.0
+
     def step(self, qps: float, arrivals: int, actions: np.ndarray, weights: np.ndarray, t_seconds: float,
-             u: np.ndarray, noise: np.ndarray) -> TickOutcome:
+             u: np.ndarray, noise: np.ndarray, dt_s: float | None = None) -> TickOutcome:
+        """Advance ``dt_s`` seconds (default: one control period) at ``qps`` with the requests'
+        chosen ``actions``; ``arrivals`` requests arrive in that time."""
         cas = self.cascade
         factor = self.cost_factor(t_seconds)
         demand = qps * cas.cost[:, actions].mean(axis=1) * factor / self.capacity
-        self.load = self.alpha * self.load + (1 - self.alpha) * demand
+        alpha = self.alpha if dt_s is None else self.lag_alpha(dt_s)
+        self.load = alpha * self.load + (1 - alpha) * demand
         L = self.load
         deg_frac = np.where(L > 1, 1 - 1 / np.maximum(L, 1e-12), 0.0)
         drop_frac = np.where(L > self.config.drop_load, 1 - self.config.drop_load / np.maximum(L, 1e-12), 0.0)

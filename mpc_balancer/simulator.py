@@ -30,6 +30,8 @@ from policies.cascade import Cascade
 from .balancer import Balancer, Decision
 from .controllers.base import ControlContext, Controller
 from .controllers.hindsight import Clairvoyance
+from .disturbances import Disturbances
+from .guard import NodeGuard
 from .telemetry import Telemetry
 from .plant import Plant, PlantConfig
 from .traffic import Traffic
@@ -45,24 +47,47 @@ class SimResult:
     clusters: tuple[str, ...]
     target: np.ndarray
     wall_s: float
+    subtick_load: np.ndarray | None = None  # (ticks, subticks, clusters) true load at the end of every sub-tick
+    subtick_arrivals: np.ndarray | None = None  # (ticks, subticks)
     extra: dict = field(default_factory=dict)
 
-    def metrics(self) -> dict:
-        log = self.log
-        active = log["arrivals"].to_numpy() > 0
+    def _mu_nu(self, L: np.ndarray) -> dict:
+        """Per cluster mu and nu of loads ``L`` (samples, clusters)."""
         per = {}
         for g, name in enumerate(self.clusters):
-            L = log[f"true_load_{name}"].to_numpy()[active]
-            cm = self.target[g]
-            per[name] = {"mu": float(np.mean(np.minimum(L, cm)) / cm) if L.size else float("nan"),
-                         "nu": float(np.mean(np.maximum(L - cm, 0)) / cm) if L.size else float("nan")}
+            x, cm = L[:, g], self.target[g]
+            per[name] = {"mu": float(np.mean(np.minimum(x, cm)) / cm) if x.size else float("nan"),
+                         "nu": float(np.mean(np.maximum(x - cm, 0)) / cm) if x.size else float("nan")}
+        return per
+
+    def metrics(self) -> dict:
+        """MaRCA's figures. ``mu``, ``nu`` and ``clusters`` are measured per sub-tick (what the
+        nodes see); ``tick_mu``, ``tick_nu`` and ``tick_clusters`` on each tick's mean load."""
+        log = self.log
+        active = log["arrivals"].to_numpy() > 0
+        tick = self._mu_nu(np.stack([log[f"true_load_{c}"].to_numpy()[active] for c in self.clusters], axis=1))
+        if self.subtick_load is not None:
+            on = self.subtick_arrivals > 0
+            per = self._mu_nu(self.subtick_load[on])
+        else:
+            per = tick
         arrivals = int(log["arrivals"].sum())
+        guard = {}
+        if "guard_cost" in log:
+            revenue = float(log["revenue"].sum())
+            guard = {"guard_cost": float(log["guard_cost"].sum()),
+                     "guard_cost_pct": 100.0 * float(log["guard_cost"].sum()) / revenue if revenue > 0 else 0.0,
+                     "guard_subticks": {c: int(log[f"guard_subticks_{c}"].sum()) for c in self.clusters}}
         return {
             "controller": self.controller,
             "revenue": float(log["revenue"].sum()),
             "mu": float(np.mean([per[c]["mu"] for c in self.clusters])),
             "nu": float(np.mean([per[c]["nu"] for c in self.clusters])),
             "clusters": per,
+            "tick_mu": float(np.mean([tick[c]["mu"] for c in self.clusters])),
+            "tick_nu": float(np.mean([tick[c]["nu"] for c in self.clusters])),
+            "tick_clusters": tick,
+            **guard,
             "degraded_pct": 100.0 * float(log["degraded"].sum() + log["dropped"].sum()) / max(arrivals, 1),
             "dropped_pct": 100.0 * float(log["dropped"].sum()) / max(arrivals, 1),
             "arrivals": arrivals,
@@ -84,7 +109,14 @@ class Simulator:
 
     def __init__(self, traffic: Traffic, cascade: Cascade | None = None, plant: PlantConfig | None = None,
                  n_requests: int = 1000, seed: int = 0, days: float | None = 7.0, start=None,
-                 response_requests: int = 256, sampling: str = "stratified"):
+                 response_requests: int = 256, sampling: str = "stratified", subticks: int = 12,
+                 guard: str | dict = "proportional", disturbances: Disturbances | None = None):
+        if not (isinstance(subticks, (int, np.integer)) and subticks >= 1):
+            raise ValueError(f"subticks must be an integer >= 1, got {subticks!r}")
+        self.subticks = int(subticks)
+        self.guard = {"rule": guard} if isinstance(guard, str) else dict(guard)
+        NodeGuard(target=(1.0,), **self.guard)  # validate early
+        self.disturbances = disturbances or Disturbances()
         if n_requests < 1:
             raise ValueError(f"n_requests must be >= 1, got {n_requests!r}")
         if sampling not in SAMPLINGS:
@@ -95,6 +127,10 @@ class Simulator:
         self.n_requests, self.seed, self.response_requests = int(n_requests), int(seed), int(response_requests)
         self.history, self.window = traffic.window(days, start)
         self.times = traffic.times[self.window]
+        # the rate of every sub-tick relative to its tick's trace rate: the trace's shape inside the
+        # tick times the injected bursts and outages (whose mean moves the tick's own traffic)
+        self.profile = traffic.subtick_shape(self.window, self.subticks) * self.disturbances.multiplier(
+            len(self.times), traffic.period_s, self.subticks)
 
     def context(self, policy) -> ControlContext:
         plant = self.make_plant()
@@ -111,8 +147,13 @@ class Simulator:
         hist_days = (self.traffic.times[self.history.stop - 1] - start).total_seconds() / 86400.0
         sim = Simulator(self.traffic, cascade=self.cascade, plant=self.plant_config, n_requests=self.n_requests,
                         seed=self.seed + 1000, days=hist_days, start=start, response_requests=self.response_requests,
-                        sampling=self.sampling)
+                        sampling=self.sampling, subticks=self.subticks, guard=self.guard)
         return sim.run(controller, policy)
+
+    def balancer(self, controller: Controller, forecaster=None) -> Balancer:
+        """A Balancer for a simulated run: no wall-clock time budget, so that a run's decisions do
+        not depend on how fast or how busy the machine is (a deployment sets ``time_budget_s``)."""
+        return Balancer(controller, forecaster=forecaster, response_requests=self.response_requests, time_budget_s=float("inf"))
 
     def make_plant(self) -> Plant:
         return Plant(self.cascade, self.plant_config, peak_qps=self.traffic.peak_qps, period_s=self.traffic.period_s)
@@ -120,7 +161,7 @@ class Simulator:
     def environment(self):
         """Yield per-tick (arrivals, features, shed order u, load noise), identical for every run."""
         rng = np.random.default_rng(self.seed)
-        arrivals = self.traffic.arrivals(self.window, rng)
+        arrivals = self.traffic.arrivals(self.window, rng, factor=self.profile.mean(axis=1))
         hours = (self.times.hour + self.times.minute / 60.0 + self.times.second / 3600.0).to_numpy()
         G = len(self.cascade.clusters)
         for k in range(len(arrivals)):
@@ -134,7 +175,7 @@ class Simulator:
         protocol). The cascade's ground truth drives the plant and the metrics only; the
         clairvoyant hindsight limit alone is shown the coming tick."""
         cas, plant = self.cascade, self.make_plant()
-        balancer = controller if isinstance(controller, Balancer) else Balancer(controller, response_requests=self.response_requests)
+        balancer = controller if isinstance(controller, Balancer) else self.balancer(controller)
         name = balancer.controller.name
         balancer.setup(self.context(policy), initial_lam=initial_lam)
         clairvoyant = balancer.controller.clairvoyant
@@ -143,6 +184,8 @@ class Simulator:
         cols = {k: np.zeros(T) for k in ("qps", "arrivals", "revenue", "served", "degraded", "dropped", "solve_ms")}
         lam_log, load_log, true_log = np.zeros((T, G)), np.zeros((T, G)), np.zeros((T, G))
         plan_log = np.full((T, G), np.nan)  # the controller's planned load for this tick, where it plans
+        backoff_log = np.full((T, G), np.nan)  # the MPC's back-off (load margin under C_m)
+        extra: dict = {}
         acted = np.empty(T, dtype=object)
         # warm start: the plant's load before the window, as if the policy ran at initial_lam
         qps0 = float(self.traffic.rate_qps[self.window][0])
@@ -156,26 +199,63 @@ class Simulator:
             from tqdm import tqdm
 
             it = tqdm(it, total=T, desc=name, unit="tick", leave=False, mininterval=0.5)
+        N = self.subticks
+        dt = period / N
+        guard = NodeGuard(target=plant.target, lam_max=balancer.ctx_.lam_max, **self.guard)
+        sub_load, sub_arrivals = np.zeros((T, N, G)), np.zeros((T, N), dtype=np.int64)
+        guard_cost, guard_subticks = np.zeros(T), np.zeros((T, G), dtype=np.int64)
         t0 = time.perf_counter()
         for k, (arrivals, x, u, noise) in enumerate(it):
             tsec = float(self.times[k].hour * 3600 + self.times[k].minute * 60 + self.times[k].second)
+            split = split_arrivals(arrivals, self.profile[k])
             if clairvoyant:
                 balancer.controller.foresee(Clairvoyance(qps=arrivals / period, features=x, cost_factor=plant.cost_factor(tsec),
-                                                         load=plant.load.copy(), lag_alpha=plant.alpha))
+                                                         load=plant.load.copy(), lag_alpha=plant.alpha,
+                                                         subtick_qps=split / dt, subtick_alpha=plant.lag_alpha(dt)))
             s0 = time.perf_counter()
             dec: Decision = balancer.step(tel)
             cols["solve_ms"][k] = (time.perf_counter() - s0) * 1e3
             w = cas.weights(x)
-            lam = dec.lam_vector
-            actions = policy.act(x, lam)
+            lam_c = dec.lam_vector
+            acts: dict = {}  # actions per distinct lambda within the tick (the guard's raises)
+            rev_of: dict = {}
+            log_lam = np.zeros(G)
+            tick = {"revenue": 0.0, "served": 0, "degraded": 0, "dropped": 0}
+            for j in range(N):
+                lam_j = guard.apply(lam_c)
+                key = lam_j.tobytes()
+                if key not in acts:
+                    acts[key] = policy.act(x, lam_j)
+                out = plant.step(split[j] / dt, int(split[j]), acts[key], w, tsec + j * dt, u, noise, dt_s=dt)
+                guard.observe(out.true_load)
+                on = guard.active
+                if on.any():  # what the guard's downgrade gave up on these requests (no overload counted)
+                    ck = lam_c.tobytes()
+                    if ck not in acts:
+                        acts[ck] = policy.act(x, lam_c)
+                    for kk in (ck, key):
+                        if kk not in rev_of:
+                            rev_of[kk] = float(cas.expected_revenue_w(w, acts[kk]).sum()) / max(len(x), 1)
+                    guard_cost[k] += (rev_of[ck] - rev_of[key]) * split[j]
+                    guard_subticks[k] += on
+                sub_load[k, j], log_lam = out.true_load, log_lam + np.log(lam_j)
+                for f in tick:
+                    tick[f] += getattr(out, f)
+            # the lambda the nodes applied over the tick (geometric mean over its sub-ticks)
+            lam = lam_c if len(acts) == 1 and key == lam_c.tobytes() else np.exp(log_lam / N)
+            true_tick = sub_load[k].mean(axis=0)
+            measured = true_tick * (1 + plant.config.load_noise * noise)
+            sub_arrivals[k] = split
             qps = arrivals / period
-            out = plant.step(qps, arrivals, actions, w, tsec, u, noise)
-            cols["qps"][k], cols["arrivals"][k], cols["revenue"][k] = qps, arrivals, out.revenue
-            cols["served"][k], cols["degraded"][k], cols["dropped"][k] = out.served, out.degraded, out.dropped
-            lam_log[k], load_log[k], true_log[k], acted[k] = lam, out.load, out.true_load, dec.controller
+            cols["qps"][k], cols["arrivals"][k], cols["revenue"][k] = qps, arrivals, tick["revenue"]
+            cols["served"][k], cols["degraded"][k], cols["dropped"][k] = tick["served"], tick["degraded"], tick["dropped"]
+            lam_log[k], load_log[k], true_log[k], acted[k] = lam, measured, true_tick, dec.controller
             if dec.plan is not None and dec.plan.load_plan is not None:
                 plan_log[k] = dec.plan.load_plan[0]
-            tel = Telemetry(time=self.times[k], qps=qps, load=out.load, lam=lam, features=x)
+            if dec.plan is not None and "backoff" in dec.plan.info:
+                backoff_log[k] = dec.plan.info["backoff"]
+                extra["backoff_target"] = dec.plan.info["backoff_target"]
+            tel = Telemetry(time=self.times[k], qps=qps, load=measured, lam=lam, features=x)
         wall = time.perf_counter() - t0
         log = pd.DataFrame(cols, index=self.times)
         for g, cname in enumerate(cas.clusters):
@@ -184,5 +264,27 @@ class Simulator:
             log[f"true_load_{cname}"] = true_log[:, g]
             log[f"planned_load_{cname}"] = plan_log[:, g]
         log["acted"] = acted
+        if np.isfinite(backoff_log).any():
+            for g, cname in enumerate(cas.clusters):
+                log[f"backoff_{cname}"] = backoff_log[:, g]
+        log["guard_cost"] = guard_cost
+        for g, cname in enumerate(cas.clusters):
+            log[f"guard_subticks_{cname}"] = guard_subticks[:, g]
         return SimResult(controller=name, log=log, clusters=cas.clusters, target=plant.target.copy(), wall_s=wall,
-                         extra={"decisions": dict(balancer.counts_)})
+                         subtick_load=sub_load, subtick_arrivals=sub_arrivals,
+                         extra={"decisions": dict(balancer.counts_), "subticks": N, "guard": self.guard["rule"], **extra})
+
+
+def split_arrivals(arrivals: int, profile: np.ndarray) -> np.ndarray:
+    """A tick's ``arrivals`` spread over its sub-ticks in proportion to ``profile`` (largest
+    remainders: integer counts summing exactly to ``arrivals``)."""
+    p = np.maximum(np.asarray(profile, dtype=float), 0.0)
+    total = p.sum()
+    if total <= 0:
+        p, total = np.ones(len(p)), float(len(p))
+    share = arrivals * p / total
+    n = np.floor(share).astype(np.int64)
+    rest = int(arrivals - n.sum())
+    if rest > 0:
+        n[np.argsort(-(share - n), kind="stable")[:rest]] += 1
+    return n

@@ -23,6 +23,7 @@ import pandas as pd
 from .traces import Trace, TraceError
 
 
+EDGE_RATIO = 1.5  # neighbouring ticks this far apart are a step of the trace, not a ramp
 MAX_SPIKE = 1e4  # a rate this many times the trace's 99.5th percentile is a corrupt row (real spikes: 90x)
 
 
@@ -85,9 +86,39 @@ class Traffic:
                 raise ValueError(f"--start {ts} plus --days {days:g} runs past the trace end {self.times[-1]}")
         return slice(0, s0), slice(s0, s0 + ticks)
 
-    def arrivals(self, sl: slice, rng: np.random.Generator) -> np.ndarray:
-        """Requests arriving in each tick of ``sl``."""
-        lam = self.rate_qps[sl] * self.period_s
+    def subtick_shape(self, sl: slice, subticks: int, edge_ratio: float = EDGE_RATIO) -> np.ndarray:
+        """How each tick's traffic spreads over its ``subticks`` sub-ticks, ``(ticks, subticks)`` with
+        mean 1 per tick (a tick's arrivals are conserved).
+
+        A tick's rate stands for its middle; inside the tick the rate is interpolated linearly
+        towards each neighbour's middle, except across an edge, where the neighbour's rate differs
+        by more than ``edge_ratio`` x: there the trace's own step is kept (flat up to the tick's
+        boundary) instead of being smeared into a ramp."""
+        if not (isinstance(subticks, (int, np.integer)) and subticks >= 1):
+            raise ValueError(f"subticks must be an integer >= 1, got {subticks!r}")
+        r = self.rate_qps
+        idx = np.arange(len(r))[sl]
+        if subticks == 1 or idx.size == 0:
+            return np.ones((idx.size, subticks))
+        cur = r[idx]
+        prev, nxt = r[np.maximum(idx - 1, 0)], r[np.minimum(idx + 1, len(r) - 1)]
+        f = (np.arange(subticks) + 0.5) / subticks - 0.5  # position from the tick's middle, in ticks
+
+        def smooth(other):  # no ramp across an edge
+            ratio = np.maximum(other, 1e-12) / np.maximum(cur, 1e-12)
+            return np.where((ratio > edge_ratio) | (ratio < 1 / edge_ratio), cur, other)
+
+        left, right = smooth(prev), smooth(nxt)
+        shape = np.where(f[None, :] < 0, cur[:, None] + (cur - left)[:, None] * f[None, :],
+                         cur[:, None] + (right - cur)[:, None] * f[None, :])
+        shape = np.maximum(shape, 0.0)
+        mean = shape.mean(axis=1, keepdims=True)
+        return np.where(mean > 0, shape / np.where(mean > 0, mean, 1.0), 1.0)
+
+    def arrivals(self, sl: slice, rng: np.random.Generator, factor: np.ndarray | float = 1.0) -> np.ndarray:
+        """Requests arriving in each tick of ``sl``, at ``factor`` x the trace's rate (injected
+        bursts and outages)."""
+        lam = self.rate_qps[sl] * self.period_s * factor
         if self.mode == "raw":
             return np.round(lam).astype(np.int64)
         return rng.poisson(lam).astype(np.int64)

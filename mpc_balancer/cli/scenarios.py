@@ -19,6 +19,9 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--requests", type=_positive(int), default=1000,
                    help="sampled requests per tick (default 1000, as in simulate and compare)")
+    p.add_argument("--subticks", type=_positive(int), default=12, help="plant steps per control period (default 12: 5 s)")
+    p.add_argument("--guard", choices=["proportional", "maxpower", "none"], default="proportional",
+                   help="node-local overload guard (default proportional)")
     p.add_argument("--set", action="append", metavar="CONTROLLER.KEY=VALUE", help="controller option, e.g. mpc.max_fall=4")
     p.add_argument("--json", default=None)
     p.set_defaults(func=spike)
@@ -42,7 +45,7 @@ def spike(args) -> int:
     if plant:
         raise ValueError("spike-test takes controller options only (--set CONTROLLER.KEY=VALUE)")
     res = run_spike_test(names, factor=args.factor, announced=args.announced, duration_min=args.duration, seed=args.seed,
-                         n_requests=args.requests, controller_options=opts)
+                         n_requests=args.requests, controller_options=opts, subticks=args.subticks, guard=args.guard)
     print(format_spike(res))
     if args.json:
         dump(res, args.json)

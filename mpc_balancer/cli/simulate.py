@@ -41,6 +41,14 @@ def add_common(p):
     p.add_argument("--policy", default="pretrained", help="per-request policy: pretrained (the shipped AWRQ-Mixer bundle), oracle (exact argmax), or a bundle path")
     p.add_argument("--cost-table", default=None, help="cost table JSON from `mpc-balancer testbench fit`")
     p.add_argument("--events", default=None, help="announced events CSV (start,end,name[,expected_multiplier]) for forecasting controllers")
+    p.add_argument("--subticks", type=_positive(int), default=12,
+                   help="plant steps per control period (default 12: 5 s at 60 s); mu and nu are measured per sub-tick")
+    p.add_argument("--guard", choices=["proportional", "maxpower", "none"], default="proportional",
+                   help="node-local overload guard under every controller (default proportional; maxpower: DCAF's rule)")
+    p.add_argument("--bursts", default=None, metavar="PER_DAY,FMIN-FMAX,MMIN-MMAX",
+                   help="inject unannounced bursts, e.g. 10,3-6,1-5 (10 a day, 3-6x the traffic, 1-5 minutes; seeded by --seed)")
+    p.add_argument("--outages", default=None, metavar="PER_DAY,MINUTES",
+                   help="inject outages (no traffic, then a retry surge), e.g. 1,20 (seeded by --seed)")
     p.add_argument("--horizon", type=_positive(int), default=None, help="MPC / NMPC horizon in ticks")
     p.add_argument("--objective", choices=["revenue", "tracking"], default=None, help="MPC objective (default revenue)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="controller or plant option, e.g. pid.kp=0.4, plant.target_load=0.85")
@@ -63,7 +71,8 @@ def register(sub):
 def run(args, controllers: list[str]) -> int:
     cfg = ExperimentConfig(trace=args.trace, days=args.days, start=args.start, seed=args.seed, period_s=args.period,
                            n_requests=args.requests, sampling=args.sampling, peak_qps=args.peak_qps, traffic_mode=args.traffic, policy=args.policy,
-                           cost_table=args.cost_table, events=args.events)
+                           cost_table=args.cost_table, events=args.events, subticks=args.subticks, guard=args.guard,
+                           bursts=args.bursts, outages=args.outages)
     ctrl_opts, plant_opts = parse_overrides(args.set)
     for name in controllers:
         if name in ("mpc", "nmpc", "shooting") and args.horizon is not None:

@@ -25,6 +25,31 @@ class Clairvoyance:
     cost_factor: np.ndarray  # true cost / estimated cost per cluster
     load: np.ndarray  # the plant's true load now (before the tick)
     lag_alpha: float  # load <- alpha * load + (1 - alpha) * demand
+    subtick_qps: np.ndarray | None = None  # the coming tick's QPS in each sub-tick of the plant
+    subtick_alpha: float | None = None  # the lag's alpha over one sub-tick
+
+    def budget_load(self, target: np.ndarray) -> np.ndarray:
+        """The largest demand load per cluster, at the tick's mean QPS, that keeps the true load
+        at or under ``target`` at the end of every sub-tick (with one sub-tick, of the tick).
+
+        The load after sub-tick j is ``a^(j+1) L0 + c (1 - a) sum_i<=j a^(j-i) q_i`` for a cost
+        ``c`` per request held over the tick: linear in ``c``, so the binding sub-tick gives it."""
+        if self.subtick_qps is None or len(self.subtick_qps) <= 1:
+            a = self.lag_alpha
+            return np.maximum((target - a * self.load) / max(1 - a, 1e-9), 0.0)
+        a, q = float(self.subtick_alpha), np.asarray(self.subtick_qps, dtype=float)
+        n = len(q)
+        s = np.zeros(n)  # sum_i<=j a^(j-i) (1 - a) q_i / qps: the demand load's weight after sub-tick j
+        acc = 0.0
+        for j in range(n):
+            acc = a * acc + (1 - a) * q[j] / self.qps
+            s[j] = acc
+        keep = a ** np.arange(1, n + 1)
+        room = target[None, :] - keep[:, None] * self.load[None, :]
+        ok = s > 1e-12
+        if not ok.any():
+            return np.full(len(target), np.inf)
+        return np.maximum((room[ok] / s[ok, None]).min(axis=0), 0.0)
 
 
 class HindsightController(Controller):
@@ -53,9 +78,7 @@ class HindsightController(Controller):
             return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: hindsight needs the simulator's clairvoyance")
         if fut.qps <= 0:
             return Plan(lam=self.clip(obs.lam), controller=self.name)
-        a = fut.lag_alpha
-        demand = np.maximum((ctx.target - a * fut.load) / max(1 - a, 1e-9), 0.0)
-        budget = demand * ctx.capacity / (fut.qps * fut.cost_factor)  # estimated CPU-ms per request
+        budget = fut.budget_load(ctx.target) * ctx.capacity / (fut.qps * fut.cost_factor)  # estimated CPU-ms per request
         cost = Response(ctx.policy, fut.features, max_requests=None).cost
         lo = np.full(ctx.n_clusters, np.log(ctx.lam_min))
         hi = np.full(ctx.n_clusters, np.log(ctx.lam_max))

@@ -5,8 +5,7 @@ pool of the last ``pool_ticks`` request samples (the frontier's segments refresh
 values); (2) the load disturbance ``theta`` (measured / predicted load) is updated with gain
 ``offset_gain`` (offset-free MPC: true costs differ from the estimates, and ``theta`` learns by how
 much; 0.5 filters the 1% sensor noise, measured on the last day of each trace and the spike test
-against 0.8 and 0.3), and the load budget is tightened by ``backoff``, the ``backoff_quantile`` of recent
-one-tick plan errors (what the forecast and the sampled request mix leave unexplained); (3) the QP over ``horizon`` ticks is solved warm by OSQP (or cvxpy, ``solver="cvxpy"``), with the
+against 0.8 and 0.3), and the load budget is tightened by the back-off ``b`` (below); (3) the QP over ``horizon`` ticks is solved warm by OSQP (or cvxpy, ``solver="cvxpy"``), with the
 frontier either as a fitted concave quadratic (``frontier="quadratic"``, default: ~50 ADMM
 iterations) or as its exact piecewise-linear epigraph (``frontier="pwl"``: LP-like, several hundred
 iterations, 10-50x slower; see benchmarks/bench_mpc.py);
@@ -17,6 +16,20 @@ sample itself: all clusters' lambdas move together, and read off the per-cluster
 cut of every cluster lands far below the plan (the cross-cluster effects the sweeps miss). Small
 moves keep the curve's reading, whose errors the disturbance ``theta`` has already learned.
 Lambda may rise at once but falls at most ``max_fall`` x per tick.
+
+The back-off is an online chance constraint. Each cluster's load budget is ``C_m - b`` and, after
+every tick, ``b <- clip(b + backoff_gain (e - nu*), 0, backoff_max)`` with ``e = max(L - C_m, 0) / C_m``
+the measured over-utilisation of the tick and ``nu* = backoff_target``: calm ticks lower the
+margin by ``backoff_gain nu*``, overloaded ones raise it by their excess. Summed over ``T``
+ticks the updates telescope, so the mean of ``e`` is within ``(backoff_max + b_0) /
+(backoff_gain T)`` of ``nu*`` whenever ``b`` stays inside its bounds (stochastic approximation, as
+in adaptive conformal inference): the long-run nu of any trace converges to the target without a
+quantile tuned on one trace. The margin answers the plan's own misses (the cost model, the
+disturbance estimate, the sampled request mix): a tick counts only if its traffic stayed within the
+forecast's upper band (traffic beyond it is the band's miss, and the bands calibrate themselves),
+the nodes applied the lambda decided (their guard did not have to catch a burst) and lambda was
+below its maximum (an overload no lambda can shed is not the margin's to answer). The target thus
+holds on the ticks the margin is responsible for; bursts beyond every forecast are the guard's.
 
 Where the response comes from (``response``): ``"sample"`` sweeps the policy's
 :meth:`~mpc_balancer.policy.Policy.respond` over the last request samples (costs and revenue as
@@ -43,6 +56,13 @@ from .base import ControlContext, Controller, Observation, Plan
 RESPONSES = ("auto", "sample", "telemetry")
 
 
+def backoff_update(b: np.ndarray, e: np.ndarray, counted: np.ndarray, target: float, gain: float,
+                   b_max: float) -> np.ndarray:
+    """One step of the online chance constraint: ``b + gain (e - target)`` on the counted clusters,
+    clipped to ``[0, b_max]`` (``e``: the tick's over-utilisation per cluster, in units of C_m)."""
+    return np.clip(b + np.where(counted, gain * (np.asarray(e, dtype=float) - target), 0.0), 0.0, b_max)
+
+
 class MpcController(Controller):
     name = "mpc"
     needs_forecast = True
@@ -51,7 +71,8 @@ class MpcController(Controller):
                  n_segments: int = 8,
                  grid_points: int = 12, curve_every: int = 1, pool_ticks: int = 1, offset_gain: float = 0.5,
                  time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
-                 backoff_quantile: float = 0.8, backoff_window: int = 240, max_fall: float | None = 4.0,
+                 backoff_target: float = 0.003, backoff_gain: float = 0.15, backoff_max: float = 0.3,
+                 backoff_initial: float = 0.02, max_fall: float | None = 4.0,
                  refine_steps: int = 8, refine_above: float = 2.0, response: str = "auto", dither: float = 0.02,
                  telemetry_window: int = 1440, telemetry_halflife: float = 720.0, telemetry_min_ticks: int = 30,
                  telemetry_elasticity: float = 0.1, seed: int = 0):
@@ -68,9 +89,14 @@ class MpcController(Controller):
             raise ValueError(f"offset_gain must be in (0, 1], got {offset_gain!r}")
         self.horizon, self.objective, self.solver, self.n_segments = int(horizon), objective, solver, int(n_segments)
         self.grid_points, self.curve_every, self.pool_ticks, self.offset_gain = int(grid_points), int(curve_every), int(pool_ticks), offset_gain
-        if not 0 <= backoff_quantile < 1:
-            raise ValueError(f"backoff_quantile must be in [0, 1), got {backoff_quantile!r}")
-        self.time_limit_s, self.backoff_quantile, self.backoff_window = time_limit_s, backoff_quantile, int(backoff_window)
+        for k, v, ok in (("backoff_target", backoff_target, 0 <= backoff_target < 1), ("backoff_gain", backoff_gain, backoff_gain >= 0),
+                         ("backoff_max", backoff_max, 0 <= backoff_max < 1), ("backoff_initial", backoff_initial, 0 <= backoff_initial <= backoff_max)):
+            if not (isinstance(v, numbers.Real) and np.isfinite(v) and ok):
+                raise ValueError(f"{k} out of range: {v!r} (backoff_target, backoff_max in [0, 1), backoff_gain >= 0, "
+                                 "0 <= backoff_initial <= backoff_max)")
+        self.time_limit_s = time_limit_s
+        self.backoff_target, self.backoff_gain = float(backoff_target), float(backoff_gain)
+        self.backoff_max, self.backoff_initial = float(backoff_max), float(backoff_initial)
         if max_fall is not None and not (isinstance(max_fall, numbers.Real) and max_fall > 1):
             raise ValueError(f"max_fall must be > 1 (or None: no limit), got {max_fall!r}")
         self.max_fall = max_fall
@@ -108,11 +134,12 @@ class MpcController(Controller):
         self.theta_ = np.ones(context.n_clusters)
         self.u_applied_: np.ndarray | None = None
         self.lam_out_: np.ndarray | None = None  # the lambda this controller last returned
+        self.lam_applied_: np.ndarray | None = None  # the lambda the Balancer last applied
         self.u_exact_ = False  # u_applied_ was measured on the sample (a refined tick), not read off the curve
         self.sample_: Response | None = None  # the policy's response on the pool the curve was measured on
         self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
-        self.errors_: deque = deque(maxlen=self.backoff_window)  # measured - planned load, per cluster
-        self.backoff_ = np.zeros(context.n_clusters)
+        self.backoff_ = np.full(context.n_clusters, self.backoff_initial)
+        self.qps_hi_: float | None = None  # the upper forecast of the tick that just ended
         self.ticks_ = 0
         return self
 
@@ -179,6 +206,11 @@ class MpcController(Controller):
                         f"{len(self.telemetry_.points_)} of {self.telemetry_.min_ticks} ticks"))
         self._refresh_curve(lam_now, mode)
         curve, G, H = self.curve_, ctx.n_clusters, self.horizon
+        if self.lam_applied_ is not None and not np.allclose(lam_now, self.clip(self.lam_applied_), rtol=1e-9, atol=0.0):
+            # the nodes applied another lambda than decided (their guard raised it in a burst, or
+            # they missed the update): the tick's load answers that lambda, not the plan's
+            self.u_applied_, self.u_exact_ = np.array([curve.cost_at(g, lam_now[g]) for g in range(G)]), False
+            self.planned_ = None
         # offset-free: the disturbance theta (measured / predicted load) is estimated with the same
         # model the plan uses (the frontier's cost at the applied lambda), so it absorbs every model
         # error: the true/estimated cost gap, cross-cluster effects, the lag. It is multiplicative
@@ -189,11 +221,11 @@ class MpcController(Controller):
             ok = predicted > 1e-3
             ratio = np.where(ok, np.asarray(obs.load) / np.maximum(predicted, 1e-12), self.theta_)
             self.theta_ += self.offset_gain * (np.clip(ratio, 0.2, 5.0) - self.theta_)
-            if self.planned_ is not None and self.ticks_ > 30:  # after the start-up transient
-                # constraint tightening: the back-off is the upper quantile of recent plan errors
-                self.errors_.append(np.asarray(obs.load) - self.planned_)
-                if len(self.errors_) >= 30 and self.backoff_quantile > 0:
-                    self.backoff_ = np.maximum(np.quantile(np.array(self.errors_), self.backoff_quantile, axis=0), 0.0)
+            if (self.planned_ is not None and self.ticks_ > 30 and self.qps_hi_ is not None
+                    and obs.qps <= self.qps_hi_):  # the plan's own tick, after the start-up transient
+                e = np.maximum(np.asarray(obs.load, dtype=float) - ctx.target, 0.0) / ctx.target
+                self.backoff_ = backoff_update(self.backoff_, e, lam_now < ctx.lam_max * (1 - 1e-9),
+                                               self.backoff_target, self.backoff_gain, self.backoff_max)
         fr = [frontier_data(*curve.hull(g), self.n_segments) for g in range(G)]
         u_min = np.array([f[0] for f in fr])
         mean, hi = np.asarray(forecast["mean"][:H], dtype=float), np.asarray(forecast["hi"][:H], dtype=float)
@@ -229,10 +261,11 @@ class MpcController(Controller):
         # what this plan predicts for the coming tick at the upper forecast: the back-off only adds what
         # the band does not already cover
         self.planned_ = hi[0] * self.u_applied_ / cap_eff
+        self.qps_hi_ = float(hi[0])
         return Plan(lam=lam, controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
                     lam_plan=lam_plan, load_plan=load_plan,
                     info={"slack_max": float(np.max(sol.slack)), "theta": self.theta_.tolist(), "backoff": self.backoff_.tolist(),
-                          "iterations": sol.iterations, "response": mode})
+                          "backoff_target": self.backoff_target, "iterations": sol.iterations, "response": mode})
 
     def _sample_cost(self, lam: np.ndarray) -> np.ndarray:
         """Mean estimated cost per request of each cluster at ``lam`` on the curve's request pool."""
@@ -265,6 +298,7 @@ class MpcController(Controller):
 
     def notify_applied(self, lam: np.ndarray) -> None:
         """The Balancer applied ``lam`` (possibly clamped, rate-limited, or from a fallback)."""
+        self.lam_applied_ = np.asarray(lam, dtype=float).copy()
         if self.lam_out_ is not None and np.allclose(lam, self.lam_out_, rtol=1e-9, atol=0.0):
             return  # applied as planned: u_applied_ and planned_ stand
         if self.curve_ is not None:
@@ -277,7 +311,7 @@ class MpcController(Controller):
         arr = lambda a: None if a is None else np.asarray(a).tolist()  # noqa: E731
         c = self.curve_
         return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
-                "planned": arr(self.planned_), "u_exact": self.u_exact_, "errors": [e.tolist() for e in self.errors_], "backoff": self.backoff_.tolist(),
+                "planned": arr(self.planned_), "u_exact": self.u_exact_, "lam_applied": arr(self.lam_applied_), "backoff": self.backoff_.tolist(), "qps_hi": self.qps_hi_,
                 "pool": [p.tolist() for p in self.pool_], "curve_pool": None if self.sample_ is None else self.sample_.features.tolist(),
                 "mode": self.mode_, "u_scale": arr(self.u_scale_), "telemetry": self.telemetry_.state_dict(),
                 "rng": self.rng_.bit_generator.state,
@@ -290,7 +324,8 @@ class MpcController(Controller):
         self.ticks_ = int(d["ticks"])
         self.u_applied_, self.planned_ = opt(d["u_applied"]), opt(d["planned"])
         self.u_exact_ = bool(d.get("u_exact", False))
-        self.errors_ = deque((np.asarray(e, dtype=float) for e in d["errors"]), maxlen=self.backoff_window)
+        self.lam_applied_ = opt(d.get("lam_applied"))
+        self.qps_hi_ = d.get("qps_hi")
         self.backoff_ = np.asarray(d["backoff"], dtype=float)
         self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.pool_ticks)
         cp = d["curve_pool"]

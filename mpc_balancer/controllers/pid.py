@@ -7,7 +7,9 @@ to lambda multiplicatively, so gains in log space hold over a day whose traffic 
     log lambda = log lambda_0 + Kp e + Ki sum(e) + Kd (e - e_prev)
 
 Anti-windup: the integral only accumulates while lambda is inside its bounds (or the error drives
-it back inside), so a long night at the lower bound does not build up a debt.
+it back inside), so a long night at the lower bound does not build up a debt. When the nodes
+applied another lambda than the one decided (a node-local guard raised it during a burst), the
+integral takes the applied one over: the loop continues from what the plant actually saw.
 """
 from __future__ import annotations
 
@@ -33,10 +35,18 @@ class PidController(Controller):
         super().setup(context)
         self.integral_ = np.zeros(context.n_clusters)
         self.prev_error_ = np.zeros(context.n_clusters)
+        self.applied_: np.ndarray | None = None  # the lambda the Balancer applied last tick
         return self
+
+    def notify_applied(self, lam: np.ndarray) -> None:
+        self.applied_ = np.asarray(lam, dtype=float).copy()
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
         ctx = self.ctx_
+        if self.applied_ is not None and self.ki > 0:
+            # what the nodes applied differs from what was decided (their guard): continue from it
+            seen = np.clip(np.asarray(obs.lam, dtype=float), ctx.lam_min, ctx.lam_max)
+            self.integral_ = self.integral_ + (np.log(seen) - np.log(np.clip(self.applied_, ctx.lam_min, ctx.lam_max))) / self.ki
         e = (np.asarray(obs.load, dtype=float) - (1 - self.margin) * ctx.target) / ctx.target
         lo, hi = np.log(ctx.lam_min), np.log(ctx.lam_max)
         base = np.log(self.lam0) + self.kp * e + self.kd * (e - self.prev_error_)
@@ -57,8 +67,10 @@ class PidController(Controller):
                               - self.kd * (e - self.prev_error_)) / self.ki
 
     def state_dict(self) -> dict:
-        return {"integral": self.integral_.tolist(), "prev_error": self.prev_error_.tolist()}
+        return {"integral": self.integral_.tolist(), "prev_error": self.prev_error_.tolist(),
+                "applied": None if self.applied_ is None else self.applied_.tolist()}
 
     def load_state_dict(self, d: dict) -> None:
         self.integral_ = np.asarray(d["integral"], dtype=float)
         self.prev_error_ = np.asarray(d["prev_error"], dtype=float)
+        self.applied_ = None if d.get("applied") is None else np.asarray(d["applied"], dtype=float)

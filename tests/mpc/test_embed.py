@@ -462,7 +462,7 @@ def test_a_balancer_shared_by_threads_serialises_its_ticks():
 
     policy = SeparablePolicy(2)
     bal = mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=1500.0) for c in policy.clusters},
-                             policy=policy, history=history(), horizon=10, backoff_window=5000, pool_ticks=3)
+                             policy=policy, history=history(), horizon=10, backoff_gain=0.5, pool_ticks=3)
     errors, done = [], threading.Event()
 
     def checkpoints():

@@ -87,9 +87,9 @@ def test_band_is_calibrated_warm_on_the_held_out_end_of_history():
     q, t = history(days=3)
     q = q * np.exp(np.random.default_rng(0).normal(0, 0.05, len(q)))
     n = 240
-    warm = TickForecaster(model="seasonal_naive", warm_calib=n).fit(q, t, 60.0)
+    warm = TickForecaster(model="seasonal_naive", warm_calib=n, aci_gain=0.0).fit(q, t, 60.0)
     # the oracle: the same replay by hand on a forecaster fitted without the held-out ticks
-    cold = TickForecaster(model="seasonal_naive", warm_calib=0).fit(q[:-n], t[:-n], 60.0)
+    cold = TickForecaster(model="seasonal_naive", warm_calib=0, aci_gain=0.0).fit(q[:-n], t[:-n], 60.0)
     errs, prev = [], cold.predict(96)["mean"]
     for ti, qi in zip(t[-n:], q[-n:]):
         cold.observe(ti, qi)
@@ -117,3 +117,34 @@ def test_warm_calibration_needs_two_days_of_history_left():
         TickForecaster(warm_calib=-1)
     with pytest.raises(ValueError, match="calib_horizon must be an integer >= 1, got 0"):
         TickForecaster(calib_horizon=0)
+
+
+def test_adaptive_band_miss_rate_telescopes_to_the_level_moved():
+    """ACI's exact identity: over the scored ticks the one-step miss rate of the issued bands
+    minus 20% equals (level_T - level_0) / (gain T) while the level stays inside its clip range;
+    after a shift to 3x noisier traffic the adaptive band covers ~80% where the plain rolling
+    quantile (same window) under-covers."""
+    q, t = history(days=4)
+    rng = np.random.default_rng(1)
+    noise = np.where(np.arange(len(q)) < len(q) - 1440, 0.03, 0.09)  # the last day is 3x noisier
+    q = q * np.exp(rng.normal(0, noise))
+    split = len(q) - 1440
+    cover = {}
+    for gain in (0.0, 0.02):
+        f = TickForecaster(model="seasonal_naive", warm_calib=240, aci_gain=gain).fit(q[:split], t[:split], 60.0)
+        level0 = f.level_[0]
+        hi = f.predict(30)["hi"][0]
+        misses, levels = [], []
+        for ti, qi in zip(t[split:], q[split:]):
+            misses.append(qi > hi)
+            f.observe(ti, qi)
+            levels.append(f.level_[0])
+            hi = f.predict(30)["hi"][0]
+        levels = np.array(levels)
+        cover[gain] = 1 - np.mean(misses)
+        if gain > 0:
+            inside = (levels > 0.5) & (levels < 1.0)
+            assert inside.all(), "the identity holds while the level is not clipped"
+            assert np.mean(misses) - 0.2 == pytest.approx((levels[-1] - level0) / (gain * len(misses)), abs=1e-12)
+    assert cover[0.0] < 0.75  # the plain window quantile lags the shift
+    assert abs(cover[0.02] - 0.8) < 0.03

@@ -1,0 +1,90 @@
+"""Over-utilisation on bursty traffic: pid, mpc and the hindsight limit, each bundled trace, with and
+without injected bursts and outages, several seeds; every figure measured per sub-tick.
+
+    python benchmarks/bench_bursts.py --days 7 --seeds 0,1,2 --jobs 2 --json bursts.json
+
+One job is ``mpc-balancer compare --controllers pid,mpc,hindsight`` on one (trace, scenario, seed);
+the table gives, per trace and scenario, the mean over seeds and the [min, max] spread of:
+revenue as % of hindsight, mean mu, the worst cluster's nu, mu's gap to hindsight on the worst
+cluster, the guard's revenue cost (% of revenue) and the sub-ticks it was active (per cluster,
+mean). Hindsight is the physical limit: it knows every sub-tick's traffic of the coming tick; the
+nu it cannot avoid (a burst no allocation fits) is no causal controller's to remove.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+SCENARIOS = {"plain": (None, None), "bursts": ("10,3-6,1-5", "1,20")}
+
+
+def one(job):
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from mpc_balancer.experiment import ExperimentConfig, run_comparison
+
+    trace, scenario, seed, days, controllers, guard = job
+    bursts, outages = SCENARIOS[scenario]
+    cfg = ExperimentConfig(trace=trace, days=days, seed=seed, bursts=bursts, outages=outages, guard=guard)
+    t0 = time.perf_counter()
+    _, summary = run_comparison(cfg, controllers)
+    return {"trace": trace, "scenario": scenario, "seed": seed, "wall_s": time.perf_counter() - t0,
+            "results": summary["results"]}
+
+
+def table(rows: list[dict]) -> str:
+    out = []
+    for trace in sorted({r["trace"] for r in rows}):
+        for scenario in SCENARIOS:
+            sel = [r for r in rows if r["trace"] == trace and r["scenario"] == scenario]
+            if not sel:
+                continue
+            out.append(f"\n{trace}, {scenario}: {len(sel)} seeds (mean [min, max])")
+            out.append(f"{'controller':<11}{'Return% of hindsight':>24}{'mu':>22}{'worst nu':>26}{'mu gap (worst)':>24}"
+                       f"{'guard cost %':>20}{'guard sub-ticks':>18}")
+            for name in [m["controller"] for m in sel[0]["results"]]:
+                ms = [next(m for m in r["results"] if m["controller"] == name) for r in sel]
+                hs = [next((m for m in r["results"] if m["controller"] == "hindsight"), None) for r in sel]
+                ret = [m.get("return_vs_hindsight_pct", np.nan) for m in ms]
+                mu = [m["mu"] for m in ms]
+                nu = [max(c["nu"] for c in m["clusters"].values()) for m in ms]
+                gap = [max(h["clusters"][c]["mu"] - m["clusters"][c]["mu"] for c in m["clusters"]) if h else np.nan
+                       for m, h in zip(ms, hs)]
+                cost = [m.get("guard_cost_pct", 0.0) for m in ms]
+                active = [np.mean(list(m.get("guard_subticks", {"-": 0}).values())) for m in ms]
+
+                def f(v, p=4):
+                    return f"{np.mean(v):.{p}f} [{np.min(v):.{p}f}, {np.max(v):.{p}f}]"
+                out.append(f"{name:<11}{f(ret, 2):>24}{f(mu):>22}{f(nu, 5):>26}{f(gap):>24}{f(cost, 2):>20}{np.mean(active):>18.0f}")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--traces", default="nasa,elb,nyc-taxi")
+    ap.add_argument("--scenarios", default="plain,bursts")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--days", type=float, default=7.0)
+    ap.add_argument("--controllers", default="pid,mpc,hindsight")
+    ap.add_argument("--guard", default="proportional")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    jobs = [(t, s, int(seed), a.days, a.controllers.split(","), a.guard) for t in a.traces.split(",")
+            for s in a.scenarios.split(",") for seed in a.seeds.split(",")]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=a.jobs) as ex:
+        rows = list(ex.map(one, jobs))
+    print(f"{len(jobs)} runs of {a.days:g} days, guard {a.guard}, {time.perf_counter() - t0:.0f} s wall on {a.jobs} processes")
+    print(table(rows))
+    if a.json:
+        from mpc_balancer.jsonio import write_json
+
+        write_json(a.json, {"days": a.days, "guard": a.guard, "runs": rows})
+
+
+if __name__ == "__main__":
+    main()

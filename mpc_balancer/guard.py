@@ -1,0 +1,116 @@
+"""Node-local overload guards: what a serving node does between two central decisions.
+
+The central controller sets lambda once a control period (a minute). A burst that starts inside
+that minute overloads the nodes before any forecast or feedback can react, so each node keeps a
+fast local rule (DCAF's MaxPower, MaRCA's "predefined downgrades for spikes", a concurrency
+limiter). Every sub-tick (5 s by default) the node reads its own load per cluster and applies
+
+    lambda_local = max(lambda_central, floor)
+
+where ``floor`` is the guard's state, in lambda units (0 while the guard is idle):
+
+* over ``C_m``: the floor is raised multiplicatively from the lambda in force,
+  ``floor = lambda_local * step`` (the step depends on the rule, bounded by ``max_step``);
+* under ``C_m (1 - release)``: the floor decays geometrically (``halflife`` sub-ticks), so the
+  node falls back to the central lambda, and as soon as the central lambda has caught up
+  (``lambda_central >= floor``) the guard is idle again;
+* in between: the floor holds (no oscillation around ``C_m``).
+
+The load read at the end of one sub-tick sets the lambda of the next: a reaction delay of one
+sub-tick. The rules differ only in the step:
+
+* ``"proportional"`` (default): ``step = min((L / C_m) ** gain, max_step)``: a 5% overload
+  raises lambda 1.5x, 20% 4x (the cap), so a 6x burst is shed within a few sub-ticks while a
+  graze of ``C_m`` costs little;
+* ``"maxpower"`` (DCAF's MaxPower as a node rule): a fixed ``step`` whatever the overload, the
+  published guard's shape: it cannot tell a 2% from a 200% overload;
+* ``"none"``: no guard (``lambda_local = lambda_central``).
+
+A guard knows only its node's load, ``C_m`` and the central lambda: it runs in the serving path
+(the service's client library, a sidecar), with no forecast and no policy call.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+GUARDS = ("none", "maxpower", "proportional")
+
+
+class NodeGuard:
+    """A node's guard over ``G`` clusters; ``apply`` before a sub-tick, ``observe`` after it.
+
+    Parameters
+    ----------
+    rule : {"proportional", "maxpower", "none"}
+        How the floor is raised on overload (see the module doc).
+    target : array_like, shape (G,)
+        ``C_m`` per cluster, in load units (fraction of capacity).
+    gain : float
+        Exponent of the proportional rule's step ``(L / C_m) ** gain``.
+    step : float
+        The maxpower rule's fixed step (> 1).
+    max_step : float
+        Largest raise per sub-tick (the proportional rule's cap).
+    release : float
+        The floor decays only once the load is under ``C_m (1 - release)``.
+    halflife : float
+        Sub-ticks for the floor to halve while it decays.
+    lam_max : float
+        Ceiling on the local lambda.
+    """
+
+    def __init__(self, rule: str = "proportional", target=(0.9,), gain: float = 8.0, step: float = 2.0,
+                 max_step: float = 4.0, release: float = 0.03, halflife: float = 3.0, lam_max: float = 10.0):
+        if rule not in GUARDS:
+            raise ValueError(f"guard must be one of {GUARDS}, got {rule!r}")
+        target = np.asarray(target, dtype=float)
+        if target.ndim != 1 or target.size == 0 or not np.all(np.isfinite(target) & (target > 0)):
+            raise ValueError(f"guard target (C_m per cluster) must be positive finite values, got {target!r}")
+        for name, v, ok in (("gain", gain, gain > 0), ("step", step, step > 1), ("max_step", max_step, max_step > 1),
+                            ("release", release, 0 <= release < 1), ("halflife", halflife, halflife > 0),
+                            ("lam_max", lam_max, lam_max > 0)):
+            if not (np.isfinite(v) and ok):
+                raise ValueError(f"guard {name} out of range: {v!r}")
+        self.rule, self.target = rule, target
+        self.gain, self.step_, self.max_step = float(gain), float(step), float(max_step)
+        self.release, self.halflife, self.lam_max = float(release), float(halflife), float(lam_max)
+        self.reset()
+
+    def reset(self) -> None:
+        """Idle: no floor, nothing applied yet."""
+        self.floor = np.zeros(self.target.size)
+        self.lam_local = None
+
+    @property
+    def active(self) -> np.ndarray:
+        """Clusters on which the guard overrides the central lambda now."""
+        if self.lam_local is None:
+            return np.zeros(self.target.size, dtype=bool)
+        return self.lam_local > self._central
+
+    def apply(self, lam_central) -> np.ndarray:
+        """The lambda the node applies in the coming sub-tick, given the central one."""
+        lam_central = np.asarray(lam_central, dtype=float)
+        if lam_central.shape != self.target.shape:
+            raise ValueError(f"lam_central must have {self.target.size} values, got shape {lam_central.shape}")
+        self._central = lam_central
+        self.lam_local = np.minimum(np.maximum(lam_central, self.floor), np.maximum(self.lam_max, lam_central))
+        return self.lam_local
+
+    def observe(self, load) -> None:
+        """The node's load per cluster at the end of the sub-tick: sets the next sub-tick's floor."""
+        if self.rule == "none" or self.lam_local is None:
+            return
+        ratio = np.asarray(load, dtype=float) / self.target
+        ratio = np.where(np.isfinite(ratio), ratio, 1.0)  # a broken meter neither raises nor releases
+        over = ratio > 1.0
+        if self.rule == "proportional":
+            step = np.minimum(np.power(np.maximum(ratio, 1.0), self.gain), self.max_step)
+        else:
+            step = np.full(ratio.shape, self.step_)
+        raised = np.minimum(self.lam_local * step, self.lam_max)
+        decayed = self.floor * 0.5 ** (1.0 / self.halflife)
+        self.floor = np.where(over, np.maximum(self.floor, raised),
+                              np.where(ratio < 1.0 - self.release, decayed, self.floor))
+        # once the central lambda has caught up the guard is idle: nothing left to decay from
+        self.floor = np.where(self.floor <= self._central, 0.0, self.floor)

@@ -1,0 +1,216 @@
+"""Bursty traffic: injected bursts/outages, the sub-tick plant, the node-local guard, the hindsight
+budget per sub-tick and the MPC's online back-off."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpc_balancer.controllers.hindsight import Clairvoyance
+from mpc_balancer.controllers.mpc import backoff_update
+from mpc_balancer.controllers.pid import PidController
+from mpc_balancer.disturbances import SURGE_SHARE, BurstSpec, Disturbances, OutageSpec
+from mpc_balancer.guard import NodeGuard
+from mpc_balancer.plant import Plant, PlantConfig
+from mpc_balancer.simulator import split_arrivals
+from mpc_balancer.traces import Trace
+from mpc_balancer.traffic import Traffic
+from policies.cascade import Cascade
+
+
+# ------------------------------------------------------------------------------ disturbances
+def test_burst_and_outage_specs_parse_and_name_the_option():
+    assert BurstSpec.parse("10,3-6,1-5") == BurstSpec(10.0, (3.0, 6.0), (1.0, 5.0))
+    assert OutageSpec.parse("1,20") == OutageSpec(1.0, 20.0)
+    for bad, msg in (("10,3-6", "--bursts expects"), ("x,3-6,1-5", "--bursts PER_DAY"), ("10,6-3,1-5", "FACTOR"),
+                     ("10,0.5-2,1-5", "FACTOR must be >= 1"), ("10,3-6,nan", "MINUTES")):
+        with pytest.raises(ValueError, match=msg):
+            BurstSpec.parse(bad)
+    with pytest.raises(ValueError, match="--outages"):
+        OutageSpec.parse("1")
+
+
+def test_disturbance_multiplier_weighs_sub_ticks_by_overlap():
+    d = Disturbances(bursts=BurstSpec(20.0, (4.0, 4.0), (2.0, 2.0)), seed=3)
+    events = d.events(86400.0)
+    assert events == Disturbances(bursts=BurstSpec(20.0, (4.0, 4.0), (2.0, 2.0)), seed=3).events(86400.0)  # seeded
+    m = d.multiplier(1440, 60.0, 12).ravel()
+    dt = 5.0
+    # the oracle: for each sub-tick, the product over bursts of 1 + 3 * overlap fraction
+    edges = np.arange(1440 * 12 + 1) * dt
+    want = np.ones(1440 * 12)
+    for _, start, length, factor in events:
+        cover = np.clip(np.minimum(edges[1:], start + length) - np.maximum(edges[:-1], start), 0, dt) / dt
+        want *= 1 + (factor - 1) * cover
+    np.testing.assert_allclose(m, want, rtol=1e-12)
+    # each burst adds exactly (factor - 1) x its length of traffic when bursts do not overlap
+    assert np.sum(m - 1) * dt == pytest.approx(sum(3.0 * e[2] for e in events), rel=0.05)
+
+
+def test_outage_zeroes_traffic_and_the_surge_returns_half_of_the_missed_requests():
+    d = Disturbances(outages=OutageSpec(1.0, 10.0), seed=0)
+    events = d.events(86400.0)
+    assert len(events) == 1
+    kind, start, length, _ = events[0]
+    assert start + length + 3600 < 86400
+    m = d.multiplier(1440, 60.0, 12).ravel()
+    dt = 5.0
+    t = np.arange(m.size) * dt
+    inside = (t >= start) & (t + dt <= start + length)
+    assert kind == "outage" and np.all(m[inside] == 0)
+    # the traffic lost is the outage's length at 1 x, the retries give back SURGE_SHARE of it
+    assert np.sum(m - 1) * dt == pytest.approx(-(1 - SURGE_SHARE) * length, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ sub-tick traffic
+def _traffic(values, period=60.0):
+    idx = pd.date_range("2024-01-01", periods=len(values), freq="1min")
+    tr = Trace(name="t", series=pd.Series(np.asarray(values, dtype=float), index=idx), step=pd.Timedelta("1min"))
+    return Traffic(tr, period_s=period, peak_qps=1000.0, mode="raw")
+
+
+def test_subtick_shape_conserves_each_tick_and_keeps_steps_sharp():
+    v = np.r_[np.full(10, 1e5), np.full(10, 5e5), np.linspace(5e5, 6e5, 10)]
+    tr = _traffic(v)
+    shape = tr.subtick_shape(slice(0, len(v)), 12)
+    np.testing.assert_allclose(shape.mean(axis=1), 1.0, rtol=1e-12)  # a tick's arrivals are conserved
+    # the 5x step at tick 10: ticks 9 and 10 stay flat (no ramp smears the step into them)
+    np.testing.assert_allclose(shape[9], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(shape[10][:6], 1.0, rtol=1e-12)
+    # on the ramp the rate rises inside the tick
+    assert np.all(np.diff(shape[25]) > 0)
+    assert np.all(tr.subtick_shape(slice(0, len(v)), 1) == 1.0)
+
+
+@given(st.integers(0, 10**7), st.lists(st.floats(0, 10), min_size=1, max_size=24))
+@settings(max_examples=200, deadline=None)
+def test_split_arrivals_is_exact_and_proportional(n, profile):
+    split = split_arrivals(n, np.array(profile))
+    assert split.sum() == n and np.all(split >= 0)
+    p = np.array(profile)
+    if p.sum() > 0:
+        assert np.all(np.abs(split - n * p / p.sum()) < 1.0 + 1e-9)
+
+
+# ------------------------------------------------------------------------------ sub-tick plant
+def test_sub_stepping_the_lag_composes_to_the_tick():
+    """N sub-steps of dt at a constant demand land exactly where one step of N dt lands."""
+    cas = Cascade()
+    cfg = PlantConfig()
+    rng = np.random.default_rng(0)
+    x = cas.sample_features(200, 12.0, rng)
+    a = rng.integers(0, cas.cost.shape[1], 200)
+    w, u, noise = cas.weights(x), rng.random(200), np.zeros(3)
+    one = Plant(cas, cfg, peak_qps=20000.0, period_s=60.0)
+    sub = Plant(cas, cfg, peak_qps=20000.0, period_s=60.0)
+    for p in (one, sub):
+        p.reset(np.array([0.5, 0.7, 0.9]))
+    one.step(15000.0, 900000, a, w, 0.0, u, noise)
+    for _ in range(12):
+        sub.step(15000.0, 75000, a, w, 0.0, u, noise, dt_s=5.0)
+    np.testing.assert_allclose(sub.load, one.load, rtol=1e-12)
+
+
+def test_hindsight_budget_keeps_every_sub_tick_at_c_m():
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        q = rng.uniform(100, 1000, 12) * np.where(rng.random(12) < 0.3, 5.0, 1.0)
+        fut = Clairvoyance(qps=float(q.mean()), features=np.zeros((1, 3)), cost_factor=np.ones(3), load=rng.uniform(0, 1.2, 3),
+                           lag_alpha=np.exp(-2.0), subtick_qps=q, subtick_alpha=np.exp(-1 / 6))
+        target = np.full(3, 0.9)
+        D = fut.budget_load(target)  # demand load at the tick's mean QPS
+        L, peak = fut.load.copy(), np.full(3, -np.inf)
+        for qj in q:  # the oracle: run the recursion at that demand
+            L = fut.subtick_alpha * L + (1 - fut.subtick_alpha) * D * qj / fut.qps
+            peak = np.maximum(peak, L)
+        feasible = D > 0
+        np.testing.assert_allclose(peak[feasible], 0.9, rtol=1e-9)  # binding somewhere, never above
+        assert np.all(peak[~feasible] >= 0.9 - 1e-12)  # no demand keeps it under: the lag alone is over
+
+
+# ------------------------------------------------------------------------------ the guard
+def test_proportional_guard_raises_after_one_sub_tick_and_decays_back():
+    g = NodeGuard("proportional", target=[0.9, 0.9], gain=8.0, max_step=4.0, halflife=2.0)
+    central = np.array([0.01, 0.02])
+    assert np.all(g.apply(central) == central)
+    g.observe([0.9 * 1.05, 0.5])  # cluster 0 is 5% over at the end of the sub-tick
+    lam = g.apply(central)
+    assert lam[0] == pytest.approx(0.01 * 1.05 ** 8) and lam[1] == 0.02  # only the overloaded cluster, from the next sub-tick
+    g.observe([0.9 * 1.5, 0.5])  # far over: the step is capped
+    assert g.apply(central)[0] == pytest.approx(0.01 * 1.05 ** 8 * 4.0)
+    held = g.apply(central)[0]
+    g.observe([0.88, 0.5])  # between C_m (1 - release) and C_m: hold
+    assert g.apply(central)[0] == held
+    for _ in range(2):
+        g.observe([0.5, 0.5])
+        g.apply(central)
+    assert g.apply(central)[0] == pytest.approx(held / 2)  # one half-life (2 sub-ticks)
+    assert g.apply(np.array([1.0, 0.02]))[0] == 1.0  # the central lambda caught up
+    g.observe([0.5, 0.5])
+    assert g.floor[0] == 0.0 and not g.active.any()
+
+
+@given(st.floats(0.9, 10.0), st.floats(0.9, 10.0))
+def test_proportional_step_is_monotone_and_bounded(l1, l2):
+    steps = []
+    for L in (l1, l2):
+        g = NodeGuard("proportional", target=[0.9])
+        g.apply(np.array([0.01]))
+        g.observe([L])
+        steps.append(g.apply(np.array([0.01]))[0] / 0.01)
+    assert 1.0 <= min(steps) and max(steps) <= 4.0 + 1e-12
+    assert (steps[0] - steps[1]) * (l1 - l2) >= -1e-12
+
+
+def test_maxpower_steps_by_a_fixed_factor_and_none_never_acts():
+    mp = NodeGuard("maxpower", target=[0.9], step=2.0)
+    mp.apply(np.array([0.01]))
+    mp.observe([0.91])
+    assert mp.apply(np.array([0.01]))[0] == pytest.approx(0.02)
+    mp.observe([5.0])
+    assert mp.apply(np.array([0.01]))[0] == pytest.approx(0.04)  # the same step whatever the overload
+    no = NodeGuard("none", target=[0.9])
+    no.apply(np.array([0.01]))
+    no.observe([5.0])
+    assert no.apply(np.array([0.01]))[0] == 0.01
+    with pytest.raises(ValueError, match="guard must be one of"):
+        NodeGuard("fast", target=[0.9])
+
+
+# ------------------------------------------------------------------------------ controllers
+def test_pid_continues_from_the_lambda_the_nodes_applied():
+    from mpc_balancer.controllers.base import ControlContext, Observation
+
+    ctx = ControlContext(clusters=("a",), policy=None, target=np.array([0.9]), capacity=np.array([1.0]), period_s=60.0,
+                         history_qps=np.zeros(0), history_times=pd.DatetimeIndex([]))
+    obs = lambda lam: Observation(t=0, time=pd.Timestamp("2024-01-01"), qps=1.0, load=np.array([0.9]), lam=np.array([lam]))  # noqa: E731
+    plain, guarded = PidController().setup(ctx), PidController().setup(ctx)
+    for c in (plain, guarded):
+        c.notify_applied(np.array([0.01]))
+    a = plain.make_step(obs(0.01)).lam[0]
+    b = guarded.make_step(obs(0.03)).lam[0]  # the guard tripled it over the tick
+    assert b == pytest.approx(3 * a, rel=1e-12)
+
+
+@given(st.lists(st.tuples(st.floats(0, 0.2), st.booleans()), min_size=1, max_size=300), st.floats(0.01, 2.0))
+@settings(max_examples=100, deadline=None)
+def test_backoff_update_telescopes_to_the_target(seq, gain):
+    """Unclipped, the counted ticks' mean over-utilisation exceeds the target by exactly
+    (b_T - b_0) / (gain T): the long-run nu goes to the target whenever b stays bounded."""
+    b0 = b = np.array([0.5])
+    counted_e = []
+    for e, counted in seq:
+        b = backoff_update(b, np.array([e]), np.array([counted]), target=0.003, gain=gain, b_max=1e9)
+        if counted:
+            counted_e.append(e)
+    if counted_e and b[0] > 0:
+        clipped_low = False
+        # re-run checking the lower clip was never hit
+        bb = b0
+        for e, counted in seq:
+            bb = backoff_update(bb, np.array([e]), np.array([counted]), target=0.003, gain=gain, b_max=1e9)
+            clipped_low |= bool(bb[0] == 0.0)
+        if not clipped_low:
+            assert np.mean(counted_e) - 0.003 == pytest.approx((b[0] - b0[0]) / (gain * len(counted_e)), abs=1e-9)
