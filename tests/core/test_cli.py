@@ -25,6 +25,29 @@ def test_compare_json_schema(tmp_path, capsys):
     assert "controller" in capsys.readouterr().out
 
 
+def test_compare_with_bursts_reports_sub_tick_figures_guard_and_backoff(tmp_path):
+    """Injected bursts reach every controller alike; mu/nu per sub-tick sit beside the tick
+    figures; the guard's cost is reported; the MPC's back-off is plotted."""
+    out = tmp_path / "r.json"
+    rc = main(["compare", "--trace", "elb", "--days", "0.2", "--requests", "100", "--controllers", "pid,mpc",
+               "--bursts", "60,4-6,1-3", "--outages", "5,5", "--seed", "2", "--set", "mpc.horizon=10",
+               "--json", str(out), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 0
+    d = json.loads(out.read_text())
+    assert d["subticks"] == 12 and d["guard"] == "proportional" and d["bursts"] == "60,4-6,1-3"
+    pid, mpc = d["results"]
+    for r in (pid, mpc):
+        assert set(r) >= {"tick_mu", "tick_nu", "tick_clusters", "guard_cost", "guard_cost_pct", "guard_subticks"}
+        assert r["nu"] >= 0 and r["guard_cost"] >= 0
+    assert pid["arrivals"] == mpc["arrivals"]  # the same injected traffic
+    assert sum(pid["guard_subticks"].values()) > 0  # 60 bursts of 4-6x a day: the guard acted
+    assert (tmp_path / "run" / "backoff.png").stat().st_size > 1000
+    plain = tmp_path / "p.json"
+    assert main(["simulate", "--trace", "elb", "--days", "0.2", "--requests", "100", "--controller", "pid", "--seed", "2",
+                 "--json", str(plain), "--no-progress"]) == 0
+    assert json.loads(plain.read_text())["results"][0]["arrivals"] != pid["arrivals"]
+
+
 def test_simulate_has_same_shape_with_one_result(tmp_path):
     out = tmp_path / "r.json"
     assert main(["simulate", "--trace", "elb", "--days", "0.1", "--requests", "50", "--controller", "pid", "--json", str(out), "--no-progress"]) == 0
@@ -37,6 +60,8 @@ def test_simulate_has_same_shape_with_one_result(tmp_path):
     (["compare", "--trace", "elb", "--days", "99"], "longer than the trace"),
     (["compare", "--trace", "elb", "--controllers", "static,bogus"], "unknown controller 'bogus'"),
     (["compare", "--trace", "elb", "--set", "pid.kp"], "--set expects SECTION.KEY=VALUE"),
+    (["compare", "--trace", "elb", "--bursts", "10,3-6"], "--bursts expects"),
+    (["compare", "--trace", "elb", "--outages", "1,x"], "--outages MINUTES"),
     (["compare", "--trace", "elb", "--set", "plant.capcity=1"], "unknown plant config keys"),
 ])
 def test_errors_are_one_line_without_traceback(args, needle):
