@@ -35,7 +35,7 @@ class ExperimentConfig:
     cost_table: str | None = None
     events: str | None = None  # announced events CSV (start,end,name[,expected_multiplier]) for forecasters
     subticks: int = 12  # plant steps per control period (12: 5 s at 60 s)
-    guard: str = "proportional"  # node-local guard: proportional, maxpower or none
+    guard: str | dict = "proportional"  # node-local guard: proportional, maxpower or none (or {"rule": ..., settings})
     bursts: str | None = None  # injected unannounced bursts "PER_DAY,FMIN-FMAX,MMIN-MMAX" (e.g. "10,3-6,1-5")
     outages: str | None = None  # injected outages "PER_DAY,MINUTES" (e.g. "1,20")
 
@@ -125,7 +125,7 @@ def summarize(cfg: ExperimentConfig, sim: Simulator, runs: list[SimResult]) -> d
             m["return_vs_hindsight_pct"] = 100.0 * m["revenue"] / hindsight
     return {"trace": cfg.trace, "days": float(len(sim.times) * cfg.period_s / 86400.0), "control_period_s": cfg.period_s,
             "seed": cfg.seed, "window": [str(sim.times[0]), str(sim.times[-1])], "policy": cfg.policy,
-            "subticks": sim.subticks, "guard": sim.guard["rule"], "bursts": cfg.bursts, "outages": cfg.outages,
+            "subticks": sim.subticks, "guard": sim.guard["rule"], "guard_settings": sim.guard, "bursts": cfg.bursts, "outages": cfg.outages,
             "capacity": sim.make_plant().capacity.tolist(), "target_load": sim.plant_config.target_load,
             "results": results}
 

@@ -66,7 +66,7 @@ def spike_metrics(log: pd.DataFrame, clusters, target: np.ndarray, start: pd.Tim
 
 def run_spike_test(controllers: list[str], factor: float = 8.0, announced: bool = False, duration_min: int = 30,
                    seed: int = 0, n_requests: int = 1000, controller_options: dict | None = None, subticks: int = 12,
-                   guard: str = "proportional") -> dict:
+                   guard: str | dict = "proportional") -> dict:
     from .controllers import make_controller
     from .experiment import make_policy
     from .forecast import TickForecaster
@@ -79,7 +79,7 @@ def run_spike_test(controllers: list[str], factor: float = 8.0, announced: bool 
     sim = Simulator(traffic, n_requests=n_requests, seed=seed, days=0.25, start=window_start, subticks=subticks, guard=guard)
     policy = make_policy("oracle", sim.cascade)
     opts = controller_options or {}
-    out = {"factor": factor, "announced": announced, "duration_min": duration_min, "subticks": subticks, "guard": guard,
+    out = {"factor": factor, "announced": announced, "duration_min": duration_min, "subticks": subticks, "guard": sim.guard,
            "controllers": {}}
     with tempfile.TemporaryDirectory() as tmp:
         events = str(events_file(factor, duration_min, tmp)) if announced else None

@@ -38,6 +38,7 @@ from .traffic import Traffic
 
 
 SAMPLINGS = ("stratified", "iid")
+GUARD_SETTINGS = {"rule", "gain", "step", "max_step", "release", "halflife"}
 
 
 @dataclass
@@ -115,6 +116,9 @@ class Simulator:
             raise ValueError(f"subticks must be an integer >= 1, got {subticks!r}")
         self.subticks = int(subticks)
         self.guard = {"rule": guard} if isinstance(guard, str) else dict(guard)
+        unknown = set(self.guard) - GUARD_SETTINGS
+        if unknown:
+            raise ValueError(f"unknown guard settings {sorted(unknown)} (known: {sorted(GUARD_SETTINGS)})")
         NodeGuard(target=(1.0,), **self.guard)  # validate early
         self.disturbances = disturbances or Disturbances()
         if n_requests < 1:

@@ -42,10 +42,11 @@ def spike(args) -> int:
 
     names = name_list(args.controllers)
     opts, plant = parse_overrides(args.set)
+    guard = {"rule": args.guard, **opts.pop("guard", {})}
     if plant:
         raise ValueError("spike-test takes controller options only (--set CONTROLLER.KEY=VALUE)")
     res = run_spike_test(names, factor=args.factor, announced=args.announced, duration_min=args.duration, seed=args.seed,
-                         n_requests=args.requests, controller_options=opts, subticks=args.subticks, guard=args.guard)
+                         n_requests=args.requests, controller_options=opts, subticks=args.subticks, guard=guard)
     print(format_spike(res))
     if args.json:
         dump(res, args.json)

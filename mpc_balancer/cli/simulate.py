@@ -44,7 +44,8 @@ def add_common(p):
     p.add_argument("--subticks", type=_positive(int), default=12,
                    help="plant steps per control period (default 12: 5 s at 60 s); mu and nu are measured per sub-tick")
     p.add_argument("--guard", choices=["proportional", "maxpower", "none"], default="proportional",
-                   help="node-local overload guard under every controller (default proportional; maxpower: DCAF's rule)")
+                   help="node-local overload guard under every controller (default proportional; maxpower: DCAF's rule); "
+                        "its settings with --set guard.KEY=VALUE (gain, step, max_step, release, halflife)")
     p.add_argument("--bursts", default=None, metavar="PER_DAY,FMIN-FMAX,MMIN-MMAX",
                    help="inject unannounced bursts, e.g. 10,3-6,1-5 (10 a day, 3-6x the traffic, 1-5 minutes; seeded by --seed)")
     p.add_argument("--outages", default=None, metavar="PER_DAY,MINUTES",
@@ -74,6 +75,7 @@ def run(args, controllers: list[str]) -> int:
                            cost_table=args.cost_table, events=args.events, subticks=args.subticks, guard=args.guard,
                            bursts=args.bursts, outages=args.outages)
     ctrl_opts, plant_opts = parse_overrides(args.set)
+    cfg.guard = {"rule": args.guard, **ctrl_opts.pop("guard", {})}  # --set guard.max_step=8
     for name in controllers:
         if name in ("mpc", "nmpc", "shooting") and args.horizon is not None:
             ctrl_opts.setdefault(name, {}).setdefault("horizon", args.horizon)
