@@ -163,5 +163,20 @@ class BalancerClient:
 
         return self.request("DELETE", "/v1/override?" + urlencode({"by": by, "reason": reason}))[2]
 
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until ``/readyz`` answers 200 (the state restored), or raise TimeoutError."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.request("GET", "/readyz")[0] == 200:
+                    return
+            except (OSError, ServiceError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.url} not ready within {timeout_s:g} s")
+            time.sleep(0.2)
+
     def info(self) -> dict:
         return self.request("GET", "/v1/info")[2]

@@ -28,6 +28,7 @@ class RemoteBalancer:
             raise ValueError(f"nodes must be >= 1, got {nodes!r}")
         self.clients = [BalancerClient(url, token, node=f"node-{i:03d}", timeout_s=timeout_s) for i in range(nodes)]
         self.timeout_s = timeout_s
+        self.clients[0].wait_ready()
         self.info_ = self.clients[0].info()
         self.controller = SimpleNamespace(name=self.info_["controller"], clairvoyant=False)
         self.counts_ = {}
