@@ -1,0 +1,77 @@
+"""The service's config errors (file, section, key, value) and the per-tick aggregation."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mpc_balancer.service.aggregate import NodeReport, aggregate
+from mpc_balancer.service.config import ConfigError, load_config
+
+from .conftest import write_config
+
+
+@pytest.mark.parametrize("service, extra, message", [
+    ({"lease_s": -1}, "", "[service] lease_s must be a number > 0, got -1"),
+    ({"expected_nodes": 1.5}, "", "[service] expected_nodes must be an integer >= 0, got 1.5"),
+    ({"safe": "panic"}, "", "[service] safe must be a non-empty string (one of hold_last, lam_max, fixed), got 'panic'"),
+    ({"safe": "fixed"}, "", "[service] safe = \"fixed\" needs safe_lam with one value per cluster"),
+    ({"safe": "fixed", "safe_lam": {"retrieval": 1.0, "prerank": 1.0, "rank": 99.0}}, "",
+     "[service] safe_lam.rank must be a number in [lam_min, lam_max] = [1e-05, 10], got 99.0"),
+    ({"colour": "blue"}, "", "[service] unknown keys ['colour']"),
+    ({}, "[balancer]\ntime_budget_s = 0\n", "[balancer] time_budget_s must be a number > 0, got 0"),
+    ({}, "[extras]\nx = 1\n", "unknown sections ['extras']"),
+    ({}, "[policy]\n", "[policy] bundle is required"),
+])
+def test_config_errors_name_file_key_and_value(tmp_path, service, extra, message):
+    cfg = write_config(tmp_path / "serve.toml", service=service, extra=extra)
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert str(e.value).startswith(str(cfg)) and message in str(e.value)
+
+
+def test_config_tokens_and_paths(tmp_path, monkeypatch):
+    cfg = write_config(tmp_path / "serve.toml")
+    c = load_config(cfg)
+    assert c.state_db == tmp_path / "state.sqlite" and len(c.read_tokens) == 1 and c.expected_nodes == 2
+    assert load_config(cfg, state_db=tmp_path / "other.db").state_db == tmp_path / "other.db"
+    text = cfg.read_text().replace('read_token_file = "read.token"', 'read_token_env = "MB_TEST_TOKEN"')
+    cfg.write_text(text)
+    monkeypatch.delenv("MB_TEST_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="environment variable MB_TEST_TOKEN holds no token"):
+        load_config(cfg)
+    monkeypatch.setenv("MB_TEST_TOKEN", "short")
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        load_config(cfg)
+    monkeypatch.setenv("MB_TEST_TOKEN", "x" * 20)
+    assert load_config(cfg).read_tokens == ("x" * 20,)
+    cfg.write_text("[service\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(cfg)
+
+
+def _report(node, qps, load, rows=None):
+    return NodeReport(node=node, time=pd.Timestamp("2024-01-01 00:01"), qps=qps, load={"a": load[0], "b": load[1]},
+                      lam={"a": 0.1, "b": 0.2}, features=rows, received=0.0)
+
+
+def test_aggregate_sums_weights_merges_and_ignores_arrival_order():
+    rng = np.random.default_rng(0)
+    reports = [_report(f"n{i}", float(rng.uniform(0, 100)), rng.uniform(0.5, 1.0, 2).tolist(),
+                       rng.normal(size=(3, 2)).tolist()) for i in range(4)]
+    tels = [aggregate(list(p), ("a", "b"), max_rows=100) for p in itertools.permutations(reports)]
+    q = np.array([r.qps for r in reports])
+    for t in tels:
+        assert t.qps == pytest.approx(q.sum(), rel=1e-15)
+        for g, c in enumerate("ab"):
+            assert t.load[c] == pytest.approx(np.dot(q, [r.load[c] for r in reports]) / q.sum(), rel=1e-14)
+        assert t.lam == {"a": 0.1, "b": 0.2}  # equal values are taken as they are
+        np.testing.assert_array_equal(t.features, tels[0].features)
+    np.testing.assert_array_equal(tels[0].features, np.concatenate([r.features for r in reports]))  # node order
+    thin = aggregate(reports, ("a", "b"), max_rows=5)
+    assert thin.features.shape == (5, 2)
+    np.testing.assert_array_equal(thin.features[[0, -1]], tels[0].features[[0, -1]])  # evenly spaced, ends kept
+    idle = aggregate([_report("x", 0.0, [0.2, 0.4]), _report("y", 0.0, [0.4, 0.8])], ("a", "b"), 10)
+    assert idle.load == {"a": pytest.approx(0.3), "b": pytest.approx(0.6)} and idle.features is None
