@@ -28,7 +28,6 @@ a skew of ``s`` seconds moves the expiry by ``s``.
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -137,7 +136,7 @@ class BalancerClient:
         try:
             self.fetch()
             self.last_error = None
-        except (OSError, socket.timeout, ServiceError) as e:
+        except (OSError, ServiceError) as e:  # OSError covers refused, reset and timed-out connections
             if isinstance(e, ServiceError) and e.status < 500 and e.status != 404:
                 raise  # 401/403/...: a configuration error, not an outage
             self.last_error, source = str(e), "cache"

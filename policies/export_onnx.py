@@ -155,4 +155,4 @@ def export_onnx(bundle: str | Path, out: str | Path, dtype: str = "float64") -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, out)
     props = {p.key: p.value for p in model.metadata_props}
-    return {"out": str(out), "bytes": out.stat().st_size, "candidates": int(len(runtime._cand)), **props}
+    return {"out": str(out), "bytes": out.stat().st_size, "candidates": len(runtime._cand), **props}

@@ -111,8 +111,9 @@ def _evaluate(args) -> int:
 
 def _export(args) -> int:
     try:
-        from policies.export_onnx import export_onnx
         import onnx  # noqa: F401
+
+        from policies.export_onnx import export_onnx
     except ImportError as e:
         raise ValueError(f"export needs the export extra ({e.name} is missing): pip install -e \".[export]\"") from None
     info = export_onnx(args.bundle, args.out, dtype=args.dtype)
