@@ -67,11 +67,11 @@ def build_history(config: ServeConfig, store: StateStore) -> pd.Series | None:
             series = series[series.index < pd.Timestamp(h.end)]
         return series
     until = store.get_meta("history_until")
-    if until is None:
+    if until is None:  # fixed at the first set-up, so that a restart rebuilds the same history
         last = store.ticks()
-        until = "9999" if not last else pd.Timestamp(last[-1][0]).isoformat() + ".1"
+        until = last[-1][0] if last else ""
         store.set_meta("history_until", until)
-    rows = store.ticks(before=until)
+    rows = store.ticks(until=until)
     if not rows:
         return None
     return pd.Series([q for _, q in rows], index=pd.DatetimeIndex([pd.Timestamp(t) for t, _ in rows]))

@@ -141,11 +141,12 @@ class StateStore:
     def pending_reports(self) -> list[dict]:
         return [json.loads(r[0]) for r in self._all("SELECT body FROM reports ORDER BY tick_time, node")]
 
-    def ticks(self, before: str | None = None) -> list[tuple[str, float]]:
-        if before is None:
+    def ticks(self, until: str | None = None) -> list[tuple[str, float]]:
+        """(time, qps) of the stepped ticks, in time order; with ``until``, those up to it (inclusive)."""
+        if until is None:
             return [(t, q) for t, q in self._all("SELECT tick_time, qps FROM ticks ORDER BY tick_time")]
-        return [(t, q) for t, q in self._all("SELECT tick_time, qps FROM ticks WHERE tick_time < ? ORDER BY tick_time",
-                                             (before,))]
+        return [(t, q) for t, q in self._all("SELECT tick_time, qps FROM ticks WHERE tick_time <= ? ORDER BY tick_time",
+                                             (until,))]
 
     # -- overrides ------------------------------------------------------------------------------
     def audit(self, at: str, action: str, by: str, lam: dict | None, until: str | None, reason: str,
