@@ -75,3 +75,30 @@ def test_aggregate_sums_weights_merges_and_ignores_arrival_order():
     np.testing.assert_array_equal(thin.features[[0, -1]], tels[0].features[[0, -1]])  # evenly spaced, ends kept
     idle = aggregate([_report("x", 0.0, [0.2, 0.4]), _report("y", 0.0, [0.4, 0.8])], ("a", "b"), 10)
     assert idle.load == {"a": pytest.approx(0.3), "b": pytest.approx(0.6)} and idle.features is None
+
+
+def test_service_decision_path_is_torch_free(tmp_path):
+    """The app, the control loop with the MPC and the shipped bundle, one step: torch never imported."""
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path / "serve.toml", controller="mpc", service={"expected_nodes": 1}, history='trace = "nasa"',
+                       extra='[policy]\nbundle = "pretrained"\n[controller.options]\nhorizon = 10\n')
+    code = f"""
+import sys
+import pandas as pd
+from mpc_balancer.service.app import create_app
+from mpc_balancer.service.config import load_config
+from mpc_balancer.service.control import ControlService
+from mpc_balancer.service.aggregate import NodeReport
+from mpc_balancer.telemetry import Telemetry
+create_app(load_config({str(cfg)!r}))
+svc = ControlService(load_config({str(cfg)!r})).setup().restore()
+t = pd.Timestamp("1995-08-28 13:32")
+out = svc.report(NodeReport("n", t, 9000.0, {{"retrieval": 0.8, "prerank": 0.9, "rank": 0.95}},
+                 {{"retrieval": 0.01, "prerank": 0.01, "rank": 0.01}}, [[0.1, 0.5, 0.4, 0.0, 1.0]] * 50, 0.0))
+assert out["closed"] and svc.decision()["status"] in ("ok", "fallback"), svc.decision()
+print("TORCH" if any(m == "torch" or m.startswith("torch.") for m in sys.modules) else "ok")
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "ok", p.stderr[-2000:]
