@@ -8,7 +8,8 @@ and the shipped bundle) and runs ``--clients`` node threads, each on its own kee
 connection. Every node, tick after tick: ``POST /v1/telemetry`` (its report for tick k), then
 ``GET /v1/decision`` with ``If-None-Match`` every ``--poll-ms`` until the decision for tick k is
 out (the tick closes when every node has reported). After ``--seconds`` the nodes stop; the last
-tick closes on the service's timeout. Prints requests/s, p50/p99 latency per endpoint, errors,
+tick closes on the service's timeout. Prints requests/s, p50/p99 latency per endpoint beside a baseline (``GET /healthz`` from
+the same clients in the same run: the HTTP stack alone), errors,
 ticks stepped, and the report check: every accepted report (202) must be counted in its tick's
 decision (the decision history's ``reports``), none lost, none counted twice.
 
@@ -107,12 +108,37 @@ class Node(threading.Thread):
             k += 1
 
 
+def _baseline(port: int, clients: int, seconds: float) -> tuple[int, float, np.ndarray]:
+    """The HTTP floor measured beside the run: ``clients`` threads calling ``GET /healthz`` (no auth,
+    no state) on keep-alive connections for ``seconds``: (requests, wall s, latencies in ms)."""
+    lat: list = []
+    stop_at = time.monotonic() + seconds
+
+    def loop():
+        conn, mine = http.client.HTTPConnection("127.0.0.1", port, timeout=30), []
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            mine.append(time.perf_counter() - t0)
+        lat.extend(mine)
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(lat), time.perf_counter() - t0, np.asarray(lat) * 1e3
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--poll-ms", type=float, default=20.0, help="decision polling interval of a waiting node")
     ap.add_argument("--controller", default="pid", choices=["pid", "mpc"])
+    ap.add_argument("--baseline-seconds", type=float, default=10.0, help="GET /healthz floor measured first (0: skip)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(Path(tmp), args.clients, args.controller)
@@ -135,6 +161,7 @@ def main(argv=None) -> int:
                     return 1
                 time.sleep(0.1)
             ready_s = time.monotonic() - t_start
+            base = _baseline(port, args.clients, args.baseline_seconds) if args.baseline_seconds > 0 else None
             stop_at = time.monotonic() + args.seconds
             nodes = [Node(i, port, stop_at, args.poll_ms / 1e3, features=args.controller == "mpc") for i in range(args.clients)]
             t0 = time.perf_counter()
@@ -172,6 +199,10 @@ def main(argv=None) -> int:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (clients and server share them)")
     print(f"controller {args.controller}, {args.clients} clients, {wall:.1f} s, ready {ready_s:.1f} s after start")
     print(f"requests {total:,}  ({total / wall:,.0f}/s)  statuses {dict(sorted(statuses.items()))}  errors {len(errors)}")
+    if base is not None:
+        n_b, wall_b, lat_b = base
+        print(f"  baseline GET /healthz {n_b:>8,} requests  ({n_b / wall_b:,.0f}/s)  p50 {np.percentile(lat_b, 50):7.2f} ms  "
+              f"p99 {np.percentile(lat_b, 99):7.2f} ms  (the HTTP stack alone, same clients, same run)")
     for ep in ("POST /v1/telemetry", "GET /v1/decision"):
         lat = np.concatenate([np.asarray(n.lat[ep]) for n in nodes]) * 1e3
         print(f"  {ep:<20} {len(lat):>8,} requests  p50 {np.percentile(lat, 50):7.2f} ms  p99 {np.percentile(lat, 99):7.2f} ms")
