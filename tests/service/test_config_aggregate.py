@@ -102,3 +102,23 @@ print("TORCH" if any(m == "torch" or m.startswith("torch.") for m in sys.modules
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "ok", p.stderr[-2000:]
+
+
+def test_until_restored_the_last_stored_decision_is_served_and_reports_wait(tmp_path):
+    """Set up but not yet restored (a restarting service): the last stored decision is served with
+    its lease, reports are refused as not ready (503), and restoring continues from the checkpoint."""
+    from mpc_balancer.service.control import ControlService, NotReady
+
+    config = load_config(write_config(tmp_path / "serve.toml", service={"expected_nodes": 1}))
+    first = ControlService(config).setup().restore()
+    rep = NodeReport("n", pd.Timestamp("2024-01-01 00:01"), 100.0, {"retrieval": 0.9, "prerank": 0.9, "rank": 0.9},
+                     {"retrieval": 0.01, "prerank": 0.01, "rank": 0.01}, None, 0.0)
+    first.report(rep)
+    served = first.decision()
+    first.close()
+    again = ControlService(config).setup()
+    assert not again.ready and again.decision() == served
+    with pytest.raises(NotReady):
+        again.report(NodeReport(**{**rep.__dict__, "time": pd.Timestamp("2024-01-01 00:02")}))
+    again.restore()
+    assert again.ready and again.balancer.ticks_ == 1 and again.decision() == served
