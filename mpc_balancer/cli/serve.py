@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 
 from . import UsageError
 from .simulate import _positive
@@ -53,9 +52,11 @@ def _serve(args) -> int:
         raise UsageError("--ssl-certfile and --ssl-keyfile go together")
     config = load_config(args.config, state_db=args.state_db)
     app = create_app(config, refit=args.refit)
-    app.state.on_failure = lambda: os.kill(os.getpid(), signal.SIGTERM)  # restore failed: stop, the CLI reports it
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           access_log=args.access_log, ssl_certfile=args.ssl_certfile,
+                                           ssl_keyfile=args.ssl_keyfile))
+    app.state.on_failure = lambda: setattr(server, "should_exit", True)  # restore failed: stop; reported below
+    server.run()
     failure = app.state.service.failure
     if failure:
         raise UsageError(f"could not restore the service state: {failure}")

@@ -1,7 +1,7 @@
 """The FastAPI app: endpoints, bearer-token scopes, readiness, metrics.
 
-``create_app(config)`` returns an app whose lifespan sets up the :class:`ControlService`
-(serving the last stored decision at once), restores the Balancer in a background thread
+``create_app(config)`` sets up the :class:`ControlService` (its database; the last stored
+decision is served at once) and returns an app whose lifespan restores the Balancer in a background thread
 (``/readyz`` turns 200 when done) and runs the service's clock (tick time-outs, stale holds,
 override expiry) in another.
 
@@ -75,7 +75,7 @@ def _etag(body: dict) -> str:
 
 def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) -> FastAPI:
     """The service's app for ``config`` (see the module doc)."""
-    service = ControlService(config, refit=refit)
+    service = ControlService(config, refit=refit).setup()  # the database now: its errors stop the start at once
     stop = threading.Event()
 
     def restore():
@@ -94,7 +94,6 @@ def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        service.setup()
         threads = [threading.Thread(target=restore, name="restore", daemon=True),
                    threading.Thread(target=clock, name="clock", daemon=True)]
         for t in threads:

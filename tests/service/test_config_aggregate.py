@@ -122,3 +122,26 @@ def test_until_restored_the_last_stored_decision_is_served_and_reports_wait(tmp_
         again.report(NodeReport(**{**rep.__dict__, "time": pd.Timestamp("2024-01-01 00:02")}))
     again.restore()
     assert again.ready and again.balancer.ticks_ == 1 and again.decision() == served
+
+
+def test_serve_cli_errors_are_one_line(tmp_path):
+    """A bad config, a database of another configuration, a bundle that cannot load: exit 2, one line."""
+    import subprocess
+    import sys
+
+    def serve(cfg):
+        from .conftest import free_port
+
+        p = subprocess.run([sys.executable, "-m", "mpc_balancer.cli", "serve", "--config", str(cfg), "--port",
+                            str(free_port()), "--log-level", "critical"], capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stderr.strip().splitlines()
+
+    code, err = serve(write_config(tmp_path / "a.toml", service={"lease_s": 0}))
+    assert code == 2 and len(err) == 1 and "[service] lease_s must be a number > 0, got 0" in err[0]
+    bad_bundle = write_config(tmp_path / "b.toml", extra='[policy]\nbundle = "nowhere/policy.json"\n')
+    code, err = serve(bad_bundle)
+    assert code == 2 and err[-1].startswith("mpc-balancer serve: error: could not restore") and "nowhere" in err[-1]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(bad_bundle.read_text().replace('name = "pid"', 'name = "dcaf"'))  # same state.sqlite, other controller
+    code, err = serve(cfg)
+    assert code == 2 and len(err) == 1 and "configured differently (controller changed)" in err[0]
