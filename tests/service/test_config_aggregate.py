@@ -145,3 +145,26 @@ def test_serve_cli_errors_are_one_line(tmp_path):
     cfg.write_text(bad_bundle.read_text().replace('name = "pid"', 'name = "dcaf"'))  # same state.sqlite, other controller
     code, err = serve(cfg)
     assert code == 2 and len(err) == 1 and "configured differently (controller changed)" in err[0]
+
+
+def test_example_config_serves_telemetry_only_reports(tmp_path, monkeypatch):
+    """examples/serve.toml: the bundled setup, tokens from the environment, telemetry with features null."""
+    from pathlib import Path
+
+    from mpc_balancer.service.control import ControlService
+
+    monkeypatch.setenv("MPC_BALANCER_READ_TOKEN", "r" * 32)
+    monkeypatch.setenv("MPC_BALANCER_WRITE_TOKEN", "w" * 32)
+    example = Path(__file__).resolve().parents[2] / "examples" / "serve.toml"
+    config = load_config(example, state_db=tmp_path / "state.sqlite")
+    assert config.cluster_names == ("retrieval", "prerank", "rank") and config.controller == "mpc"
+    assert config.policy_bundle == "pretrained" and config.history.trace == "nasa"
+    svc = ControlService(config).setup().restore()
+    out = svc.report(NodeReport("n1", pd.Timestamp("1995-08-28 13:32"), 9000.0,
+                                {"retrieval": 0.8, "prerank": 0.9, "rank": 0.95},
+                                {"retrieval": 0.01, "prerank": 0.01, "rank": 0.01}, None, 0.0))
+    assert out["closed"] is False  # expected_nodes = 0: the tick closes on its time-out
+    svc.poll(now=61.0)  # the clock, 61 s after the report: past tick_timeout_s (60), before stale_after_s (120)
+    d = svc.decision()
+    assert d["time"] == "1995-08-28T13:32:00" and d["status"] == "fallback" and "warming up" in d["reason"]
+    svc.close()
