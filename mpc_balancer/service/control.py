@@ -98,7 +98,8 @@ class ControlService:
         self.current = self.store.last_decision()
         self._base = self._override = None
         if self.current is not None:  # the controller's view under an override is stored beside it
-            self._base = self.current.pop("_base", None) or dict(self.current)
+            self._base = self.current.pop("_base", None) or {k: v for k, v in self.current.items()
+                                                              if k not in ("version", "safe_lam")}
         self._version = 0 if self.current is None else self.current["version"]
         if self.current is not None:
             self.metrics.on_decision(self.current, count=False)
@@ -172,7 +173,7 @@ class ControlService:
         self._version += 1
         valid = now + self.config.lease_s if renew or self._base is None else _parse_iso(self._base["valid_until"])
         base = {**base, "issued_at": _iso(now), "valid_until": _iso(valid)}
-        body = {"version": self._version, **base}
+        body = {**base, "version": self._version}
         ov = self._override
         if ov is not None:
             prev = self.current["valid_until"] if self.current is not None else base["valid_until"]

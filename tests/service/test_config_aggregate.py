@@ -122,6 +122,12 @@ def test_until_restored_the_last_stored_decision_is_served_and_reports_wait(tmp_
         again.report(NodeReport(**{**rep.__dict__, "time": pd.Timestamp("2024-01-01 00:02")}))
     again.restore()
     assert again.ready and again.balancer.ticks_ == 1 and again.decision() == served
+    import time
+
+    again.poll(now=time.time() + 1e6)  # telemetry stale after the restart: a hold, as the next version
+    held = again.decision()
+    assert held["version"] == served["version"] + 1 and held["status"] == "hold" and held["lam"] == served["lam"]
+    assert held["valid_until"] == served["valid_until"]
 
 
 def test_serve_cli_errors_are_one_line(tmp_path):
