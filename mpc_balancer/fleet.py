@@ -43,7 +43,10 @@ class RemoteBalancer:
             raise ValueError(f"the service's capacities {cap.tolist()} are not the simulated plant's {context.capacity.tolist()}")
         if info["period_s"] != context.period_s:
             raise ValueError(f"the service's period_s {info['period_s']} is not the simulation's {context.period_s}")
-        self.clusters_ = names
+        lam_max = info["balancer"].get("lam_max", context.lam_max)
+        if lam_max != context.lam_max:
+            raise ValueError(f"the service's lam_max {lam_max} is not the simulation's {context.lam_max}")
+        self.ctx_, self.clusters_ = context, names  # the nodes' guard reads ctx_.lam_max
         return self
 
     def step(self, tel) -> Decision:
