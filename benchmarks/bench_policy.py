@@ -9,7 +9,9 @@ AWRQ-Mixer, on one core (torch and BLAS limited to one thread):
   pruned candidates, pruned again per chunk of similar requests), float64 and float32;
 * ``numpy plain``: the same network in numpy, action side precomputed but no pruning: the full
   (N, 960) score matrix and its argmax;
-* ``torch eager``: the torch module's forward (request and action side) and the full argmax.
+* ``torch eager``: the torch module's forward (request and action side) and the full argmax;
+* ``onnx``: the bundle exported by ``mpc-balancer policies export`` (float64 and float32 inside the
+  model), run by onnxruntime on one thread (rows skipped when the export extra is not installed).
 
 It also checks that all of them choose the same actions.
 """
@@ -47,6 +49,31 @@ def _latency(fn, X: np.ndarray, n: int) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1e6), float(np.percentile(times, 99) * 1e6)
 
 
+def _onnx_rows(bundle: str, X: np.ndarray, lam: np.ndarray) -> list:
+    """(name, features -> actions) for the ONNX export in float64 and float32, on one onnxruntime thread."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime not installed (pip install -e '.[export]'): no ONNX rows")
+        return []
+    import tempfile
+    from pathlib import Path
+
+    from policies.export_onnx import export_onnx
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    rows, lam32 = [], lam.astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        for dt in ("float64", "float32"):
+            path = Path(d) / f"policy-{dt}.onnx"
+            export_onnx(bundle, path, dtype=dt)
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            rows.append((f"onnxruntime ({dt} model)",
+                         lambda x, sess=sess: sess.run(["action"], {"features": x.astype(np.float32, copy=False), "lam": lam32})[0]))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default="pretrained")
@@ -68,6 +95,7 @@ def main(argv=None) -> int:
     net, arrays = load_torch_network(args.bundle)
     rng = np.random.default_rng(0)
     X = cas.sample_features(args.batch, rng.uniform(0, 24, args.batch), rng)
+    X = X.astype(np.float32).astype(np.float64)  # values every implementation (the float32 ONNX input too) reads alike
     lam = np.array([0.02, 0.05, 0.03])
     cost = rt64.cost
     mean, scale = arrays["feature_mean"], arrays["feature_scale"]
@@ -88,6 +116,9 @@ def main(argv=None) -> int:
     ref = numpy_plain(X)
     agree = {"runtime f64": float((rt64.act(X, lam) == ref).mean()), "runtime f32": float((rt32.act(X, lam) == ref).mean()),
              "torch eager": float((torch_eager(X) == ref).mean())}
+    onnx_rows = _onnx_rows(args.bundle, X, lam)
+    for name, fn in onnx_rows:
+        agree[name] = float((fn(X) == ref).mean())
     print(f"bundle {args.bundle}: {rt64.n_actions} joint actions, {len(rt64._cand)} after static dominance "
           f"(then pruned per chunk of requests), lambda={lam.tolist()}")
     print("agreement with the full argmax: " + ", ".join(f"{k} {v:.4f}" for k, v in agree.items()))
@@ -95,6 +126,7 @@ def main(argv=None) -> int:
             ("runtime (float32)", lambda: rt32.act(X, lam), rt32.act),
             ("numpy plain (full argmax)", lambda: numpy_plain(X), numpy_plain),
             ("torch eager (full argmax)", lambda: torch_eager(X), torch_eager)]
+    rows += [(name, lambda fn=fn: fn(X), fn) for name, fn in onnx_rows]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (wall-clock rates suffer when the machine is shared)")
     print(f"{'implementation':<28}{'decisions/s @' + str(args.batch):>20}{'per CPU-s':>14}{'p50 us (1 req)':>16}{'p99 us (1 req)':>16}")
     for name, batch_fn, single_fn in rows:

@@ -179,7 +179,9 @@ class Simulator:
         protocol). The cascade's ground truth drives the plant and the metrics only; the
         clairvoyant hindsight limit alone is shown the coming tick."""
         cas, plant = self.cascade, self.make_plant()
-        balancer = controller if isinstance(controller, Balancer) else self.balancer(controller)
+        # a Controller is wrapped in a simulated-run Balancer; a Balancer (or anything with its setup/step/controller/
+        # counts_/ctx_, such as the fleet replay's remote one) is used as it is
+        balancer = self.balancer(controller) if isinstance(controller, Controller) else controller
         name = balancer.controller.name
         balancer.setup(self.context(policy), initial_lam=initial_lam)
         clairvoyant = balancer.controller.clairvoyant

@@ -45,6 +45,15 @@ def register(sub) -> None:
     e.add_argument("--quick", action="store_true", help="tiny data and training budget (smoke test)")
     e.add_argument("--json", help="write the results as JSON to this file")
     e.set_defaults(func=_evaluate)
+    x = psub.add_parser("export", help="export a bundle's per-request decision for another serving stack (ONNX)",
+                        description="Write the bundle's decision (features (N, F) float32 and lam (G,) in; action, "
+                                    "revenue estimate and cost out) as an ONNX model; needs the export extra.")
+    x.add_argument("--bundle", default="pretrained", help="bundle name or path (default: pretrained)")
+    x.add_argument("--format", default="onnx", choices=["onnx"])
+    x.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    x.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                   help="compute precision inside the model (float64: agrees with the runtime on every row)")
+    x.set_defaults(func=_export)
 
 
 def _train(args) -> int:
@@ -97,4 +106,18 @@ def _evaluate(args) -> int:
     if args.json:
         write_json(args.json, results)
         print(f"wrote {args.json}")
+    return 0
+
+
+def _export(args) -> int:
+    try:
+        import onnx  # noqa: F401
+
+        from policies.export_onnx import export_onnx
+    except ImportError as e:
+        raise ValueError(f"export needs the export extra ({e.name} is missing): pip install -e \".[export]\"") from None
+    info = export_onnx(args.bundle, args.out, dtype=args.dtype)
+    print(f"wrote {info['out']} ({info['bytes']:,} bytes, {info['candidates']} candidate actions of {info['n_actions']}, "
+          f"{info['compute_dtype']}); bundle npz sha256 {info['bundle_npz_sha256'][:16]}..., "
+          f"cost table sha256 {info['cost_table_sha256'][:16]}..., lambda range {info['lambda_range']}")
     return 0

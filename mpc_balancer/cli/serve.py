@@ -1,0 +1,80 @@
+"""``mpc-balancer serve`` (the HTTP service) and ``mpc-balancer fleet`` (a simulated fleet against it)."""
+from __future__ import annotations
+
+import os
+
+from . import UsageError
+from .simulate import _positive
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="run the balancer as an HTTP service (FastAPI + uvicorn; the serve extra)",
+                       description="Serve decisions over HTTP: node telemetry in, lambda with a lease out, state in "
+                                   "SQLite, Prometheus metrics. See README 'Run it next to your serving system'.")
+    p.add_argument("--config", required=True, help="TOML config (see examples/serve.toml)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--state-db", default=None, help="SQLite file (overrides [service] state_db)")
+    p.add_argument("--refit", action="store_true", help="discard the stored checkpoint and start the controller afresh")
+    p.add_argument("--ssl-certfile", default=None, help="TLS certificate (PEM): serve HTTPS")
+    p.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request (off: one line per request is costly)")
+    p.set_defaults(func=_serve)
+
+    f = sub.add_parser("fleet", help="play the simulator's plant as N serving nodes against a running service",
+                       description="Replay a trace through the simulator's plant, with the control decisions taken "
+                                   "by a running `mpc-balancer serve` over HTTP: each tick every node posts its "
+                                   "share of the telemetry and applies the decision. Prints the simulate table.")
+    f.add_argument("--url", required=True, help="service URL, e.g. http://127.0.0.1:8080")
+    f.add_argument("--token-env", default="MPC_BALANCER_WRITE_TOKEN", help="environment variable holding a write token")
+    f.add_argument("--nodes", type=_positive(int), default=8)
+    f.add_argument("--trace", default="nasa")
+    f.add_argument("--days", type=_positive(float), default=1.0)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--requests", type=_positive(int), default=1000, help="sampled requests per tick (default 1000)")
+    f.add_argument("--peak-qps", type=_positive(float), default=20000.0)
+    f.add_argument("--policy", default="pretrained", help="the nodes' per-request policy (pretrained, oracle or a bundle)")
+    f.add_argument("--json", default=None, help="write the results JSON here")
+    f.set_defaults(func=_fleet)
+
+
+def _serve(args) -> int:
+    try:
+        import uvicorn
+
+        from ..service.app import create_app
+    except ImportError as e:
+        raise UsageError(f"the service needs the serve extra ({e.name} is missing): pip install -e \".[serve]\"") from None
+    from ..service.config import load_config
+
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        raise UsageError("--ssl-certfile and --ssl-keyfile go together")
+    config = load_config(args.config, state_db=args.state_db)
+    app = create_app(config, refit=args.refit)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           access_log=args.access_log, ssl_certfile=args.ssl_certfile,
+                                           ssl_keyfile=args.ssl_keyfile))
+    app.state.on_failure = lambda: setattr(server, "should_exit", True)  # restore failed: stop; reported below
+    server.run()
+    failure = app.state.service.failure
+    if failure:
+        raise UsageError(f"could not restore the service state: {failure}")
+    return 0
+
+
+def _fleet(args) -> int:
+    from ..experiment import ExperimentConfig, format_table
+    from ..fleet import run_fleet
+    from ..jsonio import write_json
+
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        raise UsageError(f"--token-env {args.token_env}: the environment variable is empty (a write token is needed)")
+    cfg = ExperimentConfig(trace=args.trace, days=args.days, seed=args.seed, n_requests=args.requests,
+                           peak_qps=args.peak_qps, policy=args.policy)
+    summary = run_fleet(args.url, token, cfg, nodes=args.nodes)
+    print(format_table(summary))
+    if args.json:
+        write_json(args.json, summary)
+    return 0

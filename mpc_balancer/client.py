@@ -1,0 +1,181 @@
+"""A serving node's client of ``mpc-balancer serve`` (stdlib only: urllib + json).
+
+::
+
+    from mpc_balancer.client import BalancerClient
+    c = BalancerClient("http://127.0.0.1:8080", token=WRITE_TOKEN, node="node-7",
+                       safe_lam={"retrieval": 1.0, "prerank": 1.0, "rank": 1.0})
+    c.report(time=ts, qps=812.0, load={...}, lam=current_lam)        # once per tick, off the request path
+    d = c.decision()                                                  # e.g. every few seconds
+    d.lam                                                             # apply this
+
+The serving path never calls the service per request: it applies the last ``decision()``.
+:meth:`BalancerClient.decision` keeps the last decision it received (conditional GETs with its
+ETag) and falls back by itself:
+
+* the service answers: its decision (``source="service"``), whatever its status (``ok``,
+  ``fallback``, ``hold``, ``override``);
+* the service does not answer (refused, timed out, 5xx): the cached decision while its lease
+  lasts (``source="cache"``);
+* the lease is over (``now > valid_until``): the decision's ``safe_lam`` (``status="expired"``,
+  ``source="safe"``);
+* nothing received yet: the client's own ``safe_lam`` (``status="no-decision"``), or
+  :class:`ServiceUnavailable` if none was given.
+
+Leases compare ``valid_until`` with this host's clock: keep the nodes' clocks synchronised (NTP);
+a skew of ``s`` seconds moves the expiry by ``s``.
+"""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+
+class ServiceError(Exception):
+    """The service answered with an error status (``status``, ``detail`` as it sent them)."""
+
+    def __init__(self, status: int, detail):
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status, self.detail = status, detail
+
+
+class ServiceUnavailable(Exception):
+    """No decision can be given: the service is unreachable and no fallback is known."""
+
+
+@dataclass(frozen=True)
+class LeasedDecision:
+    """What a node applies now: ``lam`` per cluster; ``status`` (the service's, or ``expired`` /
+    ``no-decision``), ``source`` (``service`` | ``cache`` | ``safe``), ``version`` (0 if none),
+    ``valid_until`` (None if none) and ``reason``."""
+
+    lam: dict
+    status: str
+    source: str
+    version: int
+    valid_until: datetime | None
+    reason: str
+
+
+def _parse_time(s: str) -> datetime:
+    t = datetime.fromisoformat(s)
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
+class BalancerClient:
+    """HTTP client of one node (or scheduler). ``token``: a write token to report, a read token
+    suffices for :meth:`decision`."""
+
+    def __init__(self, url: str, token: str, node: str | None = None, timeout_s: float = 2.0,
+                 safe_lam: dict | None = None):
+        self.url, self.token, self.node, self.timeout_s = url.rstrip("/"), token, node, float(timeout_s)
+        self.safe_lam = None if safe_lam is None else dict(safe_lam)
+        self._cached: dict | None = None
+        self._etag: str | None = None
+        self.last_error: str | None = None
+
+    # -- transport ------------------------------------------------------------------------------
+    def request(self, method: str, path: str, body=None, headers: dict | None = None) -> tuple[int, dict, object]:
+        """(status, headers, decoded JSON or None); raises ServiceError for 4xx/5xx and OSError when unreachable."""
+        data = None if body is None else json.dumps(body, allow_nan=False).encode()
+        h = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", **(headers or {})}
+        if data is not None:
+            h["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                raw = resp.read()
+                return resp.status, dict(resp.headers), json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            if e.code == 304:
+                return 304, dict(e.headers), None
+            raw = e.read()
+            try:
+                detail = json.loads(raw).get("detail", raw.decode(errors="replace"))
+            except (ValueError, AttributeError):
+                detail = raw.decode(errors="replace")
+            raise ServiceError(e.code, detail) from None
+
+    @staticmethod
+    def _tick(time, qps, load, lam, features) -> dict:
+        t = time.isoformat() if hasattr(time, "isoformat") else str(time)
+        x = None
+        if features is not None:
+            x = features.tolist() if hasattr(features, "tolist") else [list(map(float, r)) for r in features]
+        return {"time": t, "qps": float(qps), "load": {k: float(v) for k, v in dict(load).items()},
+                "lam": {k: float(v) for k, v in dict(lam).items()}, "features": x}
+
+    # -- telemetry ------------------------------------------------------------------------------
+    def report(self, time, qps: float, load: dict, lam: dict, features=None) -> dict:
+        """Post this node's report for the tick ending at ``time`` (``POST /v1/telemetry``).
+        Raises ServiceError (422: the body names the bad field; 409: tick already closed)."""
+        if self.node is None:
+            raise ValueError("report needs the client's node name (BalancerClient(..., node=...))")
+        return self.request("POST", "/v1/telemetry", {"node": self.node, **self._tick(time, qps, load, lam, features)})[2]
+
+    def step(self, time, qps: float, load: dict, lam: dict, features=None) -> dict:
+        """A whole tick for a scheduler that owns the clock (``POST /v1/step``): the decision body."""
+        body = self.request("POST", "/v1/step", self._tick(time, qps, load, lam, features))[2]
+        self._cached, self._etag = body, f'"v{body["version"]}"'
+        return body
+
+    # -- decisions ------------------------------------------------------------------------------
+    def fetch(self) -> dict:
+        """The service's decision body (conditional GET; the cached body on 304). Raises when unreachable."""
+        status, headers, body = self.request("GET", "/v1/decision", headers={"If-None-Match": self._etag} if self._etag else None)
+        if status != 304:
+            self._cached, self._etag = body, headers.get("ETag") or headers.get("etag")
+        return self._cached
+
+    def decision(self, now: datetime | None = None) -> LeasedDecision:
+        """The lambda to apply now, with the lease and the safe fallback handled (see the module doc)."""
+        source = "service"
+        try:
+            self.fetch()
+            self.last_error = None
+        except (OSError, ServiceError) as e:  # OSError covers refused, reset and timed-out connections
+            if isinstance(e, ServiceError) and e.status < 500 and e.status != 404:
+                raise  # 401/403/...: a configuration error, not an outage
+            self.last_error, source = str(e), "cache"
+        d = self._cached
+        if d is None:
+            if self.safe_lam is None:
+                raise ServiceUnavailable(f"no decision received and no safe_lam given ({self.last_error})")
+            return LeasedDecision(dict(self.safe_lam), "no-decision", "safe", 0, None,
+                                  f"no decision received yet ({self.last_error})")
+        valid = _parse_time(d["valid_until"])
+        now = now or datetime.now(timezone.utc)
+        if now > valid:
+            return LeasedDecision(dict(d["safe_lam"]), "expired", "safe", d["version"], valid,
+                                  f"lease of version {d['version']} ended at {d['valid_until']}")
+        return LeasedDecision(dict(d["lam"]), d["status"], source, d["version"], valid, d["reason"])
+
+    # -- operators ------------------------------------------------------------------------------
+    def override(self, lam: dict, until: datetime, by: str, reason: str = "") -> dict:
+        return self.request("PUT", "/v1/override", {"lam": lam, "until": until.isoformat(), "by": by, "reason": reason})[2]
+
+    def clear_override(self, by: str, reason: str = "") -> dict:
+        from urllib.parse import urlencode
+
+        return self.request("DELETE", "/v1/override?" + urlencode({"by": by, "reason": reason}))[2]
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until ``/readyz`` answers 200 (the state restored), or raise TimeoutError."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.request("GET", "/readyz")[0] == 200:
+                    return
+            except (OSError, ServiceError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.url} not ready within {timeout_s:g} s")
+            time.sleep(0.2)
+
+    def info(self) -> dict:
+        return self.request("GET", "/v1/info")[2]

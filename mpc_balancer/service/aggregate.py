@@ -1,0 +1,66 @@
+"""One tick's node reports -> one :class:`~mpc_balancer.telemetry.Telemetry`.
+
+The nodes of a serving fleet each report their own share of a tick: ``qps`` is summed, ``load``
+and ``lam`` are averaged weighted by each node's ``qps`` (plain mean when no node had traffic; a
+value every node reports alike is taken as is, without rounding), and the feature samples are
+concatenated in node-name order and, above ``max_rows``, thinned to ``max_rows`` evenly spaced
+rows. The result does not depend on the order in which the reports arrived.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..telemetry import Telemetry
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    node: str
+    time: pd.Timestamp
+    qps: float
+    load: dict
+    lam: dict
+    features: list | None
+    received: float  # wall clock (s since the epoch) at acceptance
+
+    def to_json(self) -> dict:
+        return {"node": self.node, "time": self.time.isoformat(), "qps": self.qps, "load": self.load, "lam": self.lam,
+                "features": self.features, "received": self.received}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "NodeReport":
+        return cls(node=d["node"], time=pd.Timestamp(d["time"]), qps=float(d["qps"]), load=dict(d["load"]),
+                   lam=dict(d["lam"]), features=d["features"], received=float(d["received"]))
+
+
+def _weighted(values: list[float], weights: list[float]) -> float:
+    if all(v == values[0] for v in values):
+        return float(values[0])
+    total = math.fsum(weights)
+    if total <= 0:
+        return math.fsum(values) / len(values)
+    return math.fsum(v * w for v, w in zip(values, weights)) / total
+
+
+def aggregate(reports: list[NodeReport], clusters: tuple, max_rows: int) -> Telemetry:
+    """The tick's Telemetry from its nodes' reports (all for the same time)."""
+    if not reports:
+        raise ValueError("aggregate needs at least one report")
+    reports = sorted(reports, key=lambda r: r.node)
+    times = {r.time for r in reports}
+    if len(times) != 1:
+        raise ValueError(f"reports of one tick must share their time, got {sorted(map(str, times))}")
+    q = [r.qps for r in reports]
+    load = {c: _weighted([r.load[c] for r in reports], q) for c in clusters}
+    lam = {c: _weighted([r.lam[c] for r in reports], q) for c in clusters}
+    rows = [row for r in reports if r.features for row in r.features]
+    x = None
+    if rows:
+        x = np.asarray(rows, dtype=float)
+        if len(x) > max_rows:
+            x = x[np.linspace(0, len(x) - 1, max_rows).round().astype(np.int64)]
+    return Telemetry(time=reports[0].time, qps=math.fsum(q), load=load, lam=lam, features=x)

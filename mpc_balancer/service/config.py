@@ -1,0 +1,278 @@
+"""The service's TOML configuration, typed and validated.
+
+Every error names the file, the key and the value (``serve.toml: [service] lease_s must be a
+number > 0, got -1``); unknown keys are rejected. Relative paths (state database, token files,
+a trace CSV, a policy bundle path) are relative to the config file's directory.
+
+Layout (see ``examples/serve.toml``)::
+
+    [service]      period_s, lease_s, tick_timeout_s, stale_after_s, expected_nodes, safe, safe_lam,
+                   max_feature_rows, max_report_rows, max_qps, state_db
+    [clusters.NAME] capacity, target
+    [controller]   name, [controller.options] (the controller's own keywords)
+    [balancer]     Balancer.create keywords: lam_min, lam_max, initial_lam, max_ratio,
+                   time_budget_s, response_requests, max_load
+    [policy]       bundle (a bundle name or path; omit the section for telemetry-only)
+    [history]      trace (name or CSV) + peak_qps [+ end], or source = "store"
+    [auth]         read_token_file / read_token_env, write_token_file / write_token_env
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..telemetry import Cluster
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover -- Python 3.10: the serve extra installs tomli
+    import tomli as tomllib
+
+SAFE_MODES = ("hold_last", "lam_max", "fixed")
+BALANCER_KEYS = ("lam_min", "lam_max", "initial_lam", "max_ratio", "time_budget_s", "response_requests", "max_load")
+
+
+class ConfigError(ValueError):
+    """A bad configuration file: the message names the file, the key and the value."""
+
+
+@dataclass(frozen=True)
+class HistorySpec:
+    """Where the forecaster's history comes from: a trace (name or CSV path) scaled to ``peak_qps``
+    and cut before ``end``, or ``"store"``: the service's own stored telemetry."""
+
+    source: str  # "trace" | "store"
+    trace: str | None = None
+    peak_qps: float = 20000.0
+    end: str | None = None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    path: Path
+    clusters: dict
+    controller: str
+    controller_options: dict
+    balancer_options: dict
+    policy_bundle: str | None
+    history: HistorySpec
+    read_tokens: tuple
+    write_tokens: tuple
+    state_db: Path
+    period_s: float = 60.0
+    lease_s: float = 180.0
+    tick_timeout_s: float = 60.0
+    stale_after_s: float = 120.0
+    expected_nodes: int = 0
+    safe: str = "hold_last"
+    safe_lam: dict = field(default_factory=dict)
+    max_feature_rows: int = 1024
+    max_report_rows: int = 4096
+    max_qps: float = 1e8
+
+    @property
+    def cluster_names(self) -> tuple:
+        return tuple(self.clusters)
+
+    @property
+    def lam_min(self) -> float:
+        return float(self.balancer_options.get("lam_min", 1e-5))
+
+    @property
+    def lam_max(self) -> float:
+        return float(self.balancer_options.get("lam_max", 10.0))
+
+    @property
+    def max_load(self) -> float:
+        return float(self.balancer_options.get("max_load", 10.0))
+
+    def fingerprint(self) -> dict:
+        """What a stored checkpoint depends on: a restart with a different one refuses the database."""
+        return {"clusters": {k: [c.capacity, c.target] for k, c in self.clusters.items()}, "controller": self.controller,
+                "controller_options": self.controller_options, "balancer": self.balancer_options,
+                "policy": self.policy_bundle, "history": [self.history.source, self.history.trace, self.history.peak_qps,
+                                                          self.history.end], "period_s": self.period_s}
+
+
+class _Section:
+    """Reads one TOML table, remembering which keys were used so that the rest can be rejected."""
+
+    def __init__(self, path: Path, name: str, table):
+        self.path, self.name = path, name
+        if not isinstance(table, dict):
+            self.fail(f"must be a table, got {table!r}")
+        self.table, self.used = table, set()
+
+    def fail(self, msg: str):
+        raise ConfigError(f"{self.path}: [{self.name}] {msg}")
+
+    def get(self, key, default=None):
+        self.used.add(key)
+        return self.table.get(key, default)
+
+    def number(self, key, default, *, low=0.0, low_open=True, integer=False):
+        v = self.get(key, default)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > low if low_open else v >= low) and (not integer or float(v).is_integer())
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            self.fail(f"{key} must be {kind} {'>' if low_open else '>='} {low:g}, got {v!r}")
+        return int(v) if integer else float(v)
+
+    def string(self, key, default=None, choices=None):
+        v = self.get(key, default)
+        if v is None and default is None:
+            return None
+        if not isinstance(v, str) or not v or (choices and v not in choices):
+            extra = f" (one of {', '.join(choices)})" if choices else ""
+            self.fail(f"{key} must be a non-empty string{extra}, got {v!r}")
+        return v
+
+    def done(self):
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            self.fail(f"unknown keys {unknown}")
+
+
+def _path(base: Path, p: str) -> Path:
+    q = Path(os.path.expanduser(p))
+    return q if q.is_absolute() else (base / q)
+
+
+def _tokens(sec: _Section, scope: str, base: Path) -> tuple:
+    file_key, env_key = f"{scope}_token_file", f"{scope}_token_env"
+    f, env = sec.string(file_key), sec.string(env_key)
+    if (f is None) == (env is None):
+        sec.fail(f"give exactly one of {file_key} (a file of tokens, one a line) or {env_key} (an environment variable)")
+    if f is not None:
+        p = _path(base, f)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            sec.fail(f"{file_key} = {f!r}: cannot read {p} ({e.strerror})")
+        where = f"{file_key} = {f!r}"
+    else:
+        text = os.environ.get(env, "")
+        where = f"{env_key} = {env!r}: environment variable {env}"
+    toks = tuple(t.strip() for t in text.splitlines() if t.strip() and not t.strip().startswith("#"))
+    if not toks:
+        sec.fail(f"{where} holds no token")
+    short = [t for t in toks if len(t) < 16]
+    if short:
+        sec.fail(f"{where}: tokens must be at least 16 characters (got one of {len(short[0])})")
+    return toks
+
+
+def load_config(path: str | Path, state_db: str | Path | None = None) -> ServeConfig:
+    """Read and validate a service config; ``state_db`` overrides ``[service] state_db``."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    base = path.resolve().parent
+    known = {"service", "clusters", "controller", "balancer", "policy", "history", "auth"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections {unknown} (known: {sorted(known)})")
+    for need in ("clusters", "controller", "history", "auth"):
+        if need not in raw:
+            raise ConfigError(f"{path}: missing section [{need}]")
+
+    cl = raw["clusters"]
+    if not isinstance(cl, dict) or not cl:
+        raise ConfigError(f"{path}: [clusters] must hold one table per cluster, e.g. [clusters.rank] capacity = 8e5")
+    clusters = {}
+    for name, table in cl.items():
+        sec = _Section(path, f"clusters.{name}", table)
+        cap = sec.number("capacity", None)
+        target = sec.number("target", 0.9)
+        if target > 1:
+            sec.fail(f"target must be a load fraction in (0, 1], got {target!r}")
+        sec.done()
+        clusters[name] = Cluster(capacity=cap, target=target)
+
+    sec = _Section(path, "controller", raw["controller"])
+    controller = sec.string("name")
+    if controller is None:
+        sec.fail("name is required (static, dcaf, pid, mpc, ...)")
+    options = sec.get("options", {})
+    if not isinstance(options, dict):
+        sec.fail(f"options must be a table, got {options!r}")
+    sec.done()
+
+    sec = _Section(path, "balancer", raw.get("balancer", {}))
+    balancer = {}
+    for key in BALANCER_KEYS:
+        if key in sec.table:
+            balancer[key] = sec.number(key, None, integer=key == "response_requests")
+    sec.done()
+
+    policy = None
+    if "policy" in raw:
+        sec = _Section(path, "policy", raw["policy"])
+        policy = sec.string("bundle")
+        if policy is None:
+            sec.fail("bundle is required (\"pretrained\" or a bundle path); omit [policy] for telemetry-only")
+        if policy != "pretrained" and ("/" in policy or policy.endswith((".json", ".npz"))):
+            policy = str(_path(base, policy))
+        sec.done()
+
+    sec = _Section(path, "history", raw["history"])
+    source = sec.string("source", "trace", choices=("trace", "store"))
+    if source == "trace":
+        trace = sec.string("trace")
+        if trace is None:
+            sec.fail("trace is required (a bundled name: nasa, elb, nyc-taxi, or a CSV path), or set source = \"store\"")
+        from ..traces import BUNDLED
+
+        if trace not in BUNDLED:
+            trace = str(_path(base, trace))
+        end = sec.string("end")
+        if end is not None:
+            import pandas as pd
+
+            try:
+                pd.Timestamp(end)
+            except (TypeError, ValueError):
+                sec.fail(f"end must be a timestamp, got {end!r}")
+        history = HistorySpec("trace", trace=trace, peak_qps=sec.number("peak_qps", 20000.0), end=end)
+    else:
+        history = HistorySpec("store")
+    sec.done()
+
+    sec = _Section(path, "auth", raw["auth"])
+    read_tokens, write_tokens = _tokens(sec, "read", base), _tokens(sec, "write", base)
+    sec.done()
+
+    sec = _Section(path, "service", raw.get("service", {}))
+    period = sec.number("period_s", 60.0)
+    svc = dict(period_s=period, lease_s=sec.number("lease_s", 3 * period), tick_timeout_s=sec.number("tick_timeout_s", period),
+               stale_after_s=sec.number("stale_after_s", 2 * period),
+               expected_nodes=sec.number("expected_nodes", 0, low=0, low_open=False, integer=True),
+               safe=sec.string("safe", "hold_last", choices=SAFE_MODES),
+               max_feature_rows=sec.number("max_feature_rows", 1024, low=1, low_open=False, integer=True),
+               max_report_rows=sec.number("max_report_rows", 4096, low=1, low_open=False, integer=True),
+               max_qps=sec.number("max_qps", 1e8))
+    safe_lam = sec.get("safe_lam", {})
+    lam_min, lam_max = balancer.get("lam_min", 1e-5), balancer.get("lam_max", 10.0)
+    if svc["safe"] == "fixed":
+        if not isinstance(safe_lam, dict) or set(safe_lam) != set(clusters):
+            sec.fail(f"safe = \"fixed\" needs safe_lam with one value per cluster {list(clusters)}, got {safe_lam!r}")
+        for k, v in safe_lam.items():
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and lam_min <= v <= lam_max):
+                sec.fail(f"safe_lam.{k} must be a number in [lam_min, lam_max] = [{lam_min:g}, {lam_max:g}], got {v!r}")
+        svc["safe_lam"] = {k: float(safe_lam[k]) for k in clusters}
+    elif "safe_lam" in sec.table:
+        sec.fail(f"safe_lam is only read with safe = \"fixed\" (safe is {svc['safe']!r})")
+    db = sec.string("state_db", "mpc-balancer-state.sqlite")
+    sec.done()
+    db_path = Path(state_db) if state_db is not None else _path(base, db)
+    return ServeConfig(path=path, clusters=clusters, controller=controller, controller_options=dict(options),
+                       balancer_options=balancer, policy_bundle=policy, history=history, read_tokens=read_tokens,
+                       write_tokens=write_tokens, state_db=db_path, **svc)

@@ -1,0 +1,107 @@
+"""Request and response bodies of the service (pydantic), validated at the edge.
+
+Field-level rules live here (types, finite, non-negative, sizes); rules that depend on the
+configuration (cluster names, ``max_load``, ``lam_max``, ``max_qps``, the policy's feature width)
+are checked by :func:`check_tick` with the same 422 error shape, each naming its field. Nothing
+that fails either ever reaches the controller.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class TickIn(BaseModel):
+    """One whole tick's telemetry (``POST /v1/step``), about the tick that just ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time: datetime = Field(description="end of the tick, ISO-8601; a timezone-aware time is converted to UTC")
+    qps: NonNegative = Field(description="requests per second over the tick")
+    load: dict[str, NonNegative] = Field(description="cluster -> measured load (fraction of capacity)")
+    lam: dict[str, NonNegative] = Field(description="cluster -> lambda in force during the tick")
+    features: list[list[Finite]] | None = Field(default=None, description="a sample of the tick's requests "
+                                                "(rows of the policy's features), or null: telemetry-only")
+
+
+class ReportIn(TickIn):
+    """One node's report for one tick (``POST /v1/telemetry``)."""
+
+    node: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@/-]+$")
+
+
+class OverrideIn(BaseModel):
+    """An operator's pin of lambda (``PUT /v1/override``): the given clusters' lambda until ``until``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lam: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
+    until: datetime = Field(description="wall-clock end of the override, ISO-8601 (naive = UTC)")
+    by: str = Field(min_length=1, max_length=128, description="who sets it (recorded in the audit log)")
+    reason: str = Field(default="", max_length=1000)
+
+
+class PlanOut(BaseModel):
+    lam: list[list[float]]
+    load: list[list[float]] | None = None
+
+
+class DecisionOut(BaseModel):
+    """``GET /v1/decision``: the lambda to apply until ``valid_until``; past it, ``safe_lam``."""
+
+    version: int
+    time: str | None = Field(description="end of the telemetry tick this decision follows (null before any)")
+    lam: dict[str, float]
+    status: str = Field(description="ok | fallback | hold | override")
+    reason: str
+    controller: str
+    issued_at: str
+    valid_until: str
+    safe_lam: dict[str, float]
+    plan: PlanOut | None = None
+    reports: int = Field(0, description="node reports aggregated into the tick")
+
+
+def to_naive_utc(t: datetime) -> datetime:
+    """Telemetry times are timezone-naive (as the history's): aware times are converted to UTC."""
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo is not None else t
+
+
+def _err(loc: tuple, msg: str, value) -> dict:
+    return {"type": "value_error", "loc": ("body", *loc), "msg": msg, "input": value}
+
+
+def check_tick(tick: TickIn, clusters: tuple, *, max_load: float, lam_max: float, max_qps: float,
+               n_features: int | None, max_rows: int) -> list[dict]:
+    """Errors (FastAPI's 422 shape, one per bad field) of the configuration-dependent rules."""
+    errors = []
+    if tick.qps > max_qps:
+        errors.append(_err(("qps",), f"qps {tick.qps!r} is above max_qps {max_qps:g}", tick.qps))
+    for name, values, top in (("load", tick.load, max_load), ("lam", tick.lam, lam_max)):
+        for c in values:
+            if c not in clusters:
+                errors.append(_err((name, c), f"unknown cluster {c!r}; the clusters are {list(clusters)}", c))
+            elif values[c] > top:
+                errors.append(_err((name, c), f"{name}[{c}] = {values[c]!r} is above {top:g}", values[c]))
+        for c in clusters:
+            if c not in values:
+                errors.append(_err((name, c), f"missing cluster {c!r} (need one value per cluster {list(clusters)})", None))
+    x = tick.features
+    if x is not None:
+        if n_features is None:
+            errors.append(_err(("features",), "this service runs telemetry-only (no policy): send features null", None))
+        elif not x:
+            errors.append(_err(("features",), "features must have at least one row, or be null", x))
+        elif len(x) > max_rows:
+            errors.append(_err(("features",), f"{len(x)} rows, more than max_report_rows {max_rows}", len(x)))
+        else:
+            bad = next((i for i, row in enumerate(x) if len(row) != n_features), None)
+            if bad is not None:
+                errors.append(_err(("features", bad), f"row {bad} has {len(x[bad])} values; the policy reads "
+                                   f"{n_features} features per request", len(x[bad])))
+    return errors
