@@ -26,11 +26,11 @@ def one(job):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from mpc_balancer.experiment import ExperimentConfig, run_comparison
 
-    trace, scenario, seed, days, controllers, guard = job
+    trace, scenario, seed, days, controllers, guard, options = job
     bursts, outages = SCENARIOS[scenario]
     cfg = ExperimentConfig(trace=trace, days=days, seed=seed, bursts=bursts, outages=outages, guard=guard)
     t0 = time.perf_counter()
-    _, summary = run_comparison(cfg, controllers)
+    _, summary = run_comparison(cfg, controllers, {c: o for c, o in options.items() if c in controllers})
     return {"trace": trace, "scenario": scenario, "seed": seed, "wall_s": time.perf_counter() - t0,
             "results": summary["results"]}
 
@@ -71,9 +71,13 @@ def main() -> None:
     ap.add_argument("--controllers", default="pid,mpc,hindsight")
     ap.add_argument("--guard", default="proportional")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--set", action="append", metavar="CONTROLLER.KEY=VALUE", help="controller option, e.g. mpc.backoff_min=-0.05")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    jobs = [(t, s, int(seed), a.days, a.controllers.split(","), a.guard) for t in a.traces.split(",")
+    from mpc_balancer.experiment import parse_overrides
+
+    options, _ = parse_overrides(a.set)
+    jobs = [(t, s, int(seed), a.days, a.controllers.split(","), a.guard, options) for t in a.traces.split(",")
             for s in a.scenarios.split(",") for seed in a.seeds.split(",")]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:

@@ -57,10 +57,11 @@ RESPONSES = ("auto", "sample", "telemetry")
 
 
 def backoff_update(b: np.ndarray, e: np.ndarray, counted: np.ndarray, target: float, gain: float,
-                   b_max: float) -> np.ndarray:
+                   b_max: float, b_min: float = 0.0) -> np.ndarray:
     """One step of the online chance constraint: ``b + gain (e - target)`` on the counted clusters,
-    clipped to ``[0, b_max]`` (``e``: the tick's over-utilisation per cluster, in units of C_m)."""
-    return np.clip(b + np.where(counted, gain * (np.asarray(e, dtype=float) - target), 0.0), 0.0, b_max)
+    clipped to ``[b_min, b_max]`` (``e``: the tick's over-utilisation per cluster, in units of C_m;
+    a negative ``b`` lets the plan use part of the forecast band's own margin)."""
+    return np.clip(b + np.where(counted, gain * (np.asarray(e, dtype=float) - target), 0.0), b_min, b_max)
 
 
 class MpcController(Controller):
@@ -72,7 +73,7 @@ class MpcController(Controller):
                  grid_points: int = 12, curve_every: int = 1, pool_ticks: int = 1, offset_gain: float = 0.5,
                  time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
                  backoff_target: float = 0.003, backoff_gain: float = 0.15, backoff_max: float = 0.3,
-                 backoff_initial: float = 0.02, max_fall: float | None = 4.0,
+                 backoff_initial: float = 0.02, backoff_min: float = 0.0, max_fall: float | None = 4.0,
                  refine_steps: int = 8, refine_above: float = 2.0, response: str = "auto", dither: float = 0.02,
                  telemetry_window: int = 1440, telemetry_halflife: float = 720.0, telemetry_min_ticks: int = 30,
                  telemetry_elasticity: float = 0.1, seed: int = 0):
@@ -90,13 +91,15 @@ class MpcController(Controller):
         self.horizon, self.objective, self.solver, self.n_segments = int(horizon), objective, solver, int(n_segments)
         self.grid_points, self.curve_every, self.pool_ticks, self.offset_gain = int(grid_points), int(curve_every), int(pool_ticks), offset_gain
         for k, v, ok in (("backoff_target", backoff_target, 0 <= backoff_target < 1), ("backoff_gain", backoff_gain, backoff_gain >= 0),
-                         ("backoff_max", backoff_max, 0 <= backoff_max < 1), ("backoff_initial", backoff_initial, 0 <= backoff_initial <= backoff_max)):
+                         ("backoff_max", backoff_max, 0 <= backoff_max < 1), ("backoff_min", backoff_min, -1 < backoff_min <= 0),
+                         ("backoff_initial", backoff_initial, backoff_min <= backoff_initial <= backoff_max)):
             if not (isinstance(v, numbers.Real) and np.isfinite(v) and ok):
-                raise ValueError(f"{k} out of range: {v!r} (backoff_target, backoff_max in [0, 1), backoff_gain >= 0, "
-                                 "0 <= backoff_initial <= backoff_max)")
+                raise ValueError(f"{k} out of range: {v!r} (backoff_target, backoff_max in [0, 1), backoff_min in (-1, 0], "
+                                 "backoff_gain >= 0, backoff_min <= backoff_initial <= backoff_max)")
         self.time_limit_s = time_limit_s
         self.backoff_target, self.backoff_gain = float(backoff_target), float(backoff_gain)
         self.backoff_max, self.backoff_initial = float(backoff_max), float(backoff_initial)
+        self.backoff_min = float(backoff_min)
         if max_fall is not None and not (isinstance(max_fall, numbers.Real) and max_fall > 1):
             raise ValueError(f"max_fall must be > 1 (or None: no limit), got {max_fall!r}")
         self.max_fall = max_fall
@@ -225,7 +228,7 @@ class MpcController(Controller):
                     and obs.qps <= self.qps_hi_):  # the plan's own tick, after the start-up transient
                 e = np.maximum(np.asarray(obs.load, dtype=float) - ctx.target, 0.0) / ctx.target
                 self.backoff_ = backoff_update(self.backoff_, e, lam_now < ctx.lam_max * (1 - 1e-9),
-                                               self.backoff_target, self.backoff_gain, self.backoff_max)
+                                               self.backoff_target, self.backoff_gain, self.backoff_max, self.backoff_min)
         fr = [frontier_data(*curve.hull(g), self.n_segments) for g in range(G)]
         u_min = np.array([f[0] for f in fr])
         mean, hi = np.asarray(forecast["mean"][:H], dtype=float), np.asarray(forecast["hi"][:H], dtype=float)
