@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .policy import checked_response
+from .policy import checked_response, checked_response_many
 
 
 def check_sample_size(value, name: str) -> None:
@@ -59,6 +59,15 @@ class Response:
         lam = np.broadcast_to(np.asarray(lam, dtype=float), (len(self.policy.clusters),)).copy()
         cost, revenue = checked_response(self.policy, self.features, lam)
         return cost.mean(axis=0), float(revenue.mean())
+
+    def evaluate_many(self, lams) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`evaluate` at every row of ``lams`` (K, G): mean cost (K, G) and mean revenue (K,),
+        the same numbers as K calls, in one call of the policy (see
+        :func:`~mpc_balancer.policy.checked_response_many`)."""
+        lams = np.asarray(lams, dtype=float)
+        self.n_evals += len(lams)
+        cost, revenue = checked_response_many(self.policy, self.features, lams)
+        return cost.mean(axis=1), revenue.mean(axis=1)
 
     def cost(self, lam) -> np.ndarray:
         return self.evaluate(lam)[0]

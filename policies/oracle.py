@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cascade import Cascade
+from .sweep import check_lambdas, sweep_argmax
 
 
 def check_lambda(lam, n_clusters: int) -> np.ndarray:
@@ -60,19 +61,40 @@ class OraclePolicy:
         w = self.cascade.weights(features)
         return lambda lam: self.act_weights(w, lam)
 
+    def _cached_weights(self, features: np.ndarray) -> list:
+        """``[revenue weights, scores or None]`` of a request batch, reused while ``features`` is the
+        same read-only array owning its data (as in :meth:`policies.runtime.PolicyRuntime.respond`);
+        ``scores`` (the lambda-free ``w @ phi``) is filled in on the first sweep."""
+        cached, entry = self._respond_cache
+        if cached is not None and features is cached:
+            return entry
+        entry = [self.cascade.weights(features), None]
+        if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
+            self._respond_cache = (features, entry)
+        return entry
+
     def respond(self, features: np.ndarray, lam) -> tuple[np.ndarray, np.ndarray]:
         """(estimated cost (N, G) of each request's chosen action, its expected revenue (N,)): the
         policy protocol of :mod:`mpc_balancer.policy`. The oracle's own revenue estimate is the
         cascade's revenue model: that is what makes it the oracle. As in
         :meth:`policies.runtime.PolicyRuntime.respond`, a read-only array that owns its data is
         assumed unchanged between calls and its revenue weights are reused."""
-        cached, w = self._respond_cache
-        if cached is None or features is not cached:
-            w = self.cascade.weights(features)
-            if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
-                self._respond_cache = (features, w)
-        a = self.act_weights(w, lam)
-        return self.cascade.cost[:, a].T, self.cascade.expected_revenue_w(w, a)
+        lam = check_lambda(lam, self._cost.shape[0])
+        cost, revenue = self.respond_many(features, lam[None, :])
+        return cost[0], revenue[0]
+
+    def respond_many(self, features: np.ndarray, lams) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`respond` at every row of ``lams`` (K, G): cost (K, N, G), revenue (K, N), the same
+        numbers as K calls, with the lambda-free scores computed once (:mod:`policies.sweep`)."""
+        lams = check_lambdas(lams, self._cost.shape[0])
+        entry = self._cached_weights(features)
+        w = entry[0]
+        if entry[1] is None:
+            entry[1] = np.asarray(w, dtype=self.dtype) @ self._phi
+        a = self._idx[sweep_argmax(entry[1], self._cost, lams)]
+        K = len(a)
+        revenue = np.einsum("nk,kn->n", np.tile(w, (K, 1)) if K > 1 else w, self.cascade.phi[:, a.reshape(-1)])
+        return self.cascade.cost[:, a].transpose(1, 2, 0), revenue.reshape(a.shape)
 
     def act_weights(self, weights: np.ndarray, lam) -> np.ndarray:
         """Joint actions for revenue weights ``(N, K)`` at ``lam`` ``(G,)``."""

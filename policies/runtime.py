@@ -44,6 +44,7 @@ import numpy as np
 from .bundle import REQUEST_KINDS, read_bundle
 from .cascade import DEFAULT_CLUSTERS
 from .oracle import check_lambda
+from .sweep import check_lambdas, sweep_argmax
 
 
 def _softplus(x, out=None, abs_from=None):
@@ -161,7 +162,7 @@ class PolicyRuntime:
             raise ValueError(f"policy bundle {name!r}: {len(self.clusters)} cluster names for a cost table of "
                              f"{self.cost.shape[0]} clusters")
         self.lambda_range = tuple(meta["lambda_range"])
-        self._respond_cache = (None, None)  # (read-only features array, its request profiles)
+        self._respond_cache = (None, None)  # (read-only features array, [z, b, scores or None])
         self._cand = _dominance_free(self.psi, self.cost)
         self._set_dtype_tables()
 
@@ -433,24 +434,64 @@ class PolicyRuntime:
         z = self.request_profiles(features)[0]
         return lambda lam: self._decide(z, lam)
 
+    def _cached_profiles(self, features) -> list:
+        """``[z, b, scores]`` of a request batch; ``scores`` (``z @ psi``, lambda-free, small batches
+        only) is filled in by :meth:`_sweep_scores`. A controller sweeps lambda over one request
+        sample: when ``features`` is the same read-only array, owning its data, as in the previous
+        call, its profiles are reused (anything else -- a writeable array, a view of another array --
+        is recomputed every call, since its values may have changed in place)."""
+        cached, entry = self._respond_cache
+        if cached is not None and features is cached:
+            return entry
+        z, b = self.request_profiles(features)
+        entry = [z, b, None]
+        if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
+            self._respond_cache = (features, entry)
+        return entry
+
+    def _sweep_scores(self, entry: list) -> np.ndarray | None:
+        """The lambda-free scores ``z @ psi`` of a small batch (None for batches that take the pruned
+        path): the same product :meth:`_decide` computes, so the actions are the same bits."""
+        if len(entry[0]) >= self.PRUNE_MIN_BATCH:
+            return None
+        if entry[2] is None:
+            entry[2] = entry[0] @ self._psi_t
+        return entry[2]
+
+    def _actions(self, entry: list, lams: np.ndarray) -> np.ndarray:
+        """Actions ``(K, N)`` at every lambda row."""
+        scores = self._sweep_scores(entry)
+        if scores is None:
+            return np.stack([self._decide(entry[0], lam) for lam in lams]) if len(lams) else np.empty((0, len(entry[0])), np.int64)
+        return self._cand[sweep_argmax(scores, self._cost_c, lams)]
+
+    def _revenue(self, z: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``Rev(x, a)`` of each request's action; ``a`` (K, N) against ``z`` (N, P) repeated K times."""
+        K = len(a)
+        zk = z
+        if K > 1:  # z repeated in z's own memory order: einsum then sums each row in the same order
+            zk = np.tile(z, (K, 1))
+            if z.flags.f_contiguous and not z.flags.c_contiguous:
+                zk = np.asfortranarray(zk)
+        revenue = np.einsum("np,np->n", zk, self.psi[a.reshape(-1)].astype(self.dtype, copy=False)) + np.tile(b, K)
+        return revenue.astype(np.float64).reshape(a.shape)
+
     def respond(self, features, lam) -> tuple[np.ndarray, np.ndarray]:
         """(estimated cost (N, G) of each request's chosen action on every cluster, the network's
-        revenue estimate (N,) of that action) at multipliers ``lam``.
+        revenue estimate (N,) of that action) at multipliers ``lam``. A read-only sample is cached
+        between calls (see :meth:`_cached_profiles`)."""
+        entry = self._cached_profiles(features)
+        lam = check_lambda(lam, self.cost.shape[0])
+        a = self._actions(entry, lam[None, :])
+        return self.cost[:, a[0]].T, self._revenue(entry[0], entry[1], a)[0]
 
-        A controller sweeps lambda over one request sample: when ``features`` is the same read-only
-        array, owning its data, as in the previous call, its request profiles are reused (anything
-        else -- a writeable array, a view of another array -- is recomputed every call, since its
-        values may have changed in place)."""
-        cached, profiles = self._respond_cache
-        if cached is not None and features is cached:
-            z, b = profiles
-        else:
-            z, b = self.request_profiles(features)
-            if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
-                self._respond_cache = (features, (z, b))
-        a = self._decide(z, lam)
-        revenue = np.einsum("np,np->n", z, self.psi[a].astype(self.dtype, copy=False)) + b
-        return self.cost[:, a].T, revenue.astype(np.float64)
+    def respond_many(self, features, lams) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`respond` at every row of ``lams`` (K, G): cost (K, N, G) and revenue (K, N), the
+        same numbers as K calls. The request side and, for small batches, the lambda-free scores
+        are computed once (:mod:`policies.sweep`)."""
+        entry = self._cached_profiles(features)
+        a = self._actions(entry, check_lambdas(lams, self.cost.shape[0]))
+        return self.cost[:, a].transpose(1, 2, 0), self._revenue(entry[0], entry[1], a)
 
     def __repr__(self) -> str:
         return f"PolicyRuntime({self.name!r}, actions={self.n_actions}, candidates={len(self._cand)}, dtype={self.dtype.name})"
