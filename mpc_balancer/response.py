@@ -41,7 +41,11 @@ class Response:
     def __init__(self, policy, features: np.ndarray, max_requests: int | None = 256, lam: np.ndarray | None = None,
                  rng: np.random.Generator | None = None):
         check_sample_size(max_requests, "max_requests")
-        x = np.array(features, dtype=float)  # a private copy: made read-only below
+        x = np.asarray(features)
+        if not (x.dtype == np.float64 and not x.flags.writeable and x.flags.owndata):
+            x = np.array(features, dtype=float)  # a private copy: made read-only below
+        # else already read-only (the simulator's samples): shared, so the policy's cache of the
+        # plant's decision on it answers the first respond
         if max_requests is not None and len(x) > max_requests:
             G = len(policy.clusters)
             _, revenue = checked_response(policy, x, np.full(G, 1e-2) if lam is None else np.asarray(lam, dtype=float))

@@ -44,7 +44,7 @@ import numpy as np
 from .bundle import REQUEST_KINDS, read_bundle
 from .cascade import DEFAULT_CLUSTERS
 from .oracle import check_lambda
-from .sweep import check_lambdas, sweep_argmax
+from .sweep import check_lambdas, repeat_rows, sweep_argmax
 
 
 def _softplus(x, out=None, abs_from=None):
@@ -162,7 +162,7 @@ class PolicyRuntime:
             raise ValueError(f"policy bundle {name!r}: {len(self.clusters)} cluster names for a cost table of "
                              f"{self.cost.shape[0]} clusters")
         self.lambda_range = tuple(meta["lambda_range"])
-        self._respond_cache = (None, None)  # (read-only features array, [z, b, scores or None])
+        self._respond_cache = (None, None)  # (read-only features array, [z, b, scores or None, last decision])
         self._cand = _dominance_free(self.psi, self.cost)
         self._set_dtype_tables()
 
@@ -426,8 +426,10 @@ class PolicyRuntime:
         return out
 
     def act(self, features, lam) -> np.ndarray:
-        """Joint action index (N,) int64 of each request at multipliers ``lam`` (one per cluster)."""
-        return self._decide(self.request_profiles(features)[0], lam)
+        """Joint action index (N,) int64 of each request at multipliers ``lam`` (one per cluster); a
+        read-only sample is cached as in :meth:`respond`."""
+        lam = check_lambda(lam, self.cost.shape[0])
+        return self._actions(self._cached_profiles(features), lam[None, :])[0].copy()
 
     def bind(self, features):
         """``lam -> actions`` for a fixed batch: the request-side networks run once."""
@@ -435,16 +437,18 @@ class PolicyRuntime:
         return lambda lam: self._decide(z, lam)
 
     def _cached_profiles(self, features) -> list:
-        """``[z, b, scores]`` of a request batch; ``scores`` (``z @ psi``, lambda-free, small batches
-        only) is filled in by :meth:`_sweep_scores`. A controller sweeps lambda over one request
-        sample: when ``features`` is the same read-only array, owning its data, as in the previous
-        call, its profiles are reused (anything else -- a writeable array, a view of another array --
-        is recomputed every call, since its values may have changed in place)."""
+        """``[z, b, scores, last]`` of a request batch: its request profiles, the lambda-free scores
+        ``z @ psi`` (small batches, filled in by :meth:`_sweep_scores`) and the last single decision
+        ``(lambda bytes, actions)``. A controller sweeps lambda over one request sample, and the
+        simulator's plant acts on the sample the controller reads next: when ``features`` is the same
+        read-only array, owning its data, as in the previous call, the entry is reused (anything
+        else -- a writeable array, a view of another array -- is recomputed every call, since its
+        values may have changed in place)."""
         cached, entry = self._respond_cache
         if cached is not None and features is cached:
             return entry
         z, b = self.request_profiles(features)
-        entry = [z, b, None]
+        entry = [z, b, None, None]
         if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
             self._respond_cache = (features, entry)
         return entry
@@ -459,21 +463,22 @@ class PolicyRuntime:
         return entry[2]
 
     def _actions(self, entry: list, lams: np.ndarray) -> np.ndarray:
-        """Actions ``(K, N)`` at every lambda row."""
+        """Actions ``(K, N)`` at every lambda row (a repeated single lambda is answered from the entry)."""
+        if len(lams) == 1 and entry[3] is not None and entry[3][0] == lams[0].tobytes():
+            return entry[3][1][None, :]
         scores = self._sweep_scores(entry)
         if scores is None:
-            return np.stack([self._decide(entry[0], lam) for lam in lams]) if len(lams) else np.empty((0, len(entry[0])), np.int64)
-        return self._cand[sweep_argmax(scores, self._cost_c, lams)]
+            a = np.stack([self._decide(entry[0], lam) for lam in lams]) if len(lams) else np.empty((0, len(entry[0])), np.int64)
+        else:
+            a = self._cand[sweep_argmax(scores, self._cost_c, lams)]
+        if len(lams) == 1:
+            entry[3] = (lams[0].tobytes(), a[0])
+        return a
 
     def _revenue(self, z: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``Rev(x, a)`` of each request's action; ``a`` (K, N) against ``z`` (N, P) repeated K times."""
         K = len(a)
-        zk = z
-        if K > 1:  # z repeated in z's own memory order: einsum then sums each row in the same order
-            zk = np.tile(z, (K, 1))
-            if z.flags.f_contiguous and not z.flags.c_contiguous:
-                zk = np.asfortranarray(zk)
-        revenue = np.einsum("np,np->n", zk, self.psi[a.reshape(-1)].astype(self.dtype, copy=False)) + np.tile(b, K)
+        revenue = np.einsum("np,np->n", repeat_rows(z, K), self.psi[a.reshape(-1)].astype(self.dtype, copy=False)) + np.tile(b, K)
         return revenue.astype(np.float64).reshape(a.shape)
 
     def respond(self, features, lam) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,15 @@ def penalty(lam: np.ndarray, cost: np.ndarray, dtype) -> np.ndarray:
     return (lam @ cost).astype(dtype)
 
 
+def repeat_rows(x: np.ndarray, K: int) -> np.ndarray:
+    """``x`` (n, d) stacked K times (Kn, d), in ``x``'s own memory order: a row-wise reduction
+    (``einsum``) then sums each row in the same order as on ``x`` itself."""
+    if K == 1:
+        return x
+    out = np.tile(x, (K, 1))
+    return np.asfortranarray(out) if x.flags.f_contiguous and not x.flags.c_contiguous else out
+
+
 def sweep_argmax(scores: np.ndarray, cost: np.ndarray, lams: np.ndarray) -> np.ndarray:
     """Column index ``(K, n)`` of ``argmax_a scores[n, a] - lams[k] . cost[:, a]`` for every lambda row.
 
