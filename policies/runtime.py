@@ -34,6 +34,13 @@ lambda costs no more than a repeated one, and the argmax stays exact. The reques
 separate MLPs or one shared trunk, as the bundle's ``architecture["request"]`` says (bundles without
 the key have separate MLPs) -- runs as one fused chain of matrix products
 (:meth:`PolicyRuntime._fuse_request_networks`).
+
+Sweeps: ``respond_many(features, lams)`` answers many lambdas on one sample in one call (the MPC's
+response curve is 36 of them per tick). For a read-only sample the request profiles, the
+lambda-free scores ``z . psi`` of small batches and the last single decision are cached, so a sweep
+costs one subtraction and one argmax per lambda (:mod:`policies.sweep`), and the controller's first
+``respond`` on the sample the plant just served at the same lambda costs nothing. Every path takes
+the same floating-point steps as a single decision: the actions are identical.
 """
 from __future__ import annotations
 
