@@ -7,9 +7,10 @@ max <= 50 ms (refit ticks included). Run::
     python benchmarks/bench_sim.py [--days 7] [--repeats 3] [--controllers static,dcaf,pid,mpc,nmpc,hindsight]
         [--baseline DIR]           # the same measurements with the code in DIR (e.g. a git worktree of main)
 
-It prints, for every controller, the wall time of the run (median of the repeats) and the latency of
-``Balancer.step`` over all its ticks (p50 / p99 / max); then the per-phase breakdown of the MPC tick
-from an instrumented run (``--profile-days``): telemetry validation, forecaster update/predict,
+It prints, for every controller, the wall and CPU time of the run (median of the repeats) and the
+latency of ``Balancer.step`` over all its ticks (p50 / p99 / max, wall clock and this thread's CPU
+time: on a shared machine the CPU figures are the ones that do not depend on the other processes);
+then the per-phase breakdown of the MPC tick (CPU time) from an instrumented run (``--profile-days``): telemetry validation, forecaster update/predict,
 response curve, QP build, QP solve, refinement, the fallback PID in the shadow, and bookkeeping (the
 rest of ``Balancer.step``), each as mean / p99 / max milliseconds per tick (exclusive time: a phase
 called inside another counts once). With ``--baseline`` the same script runs in a subprocess on the
@@ -60,7 +61,9 @@ ROOT = ("mpc_balancer.balancer", "Balancer.step")  # its exclusive time is "book
 
 
 class PhaseProfiler:
-    """Exclusive wall time per phase and per tick, by wrapping the functions of :data:`PHASES`."""
+    """Exclusive CPU time (this thread's clock) per phase and per tick, by wrapping the functions of
+    :data:`PHASES`: on a shared machine, what each phase cost without the time other processes held
+    the core."""
 
     def __init__(self):
         self.stack: list[float] = []
@@ -74,11 +77,11 @@ class PhaseProfiler:
         @functools.wraps(fn)
         def timed(*args, **kwargs):
             prof.stack.append(0.0)
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                elapsed = time.perf_counter() - t0
+                elapsed = time.thread_time() - t0
                 child = prof.stack.pop()
                 prof.tick[phase] += elapsed - child
                 if prof.stack:
@@ -116,6 +119,32 @@ class PhaseProfiler:
         return out
 
 
+class StepCpuClock:
+    """CPU time of every ``Balancer.step`` (this thread's clock: on a shared machine, what the tick
+    itself cost, without the time other processes held the core)."""
+
+    def __enter__(self):
+        from mpc_balancer.balancer import Balancer
+
+        self.ms: list[float] = []
+        self.original = Balancer.step
+        original, ms = self.original, self.ms
+
+        def step(bal, telemetry):
+            t0 = time.thread_time()
+            try:
+                return original(bal, telemetry)
+            finally:
+                ms.append((time.thread_time() - t0) * 1e3)
+        Balancer.step = step
+        return self
+
+    def __exit__(self, *exc):
+        from mpc_balancer.balancer import Balancer
+
+        Balancer.step = self.original
+
+
 def measure(a) -> dict:
     """Everything this process measures with the code it imports (the current tree or a baseline)."""
     import mpc_balancer
@@ -125,16 +154,23 @@ def measure(a) -> dict:
     sim = build_simulator(cfg)
     policy = make_policy(cfg.policy, sim.cascade)
     for name in [c for c in a.controllers.split(",") if c]:
-        walls, steps = [], []
+        walls, cpus, steps, step_cpu = [], [], [], []
         for _ in range(a.repeats):
-            run = sim.run(make_controller(name), policy)
+            with StepCpuClock() as clock:
+                c0 = time.process_time()
+                run = sim.run(make_controller(name), policy)
+                cpus.append(time.process_time() - c0)  # includes the controller's setup (forecaster fit, training)
             walls.append(run.wall_s)
             steps.append(run.log["solve_ms"].to_numpy())
-        ms = np.concatenate(steps)
+            step_cpu.append(np.asarray(clock.ms))
+        ms, cms = np.concatenate(steps), np.concatenate(step_cpu)
         worst = int(np.argmax(steps[0]))
         res["controllers"][name] = {"wall_s": walls, "wall_median_s": float(np.median(walls)), "ticks": len(steps[0]),
+                                    "cpu_s": cpus, "cpu_median_s": float(np.median(cpus)),
                                     "step_p50_ms": float(np.percentile(ms, 50)), "step_p99_ms": float(np.percentile(ms, 99)),
-                                    "step_max_ms": float(ms.max()), "slowest_tick": str(run.log.index[worst])}
+                                    "step_max_ms": float(ms.max()), "slowest_tick": str(run.log.index[worst]),
+                                    "step_cpu_p50_ms": float(np.percentile(cms, 50)), "step_cpu_p99_ms": float(np.percentile(cms, 99)),
+                                    "step_cpu_max_ms": float(cms.max())}
     if a.profile_days > 0:
         psim = build_simulator(ExperimentConfig(trace=a.trace, days=a.profile_days, n_requests=a.requests, policy=a.policy))
         with PhaseProfiler() as prof:
@@ -152,20 +188,23 @@ def measure(a) -> dict:
 
 def print_results(cur: dict, base: dict | None) -> None:
     b = base or {"controllers": {}}
-    print(f"\nclosed loop: wall s (median of repeats) and Balancer.step ms over all ticks  [{cur['code']}"
-          + (f"  vs baseline {b['code']}]" if base else "]"))
-    head = f"{'controller':<11}{'wall s':>9}{'step p50':>10}{'p99':>8}{'max':>8}{'target':>9}"
-    print(head + (f"{'| base wall s':>14}{'p50':>8}{'p99':>8}{'max':>8}{'speed-up':>10}" if base else ""))
+    print(f"\nclosed loop: wall and CPU s of the run (median of repeats), Balancer.step ms over all ticks (wall, then "
+          f"CPU time)  [{cur['code']}" + (f"  vs baseline {b['code']}]" if base else "]"))
+    head = (f"{'controller':<11}{'wall s':>8}{'cpu s':>8}{'step p50':>9}{'p99':>7}{'max':>7}{'| cpu p50':>10}{'p99':>7}"
+            f"{'max':>7}{'target':>9}")
+    print(head + (f"{'| base wall':>12}{'cpu s':>8}{'cpu p50':>8}{'p99':>7}{'max':>7}{'cpu speed-up':>13}" if base else ""))
     for name, r in cur["controllers"].items():
-        line = (f"{name:<11}{r['wall_median_s']:>9.1f}{r['step_p50_ms']:>10.2f}{r['step_p99_ms']:>8.2f}{r['step_max_ms']:>8.1f}"
+        line = (f"{name:<11}{r['wall_median_s']:>8.1f}{r['cpu_median_s']:>8.1f}{r['step_p50_ms']:>9.2f}{r['step_p99_ms']:>7.2f}"
+                f"{r['step_max_ms']:>7.1f}{'| ':>4}{r['step_cpu_p50_ms']:>6.2f}{r['step_cpu_p99_ms']:>7.2f}{r['step_cpu_max_ms']:>7.1f}"
                 f"{('<= %g s' % TARGET_S[name]) if name in TARGET_S else '':>9}")
         o = b["controllers"].get(name)
         if o:
-            line += (f"{'| ':>6}{o['wall_median_s']:>8.1f}{o['step_p50_ms']:>8.2f}{o['step_p99_ms']:>8.2f}"
-                     f"{o['step_max_ms']:>8.1f}{o['wall_median_s'] / r['wall_median_s']:>9.2f}x")
-        print(line + f"   (runs: {', '.join('%.1f' % w for w in r['wall_s'])}; slowest tick {r['slowest_tick']})")
+            line += (f"{'| ':>4}{o['wall_median_s']:>8.1f}{o['cpu_median_s']:>8.1f}{o['step_cpu_p50_ms']:>8.2f}"
+                     f"{o['step_cpu_p99_ms']:>7.2f}{o['step_cpu_max_ms']:>7.1f}{o['cpu_median_s'] / r['cpu_median_s']:>12.2f}x")
+        print(line + f"   (runs wall/cpu: {', '.join('%.1f/%.1f' % wc for wc in zip(r['wall_s'], r['cpu_s']))}; "
+                     f"slowest tick {r['slowest_tick']})")
     if "phases" in cur:
-        print(f"\none MPC tick by phase, instrumented run of {cur['phase_ticks']} ticks (ms per tick: mean / p99 / max)")
+        print(f"\none MPC tick by phase, instrumented run of {cur['phase_ticks']} ticks (CPU ms per tick: mean / p99 / max)")
         print(f"{'phase':<28}{'mean':>8}{'p99':>8}{'max':>8}{'share':>8}" + (f"{'| base mean':>13}{'p99':>8}{'max':>8}" if base and "phases" in b else ""))
         tot = cur["phases"]["total"]["mean_ms"]
         for ph, r in cur["phases"].items():
