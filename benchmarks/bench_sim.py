@@ -190,12 +190,12 @@ def print_results(cur: dict, base: dict | None) -> None:
     b = base or {"controllers": {}}
     print(f"\nclosed loop: wall and CPU s of the run (median of repeats), Balancer.step ms over all ticks (wall, then "
           f"CPU time)  [{cur['code']}" + (f"  vs baseline {b['code']}]" if base else "]"))
-    head = (f"{'controller':<11}{'wall s':>8}{'cpu s':>8}{'step p50':>9}{'p99':>7}{'max':>7}{'| cpu p50':>10}{'p99':>7}"
+    head = (f"{'controller':<11}{'wall s':>8}{'cpu s':>8}{'step p50':>9}{'p99':>9}{'max':>9}{'| cpu p50':>10}{'p99':>7}"
             f"{'max':>7}{'target':>9}")
     print(head + (f"{'| base wall':>12}{'cpu s':>8}{'cpu p50':>8}{'p99':>7}{'max':>7}{'cpu speed-up':>13}" if base else ""))
     for name, r in cur["controllers"].items():
-        line = (f"{name:<11}{r['wall_median_s']:>8.1f}{r['cpu_median_s']:>8.1f}{r['step_p50_ms']:>9.2f}{r['step_p99_ms']:>7.2f}"
-                f"{r['step_max_ms']:>7.1f}{'| ':>4}{r['step_cpu_p50_ms']:>6.2f}{r['step_cpu_p99_ms']:>7.2f}{r['step_cpu_max_ms']:>7.1f}"
+        line = (f"{name:<11}{r['wall_median_s']:>8.1f}{r['cpu_median_s']:>8.1f}{r['step_p50_ms']:>9.2f}{r['step_p99_ms']:>9.2f}"
+                f"{r['step_max_ms']:>9.1f}{'| ':>4}{r['step_cpu_p50_ms']:>6.2f}{r['step_cpu_p99_ms']:>7.2f}{r['step_cpu_max_ms']:>7.1f}"
                 f"{('<= %g s' % TARGET_S[name]) if name in TARGET_S else '':>9}")
         o = b["controllers"].get(name)
         if o:
