@@ -79,18 +79,18 @@ def concave_hull(cost: np.ndarray, revenue: np.ndarray) -> tuple[np.ndarray, np.
     return c[hull], r[hull]
 
 
-def measure_response(evaluate, lam_current: np.ndarray, grid: np.ndarray) -> ResponseCurve:
+def measure_response(evaluate_many, lam_current: np.ndarray, grid: np.ndarray) -> ResponseCurve:
     """Sweep each cluster's lambda over ``grid``, the others held at ``lam_current``.
 
-    ``evaluate`` is ``lam -> (mean cost per request (G,), mean revenue per request)``, e.g.
-    :meth:`mpc_balancer.response.Response.evaluate`: the policy's own estimates on a request sample.
+    ``evaluate_many`` is ``lams (K, G) -> (mean cost per request (K, G), mean revenue per request
+    (K,))``, e.g. :meth:`mpc_balancer.response.Response.evaluate_many`: the policy's own estimates
+    on a request sample. All ``G x len(grid)`` lambda vectors go in one call.
     """
     G, L = len(lam_current), len(grid)
-    cost, revenue = np.zeros((G, L)), np.zeros((G, L))
+    lams = np.tile(np.asarray(lam_current, dtype=float), (G * L, 1))
     for g in range(G):
-        for j, v in enumerate(grid):
-            lam = np.array(lam_current, dtype=float)
-            lam[g] = v
-            c, r = evaluate(lam)
-            cost[g, j], revenue[g, j] = c[g], r
-    return ResponseCurve(lam_grid=np.asarray(grid, dtype=float), cost=cost, revenue=revenue)
+        lams[g * L:(g + 1) * L, g] = grid
+    c, r = evaluate_many(lams)
+    c, r = np.asarray(c, dtype=float).reshape(G, L, G), np.asarray(r, dtype=float).reshape(G, L)
+    cost = c[np.arange(G), :, np.arange(G)]  # cluster g's own cost on its sweep
+    return ResponseCurve(lam_grid=np.asarray(grid, dtype=float), cost=cost, revenue=r.copy())

@@ -18,6 +18,12 @@ of that action's revenue. Nothing else -- no ground-truth revenue, no true costs
 Costs must not rise on cluster ``g`` when ``lambda_g`` rises (a Lagrangian policy satisfies this),
 and both arrays must be finite. :func:`checked_response` enforces shapes and finiteness with an
 error that names the policy and the field.
+
+A policy may also offer ``respond_many(features, lams) -> (cost (K, n, G), revenue (K, n))``, the
+same numbers as ``respond`` at each row of ``lams`` (K, G) in one call (:class:`BatchPolicy`; the
+shipped policies compute the lambda-free part of their argmax once). Controllers that sweep lambda
+over one sample use it through :func:`checked_response_many`, which loops over ``respond`` for a
+policy without it.
 """
 from __future__ import annotations
 
@@ -38,6 +44,15 @@ class Policy(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchPolicy(Policy, Protocol):
+    """A :class:`Policy` that also answers many lambdas on one request sample in one call."""
+
+    def respond_many(self, features: np.ndarray, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cost ``(K, n, G)``, revenue ``(K, n)``): :meth:`Policy.respond` at every row of ``lams``."""
+        ...
+
+
 def check_policy(policy, clusters: tuple[str, ...]) -> None:
     """Raise ``ValueError`` unless ``policy`` implements :class:`Policy` for exactly ``clusters``."""
     if not isinstance(policy, Policy):
@@ -51,21 +66,38 @@ def check_policy(policy, clusters: tuple[str, ...]) -> None:
 
 def checked_response(policy, features: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``policy.respond`` with its output validated: cost ``(n, G)`` >= 0 and revenue ``(n,)``, finite."""
-    who = type(policy).__name__
-    out = policy.respond(features, lam)
+    return _checked(policy, "respond", policy.respond(features, lam), (len(features), len(policy.clusters)))
+
+
+def checked_response_many(policy, features: np.ndarray, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cost ``(K, n, G)`` and revenue ``(K, n)`` at every row of ``lams`` (K, G), validated like
+    :func:`checked_response`: one ``respond_many`` call for a :class:`BatchPolicy`, K ``respond``
+    calls otherwise."""
+    lams = np.asarray(lams, dtype=float)
+    if isinstance(policy, BatchPolicy):
+        return _checked(policy, "respond_many", policy.respond_many(features, lams), (len(lams), len(features), len(policy.clusters)))
+    out = [checked_response(policy, features, lam) for lam in lams]
+    n, G = len(features), len(policy.clusters)
+    return (np.stack([c for c, _ in out]) if out else np.empty((0, n, G)),
+            np.stack([r for _, r in out]) if out else np.empty((0, n)))
+
+
+def _checked(policy, method: str, out, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a (cost, revenue) answer of ``policy.<method>``: cost of ``shape``, revenue of
+    ``shape[:-1]``, both finite, cost >= 0."""
+    who = f"{type(policy).__name__}.{method}"
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise ValueError(f"{who}.respond must return a tuple (cost, revenue), got {type(out).__name__}")
+        raise ValueError(f"{who} must return a tuple (cost, revenue), got {type(out).__name__}")
     try:
         cost, revenue = np.asarray(out[0], dtype=float), np.asarray(out[1], dtype=float)
     except (TypeError, ValueError):
-        raise ValueError(f"{who}.respond must return numeric arrays (cost, revenue)") from None
-    n, G = len(features), len(policy.clusters)
-    if cost.shape != (n, G):
-        raise ValueError(f"{who}.respond: cost must have shape ({n}, {G}), got {cost.shape}")
-    if revenue.shape != (n,):
-        raise ValueError(f"{who}.respond: revenue must have shape ({n},), got {revenue.shape}")
+        raise ValueError(f"{who} must return numeric arrays (cost, revenue)") from None
+    if cost.shape != shape:
+        raise ValueError(f"{who}: cost must have shape {shape}, got {cost.shape}")
+    if revenue.shape != shape[:-1]:
+        raise ValueError(f"{who}: revenue must have shape {shape[:-1]}, got {revenue.shape}")
     if not (np.all(np.isfinite(cost)) and cost.min(initial=0.0) >= 0):
-        raise ValueError(f"{who}.respond: cost must be finite and >= 0")
+        raise ValueError(f"{who}: cost must be finite and >= 0")
     if not np.all(np.isfinite(revenue)):
-        raise ValueError(f"{who}.respond: revenue must be finite")
+        raise ValueError(f"{who}: revenue must be finite")
     return cost, revenue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .policy import checked_response
+from .policy import checked_response, checked_response_many
 
 
 def check_sample_size(value, name: str) -> None:
@@ -41,7 +41,11 @@ class Response:
     def __init__(self, policy, features: np.ndarray, max_requests: int | None = 256, lam: np.ndarray | None = None,
                  rng: np.random.Generator | None = None):
         check_sample_size(max_requests, "max_requests")
-        x = np.array(features, dtype=float)  # a private copy: made read-only below
+        x = np.asarray(features)
+        if not (x.dtype == np.float64 and not x.flags.writeable and x.flags.owndata):
+            x = np.array(features, dtype=float)  # a private copy: made read-only below
+        # else already read-only (the simulator's samples): shared, so the policy's cache of the
+        # plant's decision on it answers the first respond
         if max_requests is not None and len(x) > max_requests:
             G = len(policy.clusters)
             _, revenue = checked_response(policy, x, np.full(G, 1e-2) if lam is None else np.asarray(lam, dtype=float))
@@ -59,6 +63,15 @@ class Response:
         lam = np.broadcast_to(np.asarray(lam, dtype=float), (len(self.policy.clusters),)).copy()
         cost, revenue = checked_response(self.policy, self.features, lam)
         return cost.mean(axis=0), float(revenue.mean())
+
+    def evaluate_many(self, lams) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`evaluate` at every row of ``lams`` (K, G): mean cost (K, G) and mean revenue (K,),
+        the same numbers as K calls, in one call of the policy (see
+        :func:`~mpc_balancer.policy.checked_response_many`)."""
+        lams = np.asarray(lams, dtype=float)
+        self.n_evals += len(lams)
+        cost, revenue = checked_response_many(self.policy, self.features, lams)
+        return cost.mean(axis=1), revenue.mean(axis=1)
 
     def cost(self, lam) -> np.ndarray:
         return self.evaluate(lam)[0]

@@ -170,6 +170,7 @@ class Simulator:
         G = len(self.cascade.clusters)
         for k in range(len(arrivals)):
             x = self.cascade.sample_features(self.n_requests, hours[k], rng, stratified=self.sampling == "stratified")
+            x.setflags(write=False)  # read-only: the policy caches its work on the sample (plant, then controller)
             yield int(arrivals[k]), x, rng.random(self.n_requests), rng.standard_normal(G)
 
     def run(self, controller: Controller | Balancer, policy, progress: bool = False, initial_lam: float = 0.01) -> SimResult:

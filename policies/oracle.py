@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cascade import Cascade
+from .sweep import check_lambdas, repeat_rows, sweep_argmax
 
 
 def check_lambda(lam, n_clusters: int) -> np.ndarray:
@@ -50,15 +51,41 @@ class OraclePolicy:
         self._idx = idx
         self._phi = cascade.phi[:, idx].astype(self.dtype)
         self._cost = cascade.cost[:, idx]
-        self._respond_cache = (None, None)  # (read-only features array, its revenue weights)
+        self._respond_cache = (None, None)  # (read-only features array, [revenue weights, scores, last decision])
 
     def act(self, features: np.ndarray, lam) -> np.ndarray:
-        return self.act_weights(self.cascade.weights(features), lam)
+        """Joint actions (N,) at ``lam``; a read-only sample is cached as in :meth:`respond`."""
+        lam = check_lambda(lam, self._cost.shape[0])
+        return self._actions(self._cached_weights(features), lam[None, :])[0].copy()
 
     def bind(self, features: np.ndarray):
         """``lam -> actions`` for a fixed request batch, with per-request work done once."""
         w = self.cascade.weights(features)
         return lambda lam: self.act_weights(w, lam)
+
+    def _cached_weights(self, features: np.ndarray) -> list:
+        """``[revenue weights, scores, last]`` of a request batch: ``scores`` (the lambda-free
+        ``w @ phi``) is filled in by the first sweep, ``last`` is the last single decision
+        ``(lambda bytes, actions)``. Reused while ``features`` is the same read-only array owning its
+        data (as in :meth:`policies.runtime.PolicyRuntime.respond`)."""
+        cached, entry = self._respond_cache
+        if cached is not None and features is cached:
+            return entry
+        entry = [self.cascade.weights(features), None, None]
+        if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
+            self._respond_cache = (features, entry)
+        return entry
+
+    def _actions(self, entry: list, lams: np.ndarray) -> np.ndarray:
+        """Actions ``(K, N)`` at every lambda row: one decision as :meth:`act_weights` takes it, or, for
+        several, the lambda-free scores once (:mod:`policies.sweep`; the same numbers)."""
+        if len(lams) == 1:
+            if entry[2] is None or entry[2][0] != lams[0].tobytes():
+                entry[2] = (lams[0].tobytes(), self.act_weights(entry[0], lams[0]))
+            return entry[2][1][None, :]
+        if entry[1] is None:
+            entry[1] = np.asarray(entry[0], dtype=self.dtype) @ self._phi
+        return self._idx[sweep_argmax(entry[1], self._cost, lams)]
 
     def respond(self, features: np.ndarray, lam) -> tuple[np.ndarray, np.ndarray]:
         """(estimated cost (N, G) of each request's chosen action, its expected revenue (N,)): the
@@ -66,13 +93,20 @@ class OraclePolicy:
         cascade's revenue model: that is what makes it the oracle. As in
         :meth:`policies.runtime.PolicyRuntime.respond`, a read-only array that owns its data is
         assumed unchanged between calls and its revenue weights are reused."""
-        cached, w = self._respond_cache
-        if cached is None or features is not cached:
-            w = self.cascade.weights(features)
-            if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
-                self._respond_cache = (features, w)
-        a = self.act_weights(w, lam)
-        return self.cascade.cost[:, a].T, self.cascade.expected_revenue_w(w, a)
+        lam = check_lambda(lam, self._cost.shape[0])
+        cost, revenue = self._respond(self._cached_weights(features), lam[None, :])
+        return cost[0], revenue[0]
+
+    def respond_many(self, features: np.ndarray, lams) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`respond` at every row of ``lams`` (K, G): cost (K, N, G), revenue (K, N), the same
+        numbers as K calls, with the lambda-free scores computed once (:mod:`policies.sweep`)."""
+        return self._respond(self._cached_weights(features), check_lambdas(lams, self._cost.shape[0]))
+
+    def _respond(self, entry: list, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = self._actions(entry, lams)
+        w = entry[0]
+        revenue = np.einsum("nk,kn->n", repeat_rows(w, len(a)), self.cascade.phi[:, a.reshape(-1)])
+        return self.cascade.cost[:, a].transpose(1, 2, 0), revenue.reshape(a.shape)
 
     def act_weights(self, weights: np.ndarray, lam) -> np.ndarray:
         """Joint actions for revenue weights ``(N, K)`` at ``lam`` ``(G,)``."""

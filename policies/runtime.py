@@ -34,6 +34,13 @@ lambda costs no more than a repeated one, and the argmax stays exact. The reques
 separate MLPs or one shared trunk, as the bundle's ``architecture["request"]`` says (bundles without
 the key have separate MLPs) -- runs as one fused chain of matrix products
 (:meth:`PolicyRuntime._fuse_request_networks`).
+
+Sweeps: ``respond_many(features, lams)`` answers many lambdas on one sample in one call (the MPC's
+response curve is 36 of them per tick). For a read-only sample the request profiles, the
+lambda-free scores ``z . psi`` of small batches and the last single decision are cached, so a sweep
+costs one subtraction and one argmax per lambda (:mod:`policies.sweep`), and the controller's first
+``respond`` on the sample the plant just served at the same lambda costs nothing. Every path takes
+the same floating-point steps as a single decision: the actions are identical.
 """
 from __future__ import annotations
 
@@ -44,6 +51,7 @@ import numpy as np
 from .bundle import REQUEST_KINDS, read_bundle
 from .cascade import DEFAULT_CLUSTERS
 from .oracle import check_lambda
+from .sweep import check_lambdas, repeat_rows, sweep_argmax
 
 
 def _softplus(x, out=None, abs_from=None):
@@ -161,7 +169,7 @@ class PolicyRuntime:
             raise ValueError(f"policy bundle {name!r}: {len(self.clusters)} cluster names for a cost table of "
                              f"{self.cost.shape[0]} clusters")
         self.lambda_range = tuple(meta["lambda_range"])
-        self._respond_cache = (None, None)  # (read-only features array, its request profiles)
+        self._respond_cache = (None, None)  # (read-only features array, [z, b, scores or None, last decision])
         self._cand = _dominance_free(self.psi, self.cost)
         self._set_dtype_tables()
 
@@ -425,32 +433,77 @@ class PolicyRuntime:
         return out
 
     def act(self, features, lam) -> np.ndarray:
-        """Joint action index (N,) int64 of each request at multipliers ``lam`` (one per cluster)."""
-        return self._decide(self.request_profiles(features)[0], lam)
+        """Joint action index (N,) int64 of each request at multipliers ``lam`` (one per cluster); a
+        read-only sample is cached as in :meth:`respond`."""
+        lam = check_lambda(lam, self.cost.shape[0])
+        return self._actions(self._cached_profiles(features), lam[None, :])[0].copy()
 
     def bind(self, features):
         """``lam -> actions`` for a fixed batch: the request-side networks run once."""
         z = self.request_profiles(features)[0]
         return lambda lam: self._decide(z, lam)
 
-    def respond(self, features, lam) -> tuple[np.ndarray, np.ndarray]:
-        """(estimated cost (N, G) of each request's chosen action on every cluster, the network's
-        revenue estimate (N,) of that action) at multipliers ``lam``.
-
-        A controller sweeps lambda over one request sample: when ``features`` is the same read-only
-        array, owning its data, as in the previous call, its request profiles are reused (anything
+    def _cached_profiles(self, features) -> list:
+        """``[z, b, scores, last]`` of a request batch: its request profiles, the lambda-free scores
+        ``z @ psi`` (small batches, filled in by :meth:`_sweep_scores`) and the last single decision
+        ``(lambda bytes, actions)``. A controller sweeps lambda over one request sample, and the
+        simulator's plant acts on the sample the controller reads next: when ``features`` is the same
+        read-only array, owning its data, as in the previous call, the entry is reused (anything
         else -- a writeable array, a view of another array -- is recomputed every call, since its
         values may have changed in place)."""
-        cached, profiles = self._respond_cache
+        cached, entry = self._respond_cache
         if cached is not None and features is cached:
-            z, b = profiles
+            return entry
+        z, b = self.request_profiles(features)
+        entry = [z, b, None, None]
+        if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
+            self._respond_cache = (features, entry)
+        return entry
+
+    def _sweep_scores(self, entry: list) -> np.ndarray | None:
+        """The lambda-free scores ``z @ psi`` of a small batch (None for batches that take the pruned
+        path): the same product :meth:`_decide` computes, so the actions are the same bits."""
+        if len(entry[0]) >= self.PRUNE_MIN_BATCH:
+            return None
+        if entry[2] is None:
+            entry[2] = entry[0] @ self._psi_t
+        return entry[2]
+
+    def _actions(self, entry: list, lams: np.ndarray) -> np.ndarray:
+        """Actions ``(K, N)`` at every lambda row (a repeated single lambda is answered from the entry)."""
+        if len(lams) == 1 and entry[3] is not None and entry[3][0] == lams[0].tobytes():
+            return entry[3][1][None, :]
+        scores = self._sweep_scores(entry)
+        if scores is None:
+            a = np.stack([self._decide(entry[0], lam) for lam in lams]) if len(lams) else np.empty((0, len(entry[0])), np.int64)
         else:
-            z, b = self.request_profiles(features)
-            if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
-                self._respond_cache = (features, (z, b))
-        a = self._decide(z, lam)
-        revenue = np.einsum("np,np->n", z, self.psi[a].astype(self.dtype, copy=False)) + b
-        return self.cost[:, a].T, revenue.astype(np.float64)
+            a = self._cand[sweep_argmax(scores, self._cost_c, lams)]
+        if len(lams) == 1:
+            entry[3] = (lams[0].tobytes(), a[0])
+        return a
+
+    def _revenue(self, z: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``Rev(x, a)`` of each request's action; ``a`` (K, N) against ``z`` (N, P) repeated K times."""
+        K = len(a)
+        revenue = np.einsum("np,np->n", repeat_rows(z, K), self.psi[a.reshape(-1)].astype(self.dtype, copy=False)) + np.tile(b, K)
+        return revenue.astype(np.float64).reshape(a.shape)
+
+    def respond(self, features, lam) -> tuple[np.ndarray, np.ndarray]:
+        """(estimated cost (N, G) of each request's chosen action on every cluster, the network's
+        revenue estimate (N,) of that action) at multipliers ``lam``. A read-only sample is cached
+        between calls (see :meth:`_cached_profiles`)."""
+        entry = self._cached_profiles(features)
+        lam = check_lambda(lam, self.cost.shape[0])
+        a = self._actions(entry, lam[None, :])
+        return self.cost[:, a[0]].T, self._revenue(entry[0], entry[1], a)[0]
+
+    def respond_many(self, features, lams) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`respond` at every row of ``lams`` (K, G): cost (K, N, G) and revenue (K, N), the
+        same numbers as K calls. The request side and, for small batches, the lambda-free scores
+        are computed once (:mod:`policies.sweep`)."""
+        entry = self._cached_profiles(features)
+        a = self._actions(entry, check_lambdas(lams, self.cost.shape[0]))
+        return self.cost[:, a].transpose(1, 2, 0), self._revenue(entry[0], entry[1], a)
 
     def __repr__(self) -> str:
         return f"PolicyRuntime({self.name!r}, actions={self.n_actions}, candidates={len(self._cand)}, dtype={self.dtype.name})"

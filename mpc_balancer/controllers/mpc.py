@@ -175,7 +175,7 @@ class MpcController(Controller):
             return
         if mode == "sample":
             self.sample_ = Response(self.ctx_.policy, np.concatenate(list(self.pool_)), max_requests=None)
-            new = measure_response(self.sample_.evaluate, lam, self.grid_)
+            new = measure_response(self.sample_.evaluate_many, lam, self.grid_)
         else:
             self.sample_ = None
             new = self.telemetry_.curve(self.grid_)

@@ -1,0 +1,174 @@
+"""Lambda sweeps in one call (issue 20): every fast path against the one-decision-at-a-time reference,
+bit for bit (pure numpy on the same inputs), and the MPC's closed loop unchanged by them."""
+import numpy as np
+import pytest
+
+from mpc_balancer.controllers import make_controller
+from mpc_balancer.frontier import ResponseCurve, default_grid, measure_response
+from mpc_balancer.policy import BatchPolicy, checked_response_many
+from mpc_balancer.response import Response
+from mpc_balancer.simulator import Simulator
+from mpc_balancer.traces import load_trace
+from mpc_balancer.traffic import Traffic
+from policies.cascade import Cascade
+from policies.oracle import OraclePolicy
+from policies.runtime import PolicyRuntime
+from policies.sweep import sweep_argmax
+
+CAS = Cascade()
+POLICIES = {"pretrained": lambda: PolicyRuntime.load("pretrained", cost=CAS.cost),
+            "oracle32": lambda: OraclePolicy(CAS, dtype=np.float32), "oracle64": lambda: OraclePolicy(CAS)}
+
+
+class OneAtATime:
+    """The reference: each lambda decided on its own, as the policies did before the sweeps (the
+    runtime's ``_decide`` on freshly computed request profiles; the oracle's ``act_weights``)."""
+
+    def __init__(self, inner):
+        self.inner, self.clusters = inner, inner.clusters
+
+    def act(self, x, lam):
+        p = self.inner
+        if isinstance(p, PolicyRuntime):
+            return p._decide(p.request_profiles(x)[0], lam)
+        return p.act_weights(CAS.weights(x), lam)
+
+    def respond(self, x, lam):
+        p = self.inner
+        if isinstance(p, PolicyRuntime):
+            z, b = p.request_profiles(x)
+            a = p._decide(z, lam)
+            return p.cost[:, a].T, (np.einsum("np,np->n", z, p.psi[a]) + b).astype(np.float64)
+        a = p.act_weights(CAS.weights(x), lam)
+        return CAS.cost[:, a].T, CAS.expected_revenue_w(CAS.weights(x), a)
+
+
+def random_lams(rng, K):
+    lams = np.exp(rng.uniform(np.log(1e-5), np.log(10.0), (K, 3)))
+    lams[0] = 0.0  # the unpenalised argmax
+    lams[1] = [10.0, 1e-5, 0.3]
+    return lams
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+@pytest.mark.parametrize("n", [1, 9, 256, 700])  # 700: the runtime's pruned large-batch path
+def test_respond_many_is_respond_at_every_lambda_bit_for_bit(name, n):
+    rng = np.random.default_rng(n)
+    policy, ref = POLICIES[name](), OneAtATime(POLICIES[name]())
+    assert isinstance(policy, BatchPolicy)
+    x = CAS.sample_features(n, rng.uniform(0, 24, n), rng)
+    lams = random_lams(rng, 40)
+    expect = [ref.respond(x, lam) for lam in lams]
+    for sample in (x.copy(), np.array(x)):  # a writeable array, then a read-only one (cached)
+        if sample is not x and not sample.flags.writeable:
+            continue
+        cost, revenue = policy.respond_many(sample, lams)
+        np.testing.assert_array_equal(cost, np.stack([c for c, _ in expect]))
+        np.testing.assert_array_equal(revenue, np.stack([r for _, r in expect]))
+    ro = x.copy()
+    ro.setflags(write=False)
+    for _ in range(2):  # the second pass is served from the cache
+        cost, revenue = policy.respond_many(ro, lams)
+        np.testing.assert_array_equal(revenue, np.stack([r for _, r in expect]))
+        for lam, (c, r) in zip(lams[:5], expect[:5]):
+            got = policy.respond(ro, lam)
+            np.testing.assert_array_equal(got[0], c)
+            np.testing.assert_array_equal(got[1], r)
+            np.testing.assert_array_equal(policy.act(ro, lam), ref.act(x, lam))
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_the_cached_last_decision_is_the_decision_and_cannot_be_corrupted(name):
+    rng = np.random.default_rng(5)
+    policy, ref = POLICIES[name](), OneAtATime(POLICIES[name]())
+    x = CAS.sample_features(600, rng.uniform(0, 24, 600), rng)
+    x.setflags(write=False)
+    lam = np.array([0.02, 0.3, 0.05])
+    a = policy.act(x, lam)  # the plant's decision ...
+    expect = ref.respond(x, lam)
+    a[:] = 0  # ... which the caller may overwrite
+    got = policy.respond(x, lam)  # answered from the cache
+    np.testing.assert_array_equal(got[0], expect[0])
+    np.testing.assert_array_equal(got[1], expect[1])
+    other = lam * np.array([2.0, 0.5, 1.0])
+    np.testing.assert_array_equal(policy.respond(x, other)[0], ref.respond(x, other)[0])
+    np.testing.assert_array_equal(policy.act(x, lam), ref.act(x, lam))
+
+
+def test_sweep_argmax_is_the_first_maximum_per_lambda_even_with_ties():
+    rng = np.random.default_rng(2)
+    for dtype in (np.float64, np.float32):
+        scores = rng.integers(0, 6, (300, 40)).astype(dtype)  # many exact ties
+        cost = rng.integers(0, 3, (3, 40)).astype(float)
+        lams = np.vstack([np.zeros(3), rng.integers(0, 3, (30, 3)).astype(float), rng.random((30, 3))])
+        got = sweep_argmax(scores, cost, lams)
+        for k, lam in enumerate(lams):
+            np.testing.assert_array_equal(got[k], np.argmax(scores - (lam @ cost).astype(dtype), axis=1))
+
+
+def measure_one_at_a_time(evaluate, lam_current, grid):
+    """The response curve as measured before the sweep: one policy call per lambda."""
+    G, L = len(lam_current), len(grid)
+    cost, revenue = np.zeros((G, L)), np.zeros((G, L))
+    for g in range(G):
+        for j, v in enumerate(grid):
+            lam = np.array(lam_current, dtype=float)
+            lam[g] = v
+            c, r = evaluate(lam)
+            cost[g, j], revenue[g, j] = c[g], r
+    return ResponseCurve(np.asarray(grid, dtype=float), cost, revenue)
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_response_curve_in_one_call_equals_the_curve_one_lambda_at_a_time(name):
+    rng = np.random.default_rng(4)
+    x = CAS.sample_features(256, rng.uniform(0, 24, 256), rng)
+    grid = default_grid(1e-5, 10.0, 12)
+    lam = np.array([0.003, 0.04, 0.2])
+    fast = measure_response(Response(POLICIES[name](), x, max_requests=None).evaluate_many, lam, grid)
+    slow = measure_one_at_a_time(Response(OneAtATime(POLICIES[name]()), x, max_requests=None).evaluate, lam, grid)
+    np.testing.assert_array_equal(fast.cost, slow.cost)
+    np.testing.assert_array_equal(fast.revenue, slow.revenue)
+    # a policy without respond_many is looped over: the same curve
+    loop = measure_response(Response(OneAtATime(POLICIES[name]()), x, max_requests=None).evaluate_many, lam, grid)
+    np.testing.assert_array_equal(loop.cost, slow.cost)
+    np.testing.assert_array_equal(loop.revenue, slow.revenue)
+
+
+def test_respond_many_answers_are_validated_naming_the_method():
+    class Bad:
+        clusters = ("a", "b")
+
+        def respond(self, x, lam):
+            return np.ones((len(x), 2)), np.ones(len(x))
+
+        def respond_many(self, x, lams):
+            return np.ones((len(lams), len(x), 3)), np.ones((len(lams), len(x)))
+
+    with pytest.raises(ValueError, match=r"Bad.respond_many: cost must have shape \(4, 5, 2\)"):
+        checked_response_many(Bad(), np.zeros((5, 2)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"lambdas must have shape \(K, 3\)"):
+        PolicyRuntime.load("pretrained").respond_many(CAS.sample_features(4, 1.0, np.random.default_rng(0)), np.ones(3))
+    with pytest.raises(ValueError, match="lambda must be finite and >= 0, got row 1"):
+        OraclePolicy(CAS).respond_many(CAS.sample_features(4, 1.0, np.random.default_rng(0)), [[0.1] * 3, [-1.0, 0, 0]])
+
+
+def test_response_shares_a_read_only_sample_and_copies_a_writeable_one():
+    rng = np.random.default_rng(6)
+    x = CAS.sample_features(50, rng.uniform(0, 24, 50), rng)
+    r = Response(OraclePolicy(CAS), x, max_requests=None)
+    assert r.features is not x and not r.features.flags.writeable
+    x.setflags(write=False)
+    assert Response(OraclePolicy(CAS), x, max_requests=None).features is x
+
+
+def test_mpc_closed_loop_decisions_are_those_of_one_lambda_at_a_time():
+    """The MPC over the batched, cached policy decides exactly as over the reference policy (each
+    lambda on its own, nothing cached): the same lambdas every tick, the same revenue."""
+    sim = Simulator(Traffic(load_trace("nasa"), period_s=60), cascade=CAS, n_requests=300, days=0.08, seed=3)
+    fast = sim.run(make_controller("mpc"), PolicyRuntime.load("pretrained", cost=CAS.cost))
+    slow = sim.run(make_controller("mpc"), OneAtATime(PolicyRuntime.load("pretrained", cost=CAS.cost)))
+    cols = [c for c in fast.log.columns if c.startswith("lambda_")]
+    assert (fast.log["acted"] == "mpc").mean() > 0.9
+    np.testing.assert_array_equal(fast.log[cols].to_numpy(), slow.log[cols].to_numpy())
+    np.testing.assert_array_equal(fast.log["revenue"].to_numpy(), slow.log["revenue"].to_numpy())
