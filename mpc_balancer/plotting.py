@@ -59,14 +59,14 @@ def plot_backoff(results: list, path: str | Path, target: float | None = None) -
                 on = r.subtick_arrivals > 0
                 num = np.cumsum((excess * on).sum(axis=1))
                 den = np.maximum(np.cumsum(on.sum(axis=1)), 1)
-                ax2.plot(r.log.index, num / den, lw=0.8, label=f"{r.controller} {name}")
+                ax2.plot(r.log.index, np.maximum(num / den, 1e-6), lw=0.8, label=f"{r.controller} {name}")
     if target is not None:
         ax2.axhline(target, color="k", ls="--", lw=1, label="target nu")
     ax.set_ylabel("back-off (load)")
     ax.set_title("MPC back-off (online chance constraint) and running nu per sub-tick")
     ax.legend(fontsize=7, ncol=3)
     ax2.set_ylabel("running nu")
-    ax2.set_yscale("symlog", linthresh=1e-4)
+    ax2.set_yscale("log")
     ax2.legend(fontsize=7, ncol=4)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
