@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import zlib
 
 import numpy as np
@@ -95,8 +96,8 @@ class StateReader:
         except (TypeError, ValueError, binascii.Error, zlib.error) as e:
             raise StateError(f"{name}.data is not a packed array ({e})") from None
         a = np.frombuffer(raw, dtype=DTYPES[dtype])
-        if a.size != int(np.prod(shp, dtype=np.int64)):
-            raise StateError(f"{name} holds {a.size} values, its shape {tuple(shp)} needs {int(np.prod(shp))}")
+        if a.size != math.prod(shp):
+            raise StateError(f"{name} holds {a.size} values, its shape {tuple(shp)} needs {math.prod(shp)}")
         a = a.reshape(shp).copy()
         if dtype == "f8":
             bad = ~np.isfinite(a) if finite else np.isinf(a)

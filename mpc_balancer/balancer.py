@@ -313,17 +313,37 @@ class Balancer:
         """Restore a checkpoint taken by :meth:`state_dict` (see the module doc): validated field
         by field, applied all or nothing."""
         with self._lock:
-            s = self._check_state(d)
-            backup = self._state_dict()
+            self._check_state(d)
+            # the PID's and the controller's state are small: kept to put back if a later part fails;
+            # the forecaster goes last and checks all of its fields before it changes anything
+            pid_before = None if self.pid_ is None else self.pid_.state_dict()
+            controller_before = self.controller.state_dict()
             try:
-                self._apply_state(d, s)
-            except Exception as e:  # noqa: BLE001 -- whatever failed, the Balancer goes back to how it was
-                self._apply_state(backup, StateReader(backup))
-                if isinstance(e, StateError):
+                if self.pid_ is not None:
+                    try:
+                        self.pid_.load_state_dict(d["pid"])
+                    except ValueError as e:
+                        raise StateError(f"checkpoint.pid: {e}") from None
+                try:
+                    self.controller.load_state_dict(d["controller_state"])
+                except StateError:
                     raise
-                raise StateError(f"checkpoint could not be restored ({type(e).__name__}: {e})") from None
+                except Exception as e:  # noqa: BLE001 -- the controller's own check, reported with the field
+                    raise StateError(f"checkpoint.controller_state: {type(e).__name__}: {e}") from None
+                if self.forecaster is not None:
+                    self.forecaster.load_state_dict(d["forecaster"], "checkpoint.forecaster")
+            except Exception:
+                self.controller.load_state_dict(controller_before)
+                if self.pid_ is not None:
+                    self.pid_.load_state_dict(pid_before)
+                raise
+            self.last_good_ = np.asarray(d["last_good"], dtype=float)
+            self.counts_ = {k: int(v) for k, v in d["counts"].items()}
+            self.ticks_, self.n_features_ = int(d["ticks"]), d["n_features"]
+            self.last_time_ = None if d["last_time"] is None else pd.Timestamp(d["last_time"])
+            self.suspect_time_ = None if d["suspect_time"] is None else pd.Timestamp(d["suspect_time"])
 
-    def _check_state(self, d) -> StateReader:
+    def _check_state(self, d) -> None:
         """The Balancer's own fields (the controller, PID and forecaster check theirs)."""
         s = StateReader(d)
         version = s.raw("version")
@@ -358,27 +378,6 @@ class Balancer:
         if (d["forecaster"] is None) != (self.forecaster is None):
             raise StateError(f"checkpoint.forecaster must be {'null' if self.forecaster is None else 'the forecaster state'}")
         _check_numbers(d["controller_state"], "checkpoint.controller_state")
-        return s
-
-    def _apply_state(self, d: dict, s: StateReader) -> None:
-        if self.forecaster is not None:
-            self.forecaster.load_state_dict(d["forecaster"], "checkpoint.forecaster")  # checks, then restores
-        if self.pid_ is not None:
-            try:
-                self.pid_.load_state_dict(d["pid"])
-            except ValueError as e:
-                raise StateError(f"checkpoint.pid: {e}") from None
-        try:
-            self.controller.load_state_dict(d["controller_state"])
-        except StateError:
-            raise
-        except Exception as e:  # noqa: BLE001 -- the controller's own check, reported with the field
-            raise StateError(f"checkpoint.controller_state: {type(e).__name__}: {e}") from None
-        self.last_good_ = np.asarray(d["last_good"], dtype=float)
-        self.counts_ = {k: int(v) for k, v in d["counts"].items()}
-        self.ticks_, self.n_features_ = int(d["ticks"]), d["n_features"]
-        self.last_time_ = None if d["last_time"] is None else pd.Timestamp(d["last_time"])
-        self.suspect_time_ = None if d["suspect_time"] is None else pd.Timestamp(d["suspect_time"])
 
 
 def _check_numbers(v, path: str) -> None:

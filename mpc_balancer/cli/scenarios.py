@@ -7,7 +7,8 @@ import numpy as np
 
 from ..jsonio import write_json
 from .args import int_list, name_list
-from .simulate import _positive
+from .outputs import declare_outputs
+from .simulate import _positive, seed
 
 
 def register(sub):
@@ -16,7 +17,7 @@ def register(sub):
     p.add_argument("--factor", type=_positive(float), default=8.0)
     p.add_argument("--duration", type=_positive(int), default=30, help="spike length in minutes (default 30)")
     p.add_argument("--announced", action="store_true", help="the spike is in the forecasters' event calendar")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--requests", type=_positive(int), default=1000,
                    help="sampled requests per tick (default 1000, as in simulate and compare)")
     p.add_argument("--subticks", type=_positive(int), default=12, help="plant steps per control period (default 12: 5 s)")
@@ -24,6 +25,7 @@ def register(sub):
                    help="node-local overload guard (default proportional)")
     p.add_argument("--set", action="append", metavar="CONTROLLER.KEY=VALUE", help="controller option, e.g. mpc.max_fall=4")
     p.add_argument("--json", default=None)
+    declare_outputs(p, files=("--json",))
     p.set_defaults(func=spike)
     p = sub.add_parser("tune", help="horizon sweep of the MPC, one process per horizon")
     p.add_argument("--trace", default="nasa")
@@ -31,8 +33,9 @@ def register(sub):
     p.add_argument("--days", type=_positive(float), default=2.0)
     p.add_argument("--objective", choices=["revenue", "tracking"], default="revenue")
     p.add_argument("--jobs", type=_positive(int), default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--json", default=None)
+    declare_outputs(p, files=("--json",))
     p.set_defaults(func=tune)
 
 
