@@ -5,8 +5,9 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
 
 1. check the telemetry (a missing cluster or a wrong shape is a caller bug and raises
    ``ValueError`` naming the field; non-finite or negative values, a load above ``max_load``
-   (10 x capacity by default: no sensor reading is that), and a time not after the previous
-   tick's are faults of the plant's sensors: the tick holds the last good lambda and the
+   (10 x capacity by default: no sensor reading is that), a QPS over ``max_qps_ratio`` (100) times
+   the larger of the last accepted QPS and the history's 99th percentile, and a time not after the
+   previous tick's are faults of the plant's sensors: the tick holds the last good lambda and the
    Decision's ``reason`` names the field and the value -- the documented safe fallback);
 2. feed the forecaster and ask it for the horizon (controllers that declare ``needs_forecast``);
 3. run the controller; if it raises, returns a non-``ok`` status or non-finite lambdas, or runs
@@ -77,7 +78,10 @@ class Decision:
 class Balancer:
     def __init__(self, controller: Controller, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                  time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None,
-                 max_load: float = 10.0, max_gap_s: float = 3600.0):
+                 max_load: float = 10.0, max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0):
+        if not (isinstance(max_qps_ratio, (int, float)) and np.isfinite(max_qps_ratio) and max_qps_ratio > 1):
+            raise ValueError(f"max_qps_ratio must be finite and > 1, got {max_qps_ratio!r}")
+        self.max_qps_ratio = float(max_qps_ratio)
         if not (isinstance(max_gap_s, (int, float)) and np.isfinite(max_gap_s) and max_gap_s > 0):
             raise ValueError(f"max_gap_s must be finite and > 0 (seconds), got {max_gap_s!r}")
         self.max_gap = pd.Timedelta(seconds=float(max_gap_s))
@@ -97,7 +101,7 @@ class Balancer:
     def create(cls, controller="mpc", clusters: dict | None = None, policy=None, history: pd.Series | None = None,
                period_s: float = 60.0, *, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                time_budget_s: float = 0.5, response_requests: int = 256, max_load: float = 10.0,
-               max_gap_s: float = 3600.0, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
+               max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
                **controller_options) -> "Balancer":
         """A set-up Balancer from plain values.
 
@@ -151,7 +155,8 @@ class Balancer:
                              capacity=np.array([c.capacity for c in clusters.values()]), period_s=float(period_s),
                              history_qps=qps, history_times=times, lam_min=float(lam_min), lam_max=float(lam_max))
         bal = cls(controller, forecaster=forecaster, fallback=fallback, max_ratio=max_ratio, time_budget_s=time_budget_s,
-                  response_requests=response_requests, max_load=max_load, max_gap_s=max_gap_s)
+                  response_requests=response_requests, max_load=max_load, max_gap_s=max_gap_s,
+                  max_qps_ratio=max_qps_ratio)
         return bal.setup(ctx, initial_lam=initial_lam)
 
     def setup(self, context: ControlContext, initial_lam: float = 0.01) -> "Balancer":
@@ -176,6 +181,10 @@ class Balancer:
             self.horizon = self.horizon or self.controller.horizon
         self.last_good_ = np.full(context.n_clusters, float(initial_lam))
         self.suspect_time_: pd.Timestamp | None = None  # a forward jump held until the next tick confirms it
+        self.jump_: tuple | None = None  # (time before the last accepted jump, forecaster state then)
+        hist = np.asarray(context.history_qps, dtype=float)
+        self.qps_ref_ = float(np.percentile(hist, 99)) if hist.size else 0.0  # scale of plausible traffic
+        self.last_qps_ = 0.0
         self.counts_ = {"ok": 0, "fallback": 0, "hold": 0}
         self.ticks_ = 0
         self.last_time_: pd.Timestamp | None = None
@@ -187,6 +196,9 @@ class Balancer:
         """Why this tick's values cannot be used ("" if they can)."""
         if not (np.isfinite(obs.qps) and obs.qps >= 0):
             return f"invalid telemetry: qps={obs.qps!r}"
+        ref = max(self.last_qps_, self.qps_ref_)
+        if ref > 0 and obs.qps > self.max_qps_ratio * ref:
+            return f"invalid telemetry: qps={obs.qps!r} is more than max_qps_ratio={self.max_qps_ratio:g} x {ref:.6g}"
         for name, v, top in (("load", obs.load, self.max_load), ("lam", obs.lam, np.inf)):
             bad = ~np.isfinite(v) | (v < 0) | (v > top)
             if bad.any():
@@ -216,6 +228,7 @@ class Balancer:
             log.info("hold: %s", problem)
             return self._decision(self.last_good_.copy(), "hold", "hold", reason=problem)
         self.suspect_time_ = None
+        self.last_qps_ = float(obs.qps)
         self.ticks_ += 1
         self.last_time_ = obs.time
         if obs.features is not None:
@@ -270,17 +283,37 @@ class Balancer:
         last = self.last_time_
         if last is None:
             return ""
+        s = self.suspect_time_
+        confirmed = s is not None and s < t <= s + self.max_gap
         if t <= last:
+            if self.jump_ is not None and t > self.jump_[0]:
+                if confirmed:  # two reports back on the timeline the accepted jump left: undo the jump
+                    return self._undo_jump(t)
+                self.suspect_time_ = t
             return f"invalid telemetry: time {t} is not after the previous tick's {last}"
         if t - last <= self.max_gap:
             return ""
-        s = self.suspect_time_
-        if s is not None and s < t <= s + self.max_gap:
-            log.warning("telemetry resumed after a gap of %s (confirmed by two reports)", s - last)
+        if confirmed:
+            log.warning("telemetry resumed after a gap of %s (confirmed by two reports)", t - last)
+            self.jump_ = (last, None if self.forecaster is None else self.forecaster.state_dict())
             return ""
         self.suspect_time_ = t
         return (f"invalid telemetry: time {t} jumps {t - last} past the previous tick's {last} (more than max_gap_s); "
                 f"held until the next report confirms it")
+
+    def _undo_jump(self, t: pd.Timestamp) -> str:
+        """The reports went back to the timeline before an accepted forward jump (a clock that
+        jumped, not an outage): the forecaster goes back to its state before the jump."""
+        before, state = self.jump_
+        self.jump_ = None
+        if state is not None:
+            try:
+                self.forecaster.load_state_dict(state)
+            except ValueError as e:
+                return f"invalid telemetry: time {t} is back before a jump, and the forecaster could not go back ({e})"
+        log.warning("telemetry time went back to %s, before the jump accepted at %s: the jump is undone", t, self.last_time_)
+        self.last_time_ = before
+        return ""
 
     def _limit(self, lam: np.ndarray, prev: np.ndarray) -> np.ndarray:
         c = self.ctx_
@@ -302,7 +335,8 @@ class Balancer:
         d = {"version": CHECKPOINT_VERSION, "controller": self.controller.name, "clusters": list(self.ctx_.clusters),
              "last_good": self.last_good_.tolist(), "counts": dict(self.counts_), "ticks": self.ticks_,
              "last_time": None if self.last_time_ is None else self.last_time_.value,
-             "suspect_time": None if self.suspect_time_ is None else self.suspect_time_.value,
+             "suspect_time": None if self.suspect_time_ is None else self.suspect_time_.value, "last_qps": self.last_qps_,
+             "jump": None if self.jump_ is None else [self.jump_[0].value, self.jump_[1]],
              "n_features": self.n_features_, "controller_state": controller_state,
              "pid": None if self.pid_ is None else self.pid_.state_dict(),
              "forecaster": None if self.forecaster is None else self.forecaster.state_dict()}
@@ -342,6 +376,8 @@ class Balancer:
             self.ticks_, self.n_features_ = int(d["ticks"]), d["n_features"]
             self.last_time_ = None if d["last_time"] is None else pd.Timestamp(d["last_time"])
             self.suspect_time_ = None if d["suspect_time"] is None else pd.Timestamp(d["suspect_time"])
+            self.last_qps_ = float(d["last_qps"])
+            self.jump_ = None if d["jump"] is None else (pd.Timestamp(d["jump"][0]), d["jump"][1])
 
     def _check_state(self, d) -> None:
         """The Balancer's own fields (the controller, PID and forecaster check theirs)."""
@@ -353,7 +389,7 @@ class Balancer:
             raise StateError(f"checkpoint is for controller {s.raw('controller')!r}, this Balancer runs {self.controller.name!r}")
         if s.raw("clusters") != list(self.ctx_.clusters):
             raise StateError(f"checkpoint is for clusters {s.raw('clusters')!r}, this Balancer has {list(self.ctx_.clusters)}")
-        missing = {"last_good", "counts", "ticks", "last_time", "suspect_time", "n_features", "controller_state", "pid",
+        missing = {"last_good", "counts", "ticks", "last_time", "suspect_time", "last_qps", "jump", "n_features", "controller_state", "pid",
                    "forecaster"} - set(d)
         if missing:
             raise StateError(f"checkpoint is missing {sorted(missing)}")
@@ -368,6 +404,11 @@ class Balancer:
         for k in ("ok", "fallback", "hold"):
             counts.number(k, 0, integer=True)
         s.number("ticks", 0, integer=True)
+        s.number("last_qps", 0.0)
+        jump = d["jump"]
+        if jump is not None and not (isinstance(jump, list) and len(jump) == 2 and isinstance(jump[0], int)
+                                     and (jump[1] is None or isinstance(jump[1], dict))):
+            raise StateError(f"checkpoint.jump must be null or [time, forecaster state], got {type(jump).__name__}")
         for k in ("last_time", "suspect_time"):
             s.number(k, integer=True, lo=-(2 ** 62), hi=2 ** 62, optional=True)
         s.number("n_features", 1, integer=True, optional=True)

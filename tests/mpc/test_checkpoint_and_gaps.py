@@ -199,3 +199,34 @@ def test_a_bad_checkpoint_names_the_field_and_changes_nothing():
     b.load_state_dict(good)
     tel = plant.telemetry()
     np.testing.assert_array_equal(a.step(tel).lam_vector, b.step(tel).lam_vector)
+
+
+def test_a_clock_that_jumps_ahead_for_a_while_is_undone_when_it_comes_back():
+    """Reports stamped 2 hours ahead for 5 ticks, then right again: the jump is accepted on the
+    second report (it could be an outage) and undone on the second report back; 2 holds in all
+    (it held for 2 hours without the undo)."""
+    bal = make()
+    plant = Plant(bal.ctx_.history_times[-1] + PERIOD)
+    statuses = []
+    for k in range(40):
+        tel = plant.telemetry()
+        if 10 <= k < 15:
+            tel = mb.Telemetry(time=tel.time + pd.Timedelta(hours=2), qps=tel.qps, load=tel.load, lam=tel.lam)
+        d = bal.step(tel)
+        statuses.append(d.status)
+        plant.apply(d.lam_vector)
+    assert statuses.count("hold") == 2 and statuses[10] == statuses[15] == "hold"
+    assert bal.forecaster.last_time_ == plant.t - PERIOD  # back on the real timeline
+    assert bal.jump_ is None
+
+
+def test_an_absurd_qps_is_a_sensor_fault():
+    """qps=1e12 was taken as traffic (the forecast and lambda followed it)."""
+    bal = make()
+    plant = Plant(bal.ctx_.history_times[-1] + PERIOD)
+    plant.apply(bal.step(plant.telemetry()).lam_vector)
+    tel = plant.telemetry()
+    d = bal.step(mb.Telemetry(time=tel.time, qps=1e12, load=tel.load, lam=tel.lam))
+    assert d.status == "hold" and "qps=1000000000000.0 is more than max_qps_ratio=100" in d.reason
+    plant.t += PERIOD
+    assert bal.step(plant.telemetry()).status != "hold"
