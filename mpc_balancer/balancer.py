@@ -272,7 +272,10 @@ class Balancer:
             log.log(logging.WARNING if " raised " in reason else logging.INFO, "%s: %s", status, reason)
         lam = self._limit(np.asarray(lam, dtype=float), obs.lam)
         self.last_good_ = lam.copy()
-        self.controller.notify_applied(lam)
+        try:
+            self.controller.notify_applied(lam)
+        except Exception as e:  # noqa: BLE001 -- the lambda stands; the controller's bookkeeping failed, said once
+            log.warning("%s: notify_applied raised %s: %s", self.controller.name, type(e).__name__, e)
         if self.pid_ is not None and status != "fallback":
             self.pid_.align(lam, obs)
         return self._decision(lam, who, status, reason=reason, plan=plan if status == "ok" else None,
