@@ -25,7 +25,7 @@ def make(**fc):
     two (so that boundedness shows in a short test)."""
     opts = dict(history_days=2.5, calib_window=60, refit_every=96, warm_calib=60, calib_horizon=12) | fc
     return mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=1500.0) for c in CLUSTERS}, policy=None,
-                              history=history(), period_s=300, horizon=8, telemetry_window=100, backoff_window=60,
+                              history=history(), period_s=300, horizon=8, telemetry_window=100,
                               forecaster=TickForecaster(**opts))
 
 
