@@ -44,8 +44,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecasting.state import StateError, StateReader
-
 from .controllers import make_controller
 from .controllers.base import LAM_MAX, LAM_MIN, ControlContext, Controller, Observation, Plan
 from .controllers.pid import PidController
@@ -349,6 +347,7 @@ class Balancer:
     def load_state_dict(self, d: dict) -> None:
         """Restore a checkpoint taken by :meth:`state_dict` (see the module doc): validated field
         by field, applied all or nothing."""
+        from forecasting.state import StateError  # not at import: the package's models are not on the decision path
         with self._lock:
             self._check_state(d)
             # the PID's and the controller's state are small: kept to put back if a later part fails;
@@ -383,6 +382,7 @@ class Balancer:
             self.jump_ = None if d["jump"] is None else (pd.Timestamp(d["jump"][0]), d["jump"][1])
 
     def _check_state(self, d) -> None:
+        from forecasting.state import StateError, StateReader
         """The Balancer's own fields (the controller, PID and forecaster check theirs)."""
         s = StateReader(d)
         version = s.raw("version")
@@ -427,6 +427,7 @@ class Balancer:
 def _check_numbers(v, path: str) -> None:
     """A controller's state is JSON of finite numbers, strings, booleans and nulls (NaN admitted:
     some estimates are undefined until scored); an infinity or any other type is refused."""
+    from forecasting.state import StateError
     if isinstance(v, dict):
         for k, x in v.items():
             if not isinstance(k, str):

@@ -34,8 +34,6 @@ from collections import deque
 import numpy as np
 import pandas as pd
 
-from forecasting.state import StateError, StateReader, pack
-
 log = logging.getLogger(__name__)
 
 MODELS = ("sarima", "hybrid", "seasonal_naive")
@@ -326,6 +324,7 @@ class TickForecaster:
         window, fitted parameters, filter state), the open bucket, the forecasts awaiting their
         score and the scored errors. Bounded by the windows (``history_days``, ``calib_window``),
         not by the ticks observed."""
+        from forecasting.state import pack
         pending = [[pack(t, "i8"), pack(m), pack(b)] for t, m, b in self.pending_]
         return {"model_name": self.model, "period_s": self.period_s_, "next_bucket": self.next_bucket_.value,
                 "bucket": pack(self.bucket_), "last_qps": self.last_qps_, "last_time": self.last_time_.value,
@@ -339,6 +338,8 @@ class TickForecaster:
         """Restore :meth:`state_dict` into a forecaster fitted on the same history. Every field is
         checked first (a :class:`~forecasting.state.StateError` names it); nothing changes unless
         all of them are good."""
+        from forecasting.state import StateError, StateReader
+
         s = StateReader(d, path)
         s.string("model_name", (self.model,))
         if s.number("period_s", 0.0) != self.period_s_:
