@@ -90,7 +90,15 @@ def load_events(path: str | Path) -> EventCalendar:
     p = Path(path)
     if not p.exists():
         raise EventFileError(f"events file {str(p)!r} does not exist")
-    return parse_events(p.read_text(encoding="utf-8"), name=str(p))
+    if p.is_dir():
+        raise EventFileError(f"events file {str(p)!r} is a directory, expected a CSV file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise EventFileError(f"events file {str(p)!r} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise EventFileError(f"events file {str(p)!r}: cannot read ({e.strerror})") from None
+    return parse_events(text, name=str(p))
 
 
 def parse_events(text: str, name: str = "<events>") -> EventCalendar:

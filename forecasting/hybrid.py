@@ -213,6 +213,23 @@ class HybridForecaster:
             self.refit()
         return self
 
+    def skip(self, k: int):
+        """Advance over ``k`` missing steps (a telemetry gap) in bounded time: the online
+        calibration rolls over at most one horizon of them, the SARIMA part skips the rest."""
+        self._check_fitted()
+        k = int(k)
+        m = min(k, self.horizon_)
+        if m > 0:
+            self.update(np.full(m, np.nan))
+        if k > m:
+            self.sarima_.skip(k - m)
+            self.since_refit_ += k - m
+        return self
+
+    def state_dict(self) -> dict:
+        """Not supported: the residual net and its online calibration are not checkpointed."""
+        raise ForecastInputError("HybridForecaster state is not checkpointed; use the sarima or seasonal_naive model")
+
     def refit(self):
         """Refit SARIMA, net and bands on the retained history (the slow part)."""
         self._check_fitted()

@@ -13,6 +13,7 @@ import numpy as np
 from .errors import InsufficientHistoryError, NotFittedError
 from .result import Forecast, band_name, check_levels
 from .series import align_new, as_grid_series, check_horizon, season_steps
+from .state import StateError, StateReader, pack
 
 
 class SeasonalNaive:
@@ -54,6 +55,40 @@ class SeasonalNaive:
         self.y_ = np.concatenate([self.y_, vals])[-self.max_len_:]
         self.n_ += len(vals)
         self._q_cache = {}
+        return self
+
+    def skip(self, k: int):
+        """Advance over ``k`` missing steps (a telemetry gap) in bounded time. Returns self."""
+        if not hasattr(self, "y_"):
+            raise NotFittedError("SeasonalNaive is not fitted; call fit(y) first")
+        k = int(k)
+        if k > 0:
+            self.y_ = np.concatenate([self.y_, np.full(min(k, self.max_len_), np.nan)])[-self.max_len_:]
+            self.n_ += k
+            self._q_cache = {}
+        return self
+
+    def refit(self):
+        """Nothing to refit: the history is the model. Returns self."""
+        return self
+
+    def state_dict(self) -> dict:
+        """The retained history as JSON (see :mod:`forecasting.state`)."""
+        if not hasattr(self, "y_"):
+            raise NotFittedError("SeasonalNaive is not fitted; call fit(y) first")
+        return {"grid": [self.grid_.start.value, self.grid_.freq.value], "n": self.n_, "y": pack(self.y_)}
+
+    def load_state_dict(self, d, path: str = "model") -> "SeasonalNaive":
+        """Validate then restore :meth:`state_dict` into a model fitted on the same grid."""
+        s = StateReader(d, path)
+        if s.raw("grid") != [self.grid_.start.value, self.grid_.freq.value]:
+            raise StateError(f"{s.name('grid')} is {s.raw('grid')!r}, this model's grid is "
+                             f"[{self.grid_.start.value}, {self.grid_.freq.value}] (fitted on another history)")
+        n = s.number("n", self.season_ + 1, integer=True)
+        y = s.array("y", shape=(None,), finite=False, lo=0.0)
+        if not self.season_ + 1 <= len(y) <= min(n, self.max_len_):
+            raise StateError(f"{s.name('y')} must hold {self.season_ + 1} to {min(n, self.max_len_)} values, got {len(y)}")
+        self.y_, self.n_, self._q_cache = y, n, {}
         return self
 
     def _quantiles(self, q: float) -> float:

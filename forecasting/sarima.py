@@ -39,6 +39,7 @@ from .events import EventCalendar, as_calendar
 from .features import DAY, calendar, fourier, weekly_fourier
 from .result import Forecast, check_levels, gaussian_log_forecast
 from .series import align_new, as_grid_series, check_horizon, season_steps
+from .state import StateError, StateReader, pack
 
 OUTLIER_MADS = 5.0  # residuals beyond this many robust sigmas are excluded (robust=True)
 DAILY_GRID = (2, 3, 4, 6, 8, 10, 12, 16, 20)
@@ -279,6 +280,86 @@ class SarimaForecaster:
         self._check_fitted()
         self._fit_window(self.y_.copy(), self.n_ - len(self.y_), None if self.X_ is None else self.X_.copy())
         self.since_refit_ = 0
+        return self
+
+    def skip(self, k: int):
+        """Advance over ``k`` missing steps in bounded time (a telemetry gap). The ARMA state is
+        propagated by its own prediction for at most one season (it has decayed to the mean by
+        then); the retained window holds the gap as missing; no refit. Returns self."""
+        self._check_fitted()
+        if self.n_exog_:
+            raise ForecastInputError("skip: the model has X columns, whose values over the gap are unknown")
+        k = int(k)
+        m = min(k, self.max_len_)
+        if m <= 0:
+            return self
+        filled = min(m, self.season_)
+        f, e = self.arma_.filter(np.full(filled, np.nan))  # missing: the filter propagates its prediction
+        pad = m - filled
+        self.y_ = np.concatenate([self.y_, np.full(m, np.nan)])[-self.max_len_:]
+        self.resid_ = np.concatenate([self.resid_, f, np.zeros(pad)])[-self.max_len_:]
+        self.innov_ = np.concatenate([self.innov_, e, np.zeros(pad)])[-self.max_len_:]
+        self.observed_ = np.concatenate([self.observed_, np.zeros(m, bool)])[-self.max_len_:]
+        self.n_ += k
+        self.since_refit_ += k
+        return self
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict:
+        """The fitted state as JSON (see :mod:`forecasting.state`): retained window, fitted
+        parameters, ARMA filter state. Restore into a model fitted on the same time grid."""
+        self._check_fitted()
+        if self.X_ is not None:
+            raise ForecastInputError("state_dict: models fitted with X columns are not checkpointed")
+        a = self.arma_
+        return {"grid": [self.grid_.start.value, self.grid_.freq.value], "n": self.n_, "since_refit": self.since_refit_,
+                "kd": self.kd_, "kw": self.kw_, "use_weekend": bool(self.use_weekend_), "grid_fit_i0": self.grid_fit_i0_,
+                "event_cols": pack(self.event_cols_, "b1"), "outliers": self.outliers_, "beta": pack(self.beta_),
+                "order": list(self.order_), "aic": self.aic_, "phi": pack(a.phi), "theta": pack(a.theta),
+                "sigma2": a.sigma2, "r_lags": pack(a.r_lags), "e_lags": pack(a.e_lags), "y": pack(self.y_),
+                "resid": pack(self.resid_), "innov": pack(self.innov_), "observed": pack(self.observed_, "b1")}
+
+    def load_state_dict(self, d, path: str = "model") -> "SarimaForecaster":
+        """Validate ``d`` field by field (:class:`StateError` names the field), then restore it
+        all at once: a bad state leaves the model as it was."""
+        self._check_fitted()
+        s = StateReader(d, path)
+        grid = s.raw("grid")
+        if grid != [self.grid_.start.value, self.grid_.freq.value]:
+            raise StateError(f"{s.name('grid')} is {grid!r}, this model's grid is "
+                             f"[{self.grid_.start.value}, {self.grid_.freq.value}] (fitted on another history)")
+        kd = s.number("kd", 0, 10_000, integer=True)
+        kw = s.number("kw", 0, 10_000, integer=True)
+        use_weekend = s.raw("use_weekend")
+        if not isinstance(use_weekend, bool):
+            raise StateError(f"{s.name('use_weekend')} must be true or false, got {use_weekend!r}")
+        event_cols = s.array("event_cols", "b1", (2,))
+        order = s.raw("order")
+        if not (isinstance(order, list) and len(order) == 3 and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in order)):
+            raise StateError(f"{s.name('order')} must be three integers >= 0, got {order!r}")
+        p, _, q = order
+        weh = self.weekend_harmonics if use_weekend else 0
+        n_beta = 1 + 2 * kd + 2 * min(kw, 6) + (1 + 2 * min(weh, kd) if weh else 0) + int(event_cols.sum())
+        beta = s.array("beta", shape=(n_beta,))
+        phi, theta = s.array("phi", shape=(p,)), s.array("theta", shape=(q,))
+        r_lags, e_lags = s.array("r_lags", shape=(p,)), s.array("e_lags", shape=(q,))
+        sigma2 = s.number("sigma2", 0.0)
+        n = s.number("n", 0, integer=True)
+        m = min(n, self.max_len_)
+        y = s.array("y", shape=(None,), finite=False, lo=0.0)
+        if not 1 <= len(y) <= m:
+            raise StateError(f"{s.name('y')} must hold 1 to {m} values (the retained window), got {len(y)}")
+        resid, innov = s.array("resid", shape=(len(y),)), s.array("innov", shape=(len(y),))
+        observed = s.array("observed", "b1", (len(y),))
+        new = dict(kd_=kd, kw_=kw, use_weekend_=use_weekend, event_cols_=event_cols, beta_=beta, order_=tuple(order),
+                   aic_=s.number("aic"), outliers_=s.number("outliers", 0, integer=True),
+                   grid_fit_i0_=s.number("grid_fit_i0", 0, integer=True), n_=n,
+                   since_refit_=s.number("since_refit", 0, integer=True), y_=y, resid_=resid, innov_=innov,
+                   observed_=observed, X_=None)
+        arma = ArmaState(phi, theta, sigma2)
+        arma.r_lags, arma.e_lags = r_lags, e_lags
+        self.__dict__.update(new)
+        self.arma_ = arma
         return self
 
     # ------------------------------------------------------------------ predict

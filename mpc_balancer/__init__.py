@@ -10,10 +10,17 @@ The embeddable engine, importable from here::
 
 ``policy`` is anything with ``clusters`` and ``respond(features, lam)`` (:class:`Policy`), or None
 for telemetry-only control. The simulator, traces and CLI live in the submodules.
+
+Logging: the engine logs holds and fallbacks (``INFO``; a component that raised: ``WARNING``),
+telemetry gaps and failed forecaster refits to the ``mpc_balancer`` logger and never prints.
 """
+import logging
+
 from .balancer import Balancer, Decision
 from .controllers import Controller, Plan, make_controller
 from .policy import Policy
 from .telemetry import Cluster, Telemetry
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # the host application decides what is shown
 
 __all__ = ["Balancer", "Cluster", "Controller", "Decision", "Plan", "Policy", "Telemetry", "make_controller"]

@@ -5,8 +5,9 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
 
 1. check the telemetry (a missing cluster or a wrong shape is a caller bug and raises
    ``ValueError`` naming the field; non-finite or negative values, a load above ``max_load``
-   (10 x capacity by default: no sensor reading is that), and a time not after the previous
-   tick's are faults of the plant's sensors: the tick holds the last good lambda and the
+   (10 x capacity by default: no sensor reading is that), a QPS over ``max_qps_ratio`` (100) times
+   the larger of the last accepted QPS and the history's 99th percentile, and a time not after the
+   previous tick's are faults of the plant's sensors: the tick holds the last good lambda and the
    Decision's ``reason`` names the field and the value -- the documented safe fallback);
 2. feed the forecaster and ask it for the horizon (controllers that declare ``needs_forecast``);
 3. run the controller; if it raises, returns a non-``ok`` status or non-finite lambdas, or runs
@@ -17,13 +18,25 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
 5. return a :class:`Decision` (lambda per cluster, status, reason, and the controller's
    :class:`~mpc_balancer.controllers.base.Plan`).
 
-``state_dict()`` / ``load_state_dict()`` are JSON. A checkpoint holds what happened since
-``setup``: restore into a Balancer set up with the same context, and the next decision is the
-same. The decision path imports numpy, scipy and osqp only.
+Time. A tick's ``time`` must move forward: a time not after the previous tick's is held (a
+repeated or late report). A forward jump of more than ``max_gap_s`` is held too (a mistyped stamp)
+unless the next report continues from it (the telemetry really stopped for that long); the
+forecaster then takes the gap by its documented policy (``TickForecaster``: a short gap is filled
+as missing observations, a long one skipped in bounded time, the model's refits postponed until
+it has data again) and never raises for it.
+
+``state_dict()`` / ``load_state_dict()`` are JSON holding the state the next decision needs (the
+controller's, the PID's, the forecaster's own state: its recent window, fitted parameters,
+scored errors), bounded by those windows, not by the ticks since ``setup``. Restore into a
+Balancer created the same way (same clusters, controller and history): the next decision is the
+one the uninterrupted Balancer makes. A checkpoint is validated field by field and applied all or
+nothing: a bad one raises :class:`~forecasting.state.StateError` (a ``ValueError``) naming the
+field and leaves the Balancer as it was. The decision path imports numpy, scipy and osqp only.
 """
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +50,9 @@ from .controllers.pid import PidController
 from .policy import check_policy
 from .response import Response, check_sample_size
 from .telemetry import Cluster, Telemetry, to_observation
+
+log = logging.getLogger(__name__)
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -60,7 +76,13 @@ class Decision:
 class Balancer:
     def __init__(self, controller: Controller, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                  time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None,
-                 max_load: float = 10.0):
+                 max_load: float = 10.0, max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0):
+        if not (isinstance(max_qps_ratio, (int, float)) and np.isfinite(max_qps_ratio) and max_qps_ratio > 1):
+            raise ValueError(f"max_qps_ratio must be finite and > 1, got {max_qps_ratio!r}")
+        self.max_qps_ratio = float(max_qps_ratio)
+        if not (isinstance(max_gap_s, (int, float)) and np.isfinite(max_gap_s) and max_gap_s > 0):
+            raise ValueError(f"max_gap_s must be finite and > 0 (seconds), got {max_gap_s!r}")
+        self.max_gap = pd.Timedelta(seconds=float(max_gap_s))
         if not (np.isfinite(max_load) and max_load > 0):
             raise ValueError(f"max_load must be finite and > 0 (the largest plausible load fraction), got {max_load!r}")
         self.max_load = float(max_load)
@@ -77,7 +99,7 @@ class Balancer:
     def create(cls, controller="mpc", clusters: dict | None = None, policy=None, history: pd.Series | None = None,
                period_s: float = 60.0, *, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                time_budget_s: float = 0.5, response_requests: int = 256, max_load: float = 10.0,
-               lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
+               max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
                **controller_options) -> "Balancer":
         """A set-up Balancer from plain values.
 
@@ -131,7 +153,8 @@ class Balancer:
                              capacity=np.array([c.capacity for c in clusters.values()]), period_s=float(period_s),
                              history_qps=qps, history_times=times, lam_min=float(lam_min), lam_max=float(lam_max))
         bal = cls(controller, forecaster=forecaster, fallback=fallback, max_ratio=max_ratio, time_budget_s=time_budget_s,
-                  response_requests=response_requests, max_load=max_load)
+                  response_requests=response_requests, max_load=max_load, max_gap_s=max_gap_s,
+                  max_qps_ratio=max_qps_ratio)
         return bal.setup(ctx, initial_lam=initial_lam)
 
     def setup(self, context: ControlContext, initial_lam: float = 0.01) -> "Balancer":
@@ -155,7 +178,11 @@ class Balancer:
                                  f"could not fit {len(context.history_qps)} ticks of history ({e}); it needs {need}") from None
             self.horizon = self.horizon or self.controller.horizon
         self.last_good_ = np.full(context.n_clusters, float(initial_lam))
-        self.observed_: list = []  # (time, qps) fed to the forecaster since setup, for checkpoints
+        self.suspect_time_: pd.Timestamp | None = None  # a forward jump held until the next tick confirms it
+        self.jump_: tuple | None = None  # (time before the last accepted jump, forecaster state then)
+        hist = np.asarray(context.history_qps, dtype=float)
+        self.qps_ref_ = float(np.percentile(hist, 99)) if hist.size else 0.0  # scale of plausible traffic
+        self.last_qps_ = 0.0
         self.counts_ = {"ok": 0, "fallback": 0, "hold": 0}
         self.ticks_ = 0
         self.last_time_: pd.Timestamp | None = None
@@ -167,6 +194,9 @@ class Balancer:
         """Why this tick's values cannot be used ("" if they can)."""
         if not (np.isfinite(obs.qps) and obs.qps >= 0):
             return f"invalid telemetry: qps={obs.qps!r}"
+        ref = max(self.last_qps_, self.qps_ref_)
+        if ref > 0 and obs.qps > self.max_qps_ratio * ref:
+            return f"invalid telemetry: qps={obs.qps!r} is more than max_qps_ratio={self.max_qps_ratio:g} x {ref:.6g}"
         for name, v, top in (("load", obs.load, self.max_load), ("lam", obs.lam, np.inf)):
             bad = ~np.isfinite(v) | (v < 0) | (v > top)
             if bad.any():
@@ -190,27 +220,27 @@ class Balancer:
 
     def _step(self, telemetry: Telemetry) -> Decision:
         obs = to_observation(telemetry, self.ctx_.clusters, self.ticks_, self.n_features_)
-        problem = self._validate(obs)
-        if not problem and self.last_time_ is not None and obs.time <= self.last_time_:
-            problem = f"invalid telemetry: time {obs.time} is not after the previous tick's {self.last_time_}"
+        problem = self._validate(obs) or self._check_time(obs.time)
         if problem:
             self.counts_["hold"] += 1
+            log.info("hold: %s", problem)
             return self._decision(self.last_good_.copy(), "hold", "hold", reason=problem)
+        self.suspect_time_ = None
+        self.last_qps_ = float(obs.qps)
         self.ticks_ += 1
         self.last_time_ = obs.time
         if obs.features is not None:
             self.n_features_ = obs.features.shape[1]
         shadow = self.pid_.make_step(obs) if self.pid_ is not None else None
-        t0 = time.perf_counter()
         reason, plan = "", None
         try:
             forecast = None
             if self.forecaster is not None:
                 self.forecaster.observe(obs.time, obs.qps)
-                self.observed_.append((str(obs.time), float(obs.qps)))  # only what the forecaster took
                 forecast = self.forecaster.predict(self.horizon)
         except Exception as e:  # noqa: BLE001 -- a forecaster failure falls back like a controller failure
             reason = f"forecaster raised {type(e).__name__}: {e}"
+        t0 = time.perf_counter()  # the budget is the controller's (the forecaster's catch-up is bounded by itself)
         if not reason:
             try:
                 response = None
@@ -236,13 +266,55 @@ class Balancer:
         else:
             lam, who, status = self.last_good_.copy(), "hold", "hold"
         self.counts_[status] += 1
+        if status != "ok":
+            log.log(logging.WARNING if " raised " in reason else logging.INFO, "%s: %s", status, reason)
         lam = self._limit(np.asarray(lam, dtype=float), obs.lam)
         self.last_good_ = lam.copy()
-        self.controller.notify_applied(lam)
+        try:
+            self.controller.notify_applied(lam)
+        except Exception as e:  # noqa: BLE001 -- the lambda stands; the controller's bookkeeping failed, said once
+            log.warning("%s: notify_applied raised %s: %s", self.controller.name, type(e).__name__, e)
         if self.pid_ is not None and status != "fallback":
             self.pid_.align(lam, obs)
         return self._decision(lam, who, status, reason=reason, plan=plan if status == "ok" else None,
                               solve_time_s=(plan.solve_time_s or elapsed) if status == "ok" else elapsed)
+
+    def _check_time(self, t: pd.Timestamp) -> str:
+        """Why this tick's time cannot be taken ("" if it can); see the module doc."""
+        last = self.last_time_
+        if last is None:
+            return ""
+        s = self.suspect_time_
+        confirmed = s is not None and s < t <= s + self.max_gap
+        if t <= last:
+            if self.jump_ is not None and t > self.jump_[0]:
+                if confirmed:  # two reports back on the timeline the accepted jump left: undo the jump
+                    return self._undo_jump(t)
+                self.suspect_time_ = t
+            return f"invalid telemetry: time {t} is not after the previous tick's {last}"
+        if t - last <= self.max_gap:
+            return ""
+        if confirmed:
+            log.warning("telemetry resumed after a gap of %s (confirmed by two reports)", t - last)
+            self.jump_ = (last, None if self.forecaster is None else self.forecaster.state_dict())
+            return ""
+        self.suspect_time_ = t
+        return (f"invalid telemetry: time {t} jumps {t - last} past the previous tick's {last} (more than max_gap_s); "
+                f"held until the next report confirms it")
+
+    def _undo_jump(self, t: pd.Timestamp) -> str:
+        """The reports went back to the timeline before an accepted forward jump (a clock that
+        jumped, not an outage): the forecaster goes back to its state before the jump."""
+        before, state = self.jump_
+        self.jump_ = None
+        if state is not None:
+            try:
+                self.forecaster.load_state_dict(state)
+            except ValueError as e:
+                return f"invalid telemetry: time {t} is back before a jump, and the forecaster could not go back ({e})"
+        log.warning("telemetry time went back to %s, before the jump accepted at %s: the jump is undone", t, self.last_time_)
+        self.last_time_ = before
+        return ""
 
     def _limit(self, lam: np.ndarray, prev: np.ndarray) -> np.ndarray:
         c = self.ctx_
@@ -256,46 +328,119 @@ class Balancer:
             return self._state_dict()
 
     def _state_dict(self) -> dict:
-        d = {"version": 1, "controller": self.controller.name, "clusters": list(self.ctx_.clusters),
-             "last_good": self.last_good_.tolist(), "counts": dict(self.counts_), "observed": list(self.observed_),
-             "ticks": self.ticks_, "last_time": None if self.last_time_ is None else str(self.last_time_),
-             "n_features": self.n_features_, "controller_state": self.controller.state_dict()}
-        if self.pid_ is not None:
-            d["pid"] = self.pid_.state_dict()
+        controller_state = self.controller.state_dict()
+        # The controller continues from exactly what a restore rebuilds: a solver's workspace
+        # (OSQP's adapted step size, its factorisation) is not in the state, so it is rebuilt here
+        # as a restore rebuilds it, and the next decision is the same bit for bit either way.
+        self.controller.load_state_dict(controller_state)
+        d = {"version": CHECKPOINT_VERSION, "controller": self.controller.name, "clusters": list(self.ctx_.clusters),
+             "last_good": self.last_good_.tolist(), "counts": dict(self.counts_), "ticks": self.ticks_,
+             "last_time": None if self.last_time_ is None else self.last_time_.value,
+             "suspect_time": None if self.suspect_time_ is None else self.suspect_time_.value, "last_qps": self.last_qps_,
+             "jump": None if self.jump_ is None else [self.jump_[0].value, self.jump_[1]],
+             "n_features": self.n_features_, "controller_state": controller_state,
+             "pid": None if self.pid_ is None else self.pid_.state_dict(),
+             "forecaster": None if self.forecaster is None else self.forecaster.state_dict()}
         json.dumps(d)  # must be JSON
         return d
 
     def load_state_dict(self, d: dict) -> None:
+        """Restore a checkpoint taken by :meth:`state_dict` (see the module doc): validated field
+        by field, applied all or nothing."""
+        from forecasting.state import StateError  # not at import: the package's models are not on the decision path
         with self._lock:
-            self._load_state_dict(d)
+            self._check_state(d)
+            # the PID's and the controller's state are small: kept to put back if a later part fails;
+            # the forecaster goes last and checks all of its fields before it changes anything
+            pid_before = None if self.pid_ is None else self.pid_.state_dict()
+            controller_before = self.controller.state_dict()
+            try:
+                if self.pid_ is not None:
+                    try:
+                        self.pid_.load_state_dict(d["pid"])
+                    except ValueError as e:
+                        raise StateError(f"checkpoint.pid: {e}") from None
+                try:
+                    self.controller.load_state_dict(d["controller_state"])
+                except StateError:
+                    raise
+                except Exception as e:  # noqa: BLE001 -- the controller's own check, reported with the field
+                    raise StateError(f"checkpoint.controller_state: {type(e).__name__}: {e}") from None
+                if self.forecaster is not None:
+                    self.forecaster.load_state_dict(d["forecaster"], "checkpoint.forecaster")
+            except Exception:
+                self.controller.load_state_dict(controller_before)
+                if self.pid_ is not None:
+                    self.pid_.load_state_dict(pid_before)
+                raise
+            self.last_good_ = np.asarray(d["last_good"], dtype=float)
+            self.counts_ = {k: int(v) for k, v in d["counts"].items()}
+            self.ticks_, self.n_features_ = int(d["ticks"]), d["n_features"]
+            self.last_time_ = None if d["last_time"] is None else pd.Timestamp(d["last_time"])
+            self.suspect_time_ = None if d["suspect_time"] is None else pd.Timestamp(d["suspect_time"])
+            self.last_qps_ = float(d["last_qps"])
+            self.jump_ = None if d["jump"] is None else (pd.Timestamp(d["jump"][0]), d["jump"][1])
 
-    def _load_state_dict(self, d: dict) -> None:
-        if d.get("version") != 1:
-            raise ValueError(f"checkpoint version must be 1, got {d.get('version')!r}")
-        if d.get("controller") != self.controller.name:
-            raise ValueError(f"checkpoint is for controller {d.get('controller')!r}, this Balancer runs {self.controller.name!r}")
-        if d.get("clusters") != list(self.ctx_.clusters):
-            raise ValueError(f"checkpoint is for clusters {d.get('clusters')!r}, this Balancer has {list(self.ctx_.clusters)}")
-        if self.ticks_:
-            raise ValueError("load_state_dict needs a freshly set-up Balancer (this one has already stepped)")
-        missing = {"last_good", "counts", "observed", "ticks", "last_time", "n_features", "controller_state"} - set(d)
+    def _check_state(self, d) -> None:
+        from forecasting.state import StateError, StateReader
+        """The Balancer's own fields (the controller, PID and forecaster check theirs)."""
+        s = StateReader(d)
+        version = s.raw("version")
+        if version != CHECKPOINT_VERSION:
+            raise StateError(f"checkpoint version must be {CHECKPOINT_VERSION}, got {version!r}")
+        if s.raw("controller") != self.controller.name:
+            raise StateError(f"checkpoint is for controller {s.raw('controller')!r}, this Balancer runs {self.controller.name!r}")
+        if s.raw("clusters") != list(self.ctx_.clusters):
+            raise StateError(f"checkpoint is for clusters {s.raw('clusters')!r}, this Balancer has {list(self.ctx_.clusters)}")
+        missing = {"last_good", "counts", "ticks", "last_time", "suspect_time", "last_qps", "jump", "n_features", "controller_state", "pid",
+                   "forecaster"} - set(d)
         if missing:
-            raise ValueError(f"checkpoint is missing {sorted(missing)}")
-        last_good = np.asarray(d["last_good"], dtype=float)
-        if last_good.shape != (self.ctx_.n_clusters,) or not np.all(np.isfinite(last_good)) or np.any(last_good <= 0):
-            raise ValueError(f"checkpoint last_good must be {self.ctx_.n_clusters} finite values > 0, got {d['last_good']!r}")
-        if self.forecaster is not None:
-            for t, q in d["observed"]:
-                self.forecaster.observe(pd.Timestamp(t), q)
-                self.forecaster.predict(self.horizon)  # keeps the online band calibration identical
-            self.observed_ = [tuple(x) for x in d["observed"]]
-        self.last_good_ = last_good
-        self.counts_ = dict(d["counts"])
-        self.ticks_, self.n_features_ = int(d["ticks"]), d["n_features"]
-        self.last_time_ = None if d["last_time"] is None else pd.Timestamp(d["last_time"])
-        self.controller.load_state_dict(d["controller_state"])
-        if self.pid_ is not None and "pid" in d:
-            self.pid_.load_state_dict(d["pid"])
+            raise StateError(f"checkpoint is missing {sorted(missing)}")
+        last_good = np.asarray(d["last_good"], dtype=float) if isinstance(d["last_good"], list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in d["last_good"]) else None
+        if last_good is None or last_good.shape != (self.ctx_.n_clusters,) or not np.all(np.isfinite(last_good)) \
+                or np.any(last_good <= 0):
+            raise StateError(f"checkpoint last_good must be {self.ctx_.n_clusters} finite values > 0, got {d['last_good']!r}")
+        counts = s.sub("counts")
+        if set(counts.d) != {"ok", "fallback", "hold"}:
+            raise StateError(f"checkpoint.counts must have the keys ok, fallback, hold, got {sorted(counts.d)}")
+        for k in ("ok", "fallback", "hold"):
+            counts.number(k, 0, integer=True)
+        s.number("ticks", 0, integer=True)
+        s.number("last_qps", 0.0)
+        jump = d["jump"]
+        if jump is not None and not (isinstance(jump, list) and len(jump) == 2 and isinstance(jump[0], int)
+                                     and (jump[1] is None or isinstance(jump[1], dict))):
+            raise StateError(f"checkpoint.jump must be null or [time, forecaster state], got {type(jump).__name__}")
+        for k in ("last_time", "suspect_time"):
+            s.number(k, integer=True, lo=-(2 ** 62), hi=2 ** 62, optional=True)
+        s.number("n_features", 1, integer=True, optional=True)
+        if not isinstance(d["controller_state"], dict):
+            raise StateError(f"checkpoint.controller_state must be a dict, got {type(d['controller_state']).__name__}")
+        if (d["pid"] is None) != (self.pid_ is None):
+            raise StateError(f"checkpoint.pid must be {'null' if self.pid_ is None else 'the fallback PID state'}, got {d['pid']!r}")
+        if (d["forecaster"] is None) != (self.forecaster is None):
+            raise StateError(f"checkpoint.forecaster must be {'null' if self.forecaster is None else 'the forecaster state'}")
+        _check_numbers(d["controller_state"], "checkpoint.controller_state")
+
+
+def _check_numbers(v, path: str) -> None:
+    """A controller's state is JSON of finite numbers, strings, booleans and nulls (NaN admitted:
+    some estimates are undefined until scored); an infinity or any other type is refused."""
+    from forecasting.state import StateError
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise StateError(f"{path} has a non-string key {k!r}")
+            _check_numbers(x, f"{path}.{k}")
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _check_numbers(x, f"{path}[{i}]")
+    elif isinstance(v, float):
+        if np.isinf(v):
+            raise StateError(f"{path} is {v!r}")
+    elif not (v is None or isinstance(v, (str, bool, int))):
+        raise StateError(f"{path} has a {type(v).__name__}, not a JSON value")
 
 
 def _history(history) -> tuple[np.ndarray, pd.DatetimeIndex]:

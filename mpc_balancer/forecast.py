@@ -26,10 +26,15 @@ runs on 5-minute means of the measured QPS: it gives the shape of the next hours
 """
 from __future__ import annotations
 
+import copy
+import logging
+import threading
 from collections import deque
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 MODELS = ("sarima", "hybrid", "seasonal_naive")
 
@@ -40,7 +45,7 @@ class TickForecaster:
     def __init__(self, model: str = "sarima", step: str = "5min", band: int = 80, nowcast_decay: float = 0.97,
                  calib_window: int = 1440, min_calib: int = 120, events=None, history_days: float = 28.0,
                  refit_every: int | None = 288, warm_calib: int = 360, calib_horizon: int = 96,
-                 aci_gain: float = 0.005):
+                 aci_gain: float = 0.005, max_fill: int = 12, refit_in_background: bool = True):
         if model not in MODELS:
             raise ValueError(f"forecast model must be one of {MODELS}, got {model!r}")
         if band not in (80, 95):
@@ -57,16 +62,23 @@ class TickForecaster:
         if not (isinstance(aci_gain, (int, float)) and 0 <= aci_gain <= 0.1):
             raise ValueError(f"aci_gain must be in [0, 0.1], got {aci_gain!r}")
         self.aci_gain = float(aci_gain)
+        if not (isinstance(max_fill, (int, np.integer)) and max_fill >= 0):
+            raise ValueError(f"max_fill must be an integer >= 0 (missing 5-minute buckets filled one by one), got {max_fill!r}")
+        if refit_every is not None and not (isinstance(refit_every, (int, np.integer)) and refit_every >= 1):
+            raise ValueError(f"refit_every must be None or an integer >= 1, got {refit_every!r}")
+        self.max_fill, self.refit_in_background = int(max_fill), bool(refit_in_background)
 
     # ---------------------------------------------------------------------------------- setup
     def _make_model(self, events):
         import forecasting as fc
 
+        # refits are scheduled here (every ``refit_every`` buckets, off the tick path), not by the model
+        days = self.history_days  # the window the model retains (and refits on)
         if self.model == "seasonal_naive":
-            return fc.SeasonalNaive(season="daily")
+            return fc.SeasonalNaive(season="daily", max_history_days=days)
         if self.model == "hybrid":
-            return fc.HybridForecaster(horizon=36, events=events, refit_every=self.refit_every)
-        return fc.SarimaForecaster(events=events, refit_every=self.refit_every)
+            return fc.HybridForecaster(horizon=36, events=events, max_history_days=days)
+        return fc.SarimaForecaster(events=events, max_history_days=days)
 
     def fit(self, qps: np.ndarray, times: pd.DatetimeIndex, period_s: float) -> "TickForecaster":
         """Fit the slow model on the history and calibrate the band on its last ``warm_calib`` ticks
@@ -79,6 +91,7 @@ class TickForecaster:
             for t, q in zip(times[-n:], qps[-n:]):
                 self.observe(t, q)
                 self.predict(self.calib_horizon)
+            self._finish_refit()  # set-up time: no refit is left running
             self._update_margin()
             self.ticks_ = 0  # ticks observed live
             return self
@@ -106,6 +119,8 @@ class TickForecaster:
         self.margin_ = None
         self.level_ = np.zeros(0)  # the adaptive quantile level per horizon step
         self.ticks_ = 0
+        self.since_refit_ = 0  # buckets fed since the last refit
+        self.refit_ = None  # a refit running in the background: (thread, result box)
         return self
 
     def _calendar(self):
@@ -141,17 +156,79 @@ class TickForecaster:
         qps = float(qps)
         if not np.isfinite(qps) or qps < 0:
             raise ValueError(f"observation qps must be finite and >= 0, got {qps!r}")
+        time = pd.Timestamp(time)
+        if time < self.last_time_:
+            raise ValueError(f"observation time {time} is before the last one, {self.last_time_}")
         self._calibrate(time, qps)
-        self.last_qps_, self.last_time_ = qps, pd.Timestamp(time)
-        base = qps / self._multiplier_ns(np.array([pd.Timestamp(time).value]))[0]
-        while time >= self.next_bucket_ + self.step - pd.Timedelta(seconds=self.period_s_):
-            # the bucket is complete: feed the slow model (empty buckets are missing observations)
-            v = float(np.mean(self.bucket_)) if self.bucket_ else float("nan")
-            self.model_.update(np.array([v]))
+        self.last_qps_, self.last_time_ = qps, time
+        base = qps / self._multiplier_ns(np.array([time.value]))[0]
+        edge = self.next_bucket_ + self.step - pd.Timedelta(seconds=self.period_s_)
+        if time >= edge:  # buckets complete: feed the slow model (empty buckets are missing observations)
+            done = int((time - edge) // self.step) + 1
+            self._feed(np.array([float(np.mean(self.bucket_)) if self.bucket_ else float("nan")]))
+            gap = done - 1
+            if 0 < gap <= self.max_fill:
+                self._feed(np.full(gap, np.nan))  # a short gap: missing observations, filtered one by one
+            elif gap > self.max_fill:
+                self._skip(gap)  # a long gap: skipped in bounded time
             self.bucket_ = []
-            self.next_bucket_ += self.step
+            self.next_bucket_ += done * self.step
         self.bucket_.append(base)
         self.ticks_ += 1
+
+    # ------------------------------------------------------------------------------ refits
+    def _feed(self, values: np.ndarray) -> None:
+        self._finish_refit()
+        self.model_.update(values)
+        self.since_refit_ += len(values)
+        self._maybe_refit()
+
+    def _skip(self, k: int) -> None:
+        self._finish_refit()
+        log.info("forecaster: telemetry gap of %d buckets of %s, skipped (model state held, no catch-up)", k, self.step)
+        self.model_.skip(k)
+        self.since_refit_ += k
+        self._maybe_refit()
+
+    def _maybe_refit(self) -> None:
+        if self.refit_every is None or self.since_refit_ < self.refit_every:
+            return
+        self.since_refit_ = 0
+        self._start_refit()
+
+    def _start_refit(self) -> None:
+        """Refit a copy of the slow model on its retained window. In the background (a thread)
+        unless ``refit_in_background`` is off; either way the copy replaces the model just before
+        the next bucket is fed, so the forecasts do not depend on the thread's timing."""
+        clone = copy.deepcopy(self.model_)
+        box: dict = {}
+
+        def work():
+            try:
+                box["model"] = clone.refit()
+            except Exception as e:  # noqa: BLE001 -- a failed refit keeps the fitted model
+                box["error"] = e
+
+        if not self.refit_in_background:
+            work()
+            self.refit_ = (None, box)
+            return
+        t = threading.Thread(target=work, name="forecaster-refit", daemon=True)
+        t.start()
+        self.refit_ = (t, box)
+
+    def _finish_refit(self) -> None:
+        if self.refit_ is None:
+            return
+        t, box = self.refit_
+        if t is not None:
+            t.join()
+        self.refit_ = None
+        if "model" in box:
+            self.model_ = box["model"]
+        else:
+            log.warning("forecaster: refit failed (%s: %s); keeping the fitted model until the next refit",
+                        type(box.get("error")).__name__, box.get("error"))
 
     def predict(self, h: int) -> dict:
         """``{"mean": (h,), "hi": (h,)}`` for the next ``h`` ticks after the last observation."""
@@ -243,5 +320,62 @@ class TickForecaster:
 
     # ---------------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
-        return {"last_qps": self.last_qps_, "last_time": str(self.last_time_), "ticks": self.ticks_,
-                "margin": None if self.margin_ is None else self.margin_.tolist(), "aci_level": self.level_.tolist()}
+        """What the next forecasts depend on, as JSON: the slow model's own state (retained
+        window, fitted parameters, filter state), the open bucket, the forecasts awaiting their
+        score and the scored errors. Bounded by the windows (``history_days``, ``calib_window``),
+        not by the ticks observed."""
+        from forecasting.state import pack
+        pending = [[pack(t, "i8"), pack(m), pack(b)] for t, m, b in self.pending_]
+        return {"model_name": self.model, "period_s": self.period_s_, "next_bucket": self.next_bucket_.value,
+                "bucket": pack(self.bucket_), "last_qps": self.last_qps_, "last_time": self.last_time_.value,
+                "pending": pending, "errors": pack(self.errors_), "err_rows": self.err_rows_,
+                "margin": None if self.margin_ is None else pack(self.margin_), "aci_level": pack(self.level_),
+                "ticks": self.ticks_,
+                "since_refit": self.since_refit_, "refit_pending": self.refit_ is not None,
+                "model": self.model_.state_dict()}
+
+    def load_state_dict(self, d, path: str = "forecaster") -> None:
+        """Restore :meth:`state_dict` into a forecaster fitted on the same history. Every field is
+        checked first (a :class:`~forecasting.state.StateError` names it); nothing changes unless
+        all of them are good."""
+        from forecasting.state import StateError, StateReader
+
+        s = StateReader(d, path)
+        s.string("model_name", (self.model,))
+        if s.number("period_s", 0.0) != self.period_s_:
+            raise StateError(f"{s.name('period_s')} is {s.raw('period_s')!r}, this forecaster's is {self.period_s_}")
+        step_ns = self.step.value
+        next_bucket = s.number("next_bucket", integer=True, lo=-(2 ** 62), hi=2 ** 62)
+        if (next_bucket - self.model_.next_timestamp.value) % step_ns:
+            raise StateError(f"{s.name('next_bucket')} is not on the {self.step} grid")
+        bucket = s.array("bucket", shape=(None,), lo=0.0)
+        last_time = s.number("last_time", integer=True, lo=-(2 ** 62), hi=2 ** 62)
+        pend = s.raw("pending")
+        if not isinstance(pend, list):
+            raise StateError(f"{s.name('pending')} must be a list, got {type(pend).__name__}")
+        pending = deque()
+        for j, pair in enumerate(pend):
+            if not (isinstance(pair, list) and len(pair) == 3):
+                raise StateError(f"{s.name('pending')}[{j}] must be [times, mean, issued margin]")
+            ps = StateReader({"times": pair[0], "mean": pair[1], "issued": pair[2]}, f"{s.name('pending')}[{j}]")
+            t = ps.array("times", "i8", (None,))
+            pending.append((t, ps.array("mean", shape=(len(t),), lo=0.0), ps.array("issued", shape=(len(t),), finite=False)))
+        errors = s.array("errors", shape=(self.calib_window, None), finite=False)
+        margin = s.array("margin", shape=(errors.shape[1],), finite=False, lo=0.0, optional=True)
+        level = s.array("aci_level", shape=(None,), lo=0.5)
+        if len(level) > errors.shape[1] or np.any(level > 1.0):
+            raise StateError(f"{s.name('aci_level')} must hold at most {errors.shape[1]} levels in [0.5, 1]")
+        new = dict(next_bucket_=pd.Timestamp(next_bucket), bucket_=bucket.tolist(),
+                   last_qps_=s.number("last_qps", 0.0), last_time_=pd.Timestamp(last_time), pending_=pending,
+                   errors_=errors, err_rows_=s.number("err_rows", 0, integer=True), margin_=margin, level_=level,
+                   ticks_=s.number("ticks", 0, integer=True), since_refit_=s.number("since_refit", 0, integer=True))
+        refit_pending = s.raw("refit_pending")
+        if not isinstance(refit_pending, bool):
+            raise StateError(f"{s.name('refit_pending')} must be true or false, got {refit_pending!r}")
+        self.model_.load_state_dict(s.raw("model"), s.name("model"))  # validates, then restores at once
+        if self.refit_ is not None and self.refit_[0] is not None:
+            self.refit_[0].join()  # a refit of the replaced state is of no use
+        self.refit_ = None
+        self.__dict__.update(new)
+        if refit_pending:  # the same refit the checkpointed forecaster had running
+            self._start_refit()

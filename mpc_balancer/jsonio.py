@@ -34,6 +34,7 @@ def dumps(obj) -> str:
 def write_json(path, obj) -> Path:
     """Write ``obj`` as strict JSON to ``path`` atomically; returns the path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(dumps(obj))

@@ -173,12 +173,15 @@ class Simulator:
             x.setflags(write=False)  # read-only: the policy caches its work on the sample (plant, then controller)
             yield int(arrivals[k]), x, rng.random(self.n_requests), rng.standard_normal(G)
 
-    def run(self, controller: Controller | Balancer, policy, progress: bool = False, initial_lam: float = 0.01) -> SimResult:
+    def run(self, controller: Controller | Balancer, policy, progress: bool = False, initial_lam: float = 0.01,
+            faults=None) -> SimResult:
         """Close the loop over the window with ``controller`` (wrapped in a default :class:`Balancer`
         unless one is given) and ``policy``: its ``act(features, lam)`` serves the requests (the
         plant), its ``respond(features, lam)`` is all the controller sees of them (the policy
         protocol). The cascade's ground truth drives the plant and the metrics only; the
-        clairvoyant hindsight limit alone is shown the coming tick."""
+        clairvoyant hindsight limit alone is shown the coming tick. ``faults`` (a
+        :class:`mpc_balancer.faults.Injector`) may alter the telemetry the Balancer receives, the
+        lambda the nodes apply, and replace the Balancer (a restart from a checkpoint)."""
         cas, plant = self.cascade, self.make_plant()
         # a Controller is wrapped in a simulated-run Balancer; a Balancer (or anything with its setup/step/controller/
         # counts_/ctx_, such as the fleet replay's remote one) is used as it is
@@ -211,6 +214,7 @@ class Simulator:
         guard = NodeGuard(target=plant.target, lam_max=balancer.ctx_.lam_max, **self.guard)
         sub_load, sub_arrivals = np.zeros((T, N, G)), np.zeros((T, N), dtype=np.int64)
         guard_cost, guard_subticks = np.zeros(T), np.zeros((T, G), dtype=np.int64)
+        held = lam.copy()  # the lambda the nodes hold (the last decided and applied one)
         t0 = time.perf_counter()
         for k, (arrivals, x, u, noise) in enumerate(it):
             tsec = float(self.times[k].hour * 3600 + self.times[k].minute * 60 + self.times[k].second)
@@ -220,10 +224,16 @@ class Simulator:
                                                          load=plant.load.copy(), lag_alpha=plant.alpha,
                                                          subtick_qps=split / dt, subtick_alpha=plant.lag_alpha(dt)))
             s0 = time.perf_counter()
-            dec: Decision = balancer.step(tel)
+            if faults is None:
+                dec: Decision | None = balancer.step(tel)
+            else:
+                balancer = faults.restart(k, balancer)
+                report = faults.telemetry(k, tel)
+                dec = None if report is None else balancer.step(report)  # None: no report this tick
             cols["solve_ms"][k] = (time.perf_counter() - s0) * 1e3
             w = cas.weights(x)
-            lam_c = dec.lam_vector
+            decided = held if dec is None else dec.lam_vector  # without a decision the nodes keep their lambda
+            lam_c = held = decided if faults is None else faults.applied(k, decided, held)
             acts: dict = {}  # actions per distinct lambda within the tick (the guard's raises)
             rev_of: dict = {}
             log_lam = np.zeros(G)
@@ -256,10 +266,11 @@ class Simulator:
             qps = arrivals / period
             cols["qps"][k], cols["arrivals"][k], cols["revenue"][k] = qps, arrivals, tick["revenue"]
             cols["served"][k], cols["degraded"][k], cols["dropped"][k] = tick["served"], tick["degraded"], tick["dropped"]
-            lam_log[k], load_log[k], true_log[k], acted[k] = lam, measured, true_tick, dec.controller
-            if dec.plan is not None and dec.plan.load_plan is not None:
+            lam_log[k], load_log[k], true_log[k] = lam, measured, true_tick
+            acted[k] = "no report" if dec is None else dec.controller
+            if dec is not None and dec.plan is not None and dec.plan.load_plan is not None:
                 plan_log[k] = dec.plan.load_plan[0]
-            if dec.plan is not None and "backoff" in dec.plan.info:
+            if dec is not None and dec.plan is not None and "backoff" in dec.plan.info:
                 backoff_log[k] = dec.plan.info["backoff"]
                 extra["backoff_target"] = dec.plan.info["backoff_target"]
             tel = Telemetry(time=self.times[k], qps=qps, load=measured, lam=lam, features=x)

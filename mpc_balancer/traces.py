@@ -143,6 +143,26 @@ def load_trace(name_or_path: str | Path) -> Trace:
     return parse_trace(_read_text(path), name=path.name)
 
 
+def _check_offsets(ts_raw: pd.Series, name: str) -> None:
+    """Timestamps are naive, or all carry the same UTC offset (then they are converted to UTC).
+    Mixed offsets (a daylight-saving change in local time) would shift the daily cycle by an hour
+    without a word: an error naming the row."""
+    off = ts_raw.str.extract(r"(Z|[+-]\d{2}:?\d{2})$", expand=False)
+    has = off.notna().to_numpy()
+    if not has.any():
+        return
+    if not has.all():
+        i = int(np.flatnonzero(~has)[0]) if has[0] else int(np.flatnonzero(has)[0])
+        raise TraceError(f"{name}: row {i + 2}: timestamp {ts_raw.iloc[i]!r} mixes naive timestamps with ones carrying a "
+                         "time-zone offset; write all of them in UTC (or all naive)")
+    norm = off.str.replace("Z", "+00:00").str.replace(":", "").to_numpy()
+    diff = norm != norm[0]
+    if diff.any():
+        i = int(np.flatnonzero(diff)[0])
+        raise TraceError(f"{name}: row {i + 2}: time-zone offset {off.iloc[i]} differs from row 2's {off.iloc[0]} "
+                         "(a daylight-saving change?); mixed offsets would shift the daily cycle: write UTC or naive times")
+
+
 def parse_trace(text: str, name: str = "<csv>") -> Trace:
     """Parse and validate CSV text ``timestamp,<value>``. Errors name the (1-based) file row."""
     if not text.strip():
@@ -159,6 +179,7 @@ def parse_trace(text: str, name: str = "<csv>") -> Trace:
     if len(df) == 0:
         raise TraceError(f"{name}: no data rows after the header")
     ts_raw, val_raw = df.iloc[:, 0].str.strip(), df.iloc[:, 1].str.strip()
+    _check_offsets(ts_raw, name)
     ts = pd.to_datetime(ts_raw, errors="coerce", format="mixed")
     bad = ts.isna().to_numpy()
     if bad.any():

@@ -162,8 +162,8 @@ class CascadeSpec:
         """A spec whose costs come from a TestBench cost table file (``testbench fit`` output; a legacy
         file holding only linear ``"cost_params"`` is still accepted)."""
         try:
-            table = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            table = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8 or not JSON
             raise ValueError(f"cost table {str(path)!r}: cannot read ({e})") from None
         if isinstance(table, dict) and "cost_params" in table:
             return cls(costs=_dc_from(CostParams, table["cost_params"], "cost_params"), **kw)

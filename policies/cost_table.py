@@ -178,8 +178,8 @@ class CostTable:
 def load_cost_table(path: str | Path) -> CostTable:
     """Read and validate a cost table JSON file (ValueError naming the file and the bad field)."""
     try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8 or not JSON
         raise ValueError(f"cost table {str(path)!r}: cannot read ({e})") from None
     try:
         return CostTable.from_dict(d)

@@ -20,6 +20,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 COMMAND_MODULES = ("simulate", "scenarios", "forecast", "policies", "testbench", "mtorl", "serve")
 
 
+from .outputs import check_outputs  # noqa: E402
+
+
 class UsageError(Exception):
     """A problem with the command line or its inputs, reported as one line."""
 
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_outputs(args)  # before any long run: an output that cannot be written fails now
         return int(args.func(args) or 0)
     except (UsageError, ValueError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

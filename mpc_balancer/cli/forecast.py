@@ -11,6 +11,7 @@ import time
 
 from ..jsonio import write_json
 from .args import name_list
+from .outputs import declare_outputs
 
 MODELS = ("hybrid", "sarima", "seasonal_naive", "seasonal_naive_weekly")
 
@@ -31,6 +32,7 @@ def register(sub):
     b.add_argument("--refit-every", type=int, default=None, help="refit every N steps (default: 2 days)")
     b.add_argument("--json", default=None, help="write the results JSON here")
     b.add_argument("--plot", default=None, help="write a PNG of actuals, 1-step-ahead forecasts and the hybrid 80%% band")
+    declare_outputs(b, files=("--json", "--plot"))
     b.set_defaults(func=run_backtest)
 
 

@@ -20,6 +20,9 @@ import json
 import sys
 from pathlib import Path
 
+from ..jsonio import write_json
+from .outputs import check_outputs, declare_outputs
+
 
 def _shares(text: str | None):
     if text is None or text == "logged":
@@ -63,7 +66,7 @@ def _cmd_evaluate(args) -> int:
                       max_epochs=args.max_epochs, patience=args.patience, log=log)
     text = json.dumps(result, indent=2)
     if args.json:
-        Path(args.json).write_text(text)
+        write_json(args.json, result)
     print(text)
     return 0
 
@@ -80,7 +83,7 @@ def _cmd_diagnose(args) -> int:
                       window_check=longest >= args.window, n_windows=args.windows, window=args.window)
     result["data"] = args.data
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     print(format_report(args.data, result))
     if longest < args.window:
         print(f"random-window check skipped: the longest journey has {longest} exposures, "
@@ -99,6 +102,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", required=True, help="output directory")
     t.add_argument("--max-epochs", type=int, default=100)
     t.add_argument("--penalty", type=float, default=0.1, help="s in the token's r - s*cost")
+    declare_outputs(t, dirs=("--out",))
     t.set_defaults(func=_cmd_train)
     e = sub.add_parser("evaluate", help="MTORL beside the baselines, over seeds")
     e.add_argument("--data", default="kuairand", help="kuairand, criteo, sim, or a journey CSV path")
@@ -115,6 +119,7 @@ def register(subparsers) -> None:
     e.add_argument("--patience", type=int, default=5,
                    help="epochs without validation improvement before stopping")
     e.add_argument("--verbose", action="store_true", help="log per seed and method to stderr")
+    declare_outputs(e, files=("--json",))
     e.set_defaults(func=_cmd_evaluate)
     d = sub.add_parser("diagnose", help="is the channel predictable? shares, transitions, probe")
     d.add_argument("--data", default="kuairand", help="kuairand, criteo, sim, or a journey CSV path")
@@ -123,6 +128,7 @@ def register(subparsers) -> None:
     d.add_argument("--no-probe", action="store_true", help="skip the gradient-boosting probe")
     d.add_argument("--window", type=int, default=20, help="window length of the leakage check")
     d.add_argument("--windows", type=int, default=4000, help="windows drawn in the leakage check")
+    declare_outputs(d, files=("--json",))
     d.set_defaults(func=_cmd_diagnose)
 
 
@@ -134,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     register(sub)
     args = parser.parse_args(["mtorl", *(sys.argv[1:] if argv is None else argv)])
     try:
+        check_outputs(args)
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:
         print(f"mpc-balancer mtorl: error: {e}", file=sys.stderr)

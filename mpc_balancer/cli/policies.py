@@ -8,6 +8,7 @@ from policies.bundle import REQUEST_KINDS
 
 from ..jsonio import write_json
 from .args import name_list
+from .outputs import declare_outputs
 
 
 def register(sub) -> None:
@@ -31,6 +32,7 @@ def register(sub) -> None:
         t.add_argument(f"--no-{flag}", action="store_true", help=f"ablate {flag.upper()}")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)
+    declare_outputs(t, dirs=("--out",))
     t.set_defaults(defaults=vars(t.parse_args(["--out", "DIR"])))  # for the bundle's recorded command
 
     p = sub.add_parser("policies", help="value-model policies: paper-style evaluation")
@@ -44,6 +46,7 @@ def register(sub) -> None:
     e.add_argument("--bundle", default="pretrained", help="bundle evaluated by --algos pretrained")
     e.add_argument("--quick", action="store_true", help="tiny data and training budget (smoke test)")
     e.add_argument("--json", help="write the results as JSON to this file")
+    declare_outputs(e, files=("--json",))
     e.set_defaults(func=_evaluate)
     x = psub.add_parser("export", help="export a bundle's per-request decision for another serving stack (ONNX)",
                         description="Write the bundle's decision (features (N, F) float32 and lam (G,) in; action, "

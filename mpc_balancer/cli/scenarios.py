@@ -1,4 +1,4 @@
-"""``mpc-balancer spike-test`` and ``mpc-balancer tune``."""
+"""``mpc-balancer spike-test``, ``mpc-balancer fault-test`` and ``mpc-balancer tune``."""
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
@@ -7,7 +7,8 @@ import numpy as np
 
 from ..jsonio import write_json
 from .args import int_list, name_list
-from .simulate import _positive
+from .outputs import declare_outputs
+from .simulate import _positive, seed
 
 
 def register(sub):
@@ -16,7 +17,7 @@ def register(sub):
     p.add_argument("--factor", type=_positive(float), default=8.0)
     p.add_argument("--duration", type=_positive(int), default=30, help="spike length in minutes (default 30)")
     p.add_argument("--announced", action="store_true", help="the spike is in the forecasters' event calendar")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--requests", type=_positive(int), default=1000,
                    help="sampled requests per tick (default 1000, as in simulate and compare)")
     p.add_argument("--subticks", type=_positive(int), default=12, help="plant steps per control period (default 12: 5 s)")
@@ -24,15 +25,28 @@ def register(sub):
                    help="node-local overload guard (default proportional)")
     p.add_argument("--set", action="append", metavar="CONTROLLER.KEY=VALUE", help="controller option, e.g. mpc.max_fall=4")
     p.add_argument("--json", default=None)
+    declare_outputs(p, files=("--json",))
     p.set_defaults(func=spike)
+    p = sub.add_parser("fault-test", help="fault matrix: each telemetry/actuator/solver/restart fault for a stretch of a day")
+    p.add_argument("--controllers", default="pid,mpc")
+    p.add_argument("--trace", default="nasa")
+    p.add_argument("--days", type=_positive(float, 7.0), default=1.0, help="the last D days of the trace (default 1)")
+    p.add_argument("--faults", default=None, help="comma-separated subset of the faults (default all)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--requests", type=_positive(int, 1_000_000), default=1000, help="sampled requests per tick (default 1000)")
+    p.add_argument("--json", default=None, help="write the matrix as JSON here")
+    p.add_argument("--out", default=None, help="directory for the per-tick CSV log of every run")
+    declare_outputs(p, files=("--json",), dirs=("--out",))
+    p.set_defaults(func=fault_test)
     p = sub.add_parser("tune", help="horizon sweep of the MPC, one process per horizon")
     p.add_argument("--trace", default="nasa")
     p.add_argument("--horizons", default="5,10,20,40,80")
     p.add_argument("--days", type=_positive(float), default=2.0)
     p.add_argument("--objective", choices=["revenue", "tracking"], default="revenue")
     p.add_argument("--jobs", type=_positive(int), default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--json", default=None)
+    declare_outputs(p, files=("--json",))
     p.set_defaults(func=tune)
 
 
@@ -51,6 +65,30 @@ def spike(args) -> int:
     if args.json:
         dump(res, args.json)
     return 0
+
+
+def fault_test(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..faults import FAULTS, format_fault_matrix, run_fault_matrix
+
+    faults = FAULTS if args.faults is None else tuple(name_list(args.faults))
+    res = run_fault_matrix(name_list(args.controllers), trace=args.trace, days=args.days, seed=args.seed,
+                           n_requests=args.requests, faults=faults,
+                           progress=(lambda m: print(m, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None)
+    print(format_fault_matrix(res))
+    logs = res.pop("_logs")
+    if args.json:
+        write_json(args.json, res)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for (name, fault), log in logs.items():
+            log.to_csv(out / f"{name}_{fault}.csv", index_label="time")
+        print(f"per-tick logs written to {args.out}")
+    crashed = sum(r.get("crashes", 0) for rows in res["controllers"].values() for r in rows.values())
+    return 1 if crashed else 0
 
 
 def _tune_one(job):

@@ -1,24 +1,58 @@
 """``mpc-balancer simulate`` and ``mpc-balancer compare``: closed-loop runs on a trace."""
 from __future__ import annotations
 
+import math
 import sys
-from pathlib import Path
 
 from ..experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
 from ..jsonio import write_json
 from .args import name_list
+from .outputs import declare_outputs
 
 
-def _positive(kind):
+def _positive(kind, most=None):
+    """An argparse type: a finite ``kind`` > 0 (and <= ``most``); argparse names the option."""
     def parse(text):
         try:
             v = kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise_arg(f"expected a {kind.__name__}, got {text!r}")
-        if not v > 0:
-            raise_arg(f"must be > 0, got {text!r}")
+        if not (math.isfinite(v) and v > 0):
+            raise_arg(f"must be finite and > 0, got {text!r}")
+        if most is not None and v > most:
+            raise_arg(f"must be <= {most:g}, got {text!r}")
         return v
     return parse
+
+
+def seed(text):
+    """An argparse type: a random seed, an integer in [0, 2**32)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise_arg(f"expected an integer, got {text!r}")
+    if not 0 <= v < 2 ** 32:
+        raise_arg(f"must be an integer in [0, 2**32), got {text!r}")
+    return v
+
+
+MAX_TICKS = 1_000_000  # per run: a million ticks is 1.9 years at 60 s
+
+
+def check_run_length(days: float, period: float, horizon: int | None) -> None:
+    """``--days``, ``--period`` and ``--horizon`` together: a period of at least 1 s, at least two ticks, at most
+    ``MAX_TICKS``, and a horizon within a day (the forecaster's model is daily)."""
+    if period < 1:
+        raise ValueError(f"--period {period:g} s is below 1 s: the trace is interpolated to the period over its whole span")
+    ticks = days * 86400.0 / period
+    if ticks < 2:
+        raise ValueError(f"--days {days:g} is {ticks:.3g} control ticks of --period {period:g} s; need at least 2")
+    if ticks > MAX_TICKS:
+        raise ValueError(f"--days {days:g} at --period {period:g} s is {ticks:,.0f} ticks; at most {MAX_TICKS:,} "
+                         "(raise --period or lower --days)")
+    if horizon is not None and horizon * period > 86400:
+        raise ValueError(f"--horizon {horizon} ticks of --period {period:g} s reaches beyond one day; "
+                         f"at most {int(86400 // period)} (the traffic forecast is a daily model)")
 
 
 def raise_arg(msg):
@@ -29,14 +63,14 @@ def raise_arg(msg):
 
 def add_common(p):
     p.add_argument("--trace", default="nasa", help="bundled trace (nasa, nyc-taxi, elb) or a CSV path (timestamp,<value>; .gz ok)")
-    p.add_argument("--days", type=_positive(float), default=7.0, help="simulate the last D days (default 7); earlier data is history")
+    p.add_argument("--days", type=_positive(float, 3650.0), default=7.0, help="simulate the last D days (default 7); earlier data is history")
     p.add_argument("--start", default=None, help="start the window at this timestamp instead of D days before the end")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--period", type=_positive(float), default=60.0, help="control period in seconds (default 60)")
-    p.add_argument("--requests", type=_positive(int), default=1000, help="sampled requests per tick (default 1000)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--period", type=_positive(float, 86400.0), default=60.0, help="control period in seconds (default 60)")
+    p.add_argument("--requests", type=_positive(int, 1_000_000), default=1000, help="sampled requests per tick (default 1000)")
     p.add_argument("--sampling", choices=["stratified", "iid"], default="stratified",
                    help="per-tick request sample: stratified (Latin hypercube, default) or iid draws")
-    p.add_argument("--peak-qps", type=_positive(float), default=20000.0, help="QPS the trace's peak is scaled to")
+    p.add_argument("--peak-qps", type=_positive(float, 1e9), default=20000.0, help="QPS the trace's peak is scaled to")
     p.add_argument("--traffic", choices=["rate", "raw"], default="rate", help="rate: de-noised trace rate (default); raw: replay counts")
     p.add_argument("--policy", default="pretrained", help="per-request policy: pretrained (the shipped AWRQ-Mixer bundle), oracle (exact argmax), or a bundle path")
     p.add_argument("--cost-table", default=None, help="cost table JSON from `mpc-balancer testbench fit`")
@@ -56,6 +90,7 @@ def add_common(p):
     p.add_argument("--json", default=None, help="write the results JSON here")
     p.add_argument("--out", default=None, help="directory for per-tick CSV logs and a PNG plot")
     p.add_argument("--no-progress", action="store_true")
+    declare_outputs(p, files=("--json",), dirs=("--out",))
 
 
 def register(sub):
@@ -70,6 +105,7 @@ def register(sub):
 
 
 def run(args, controllers: list[str]) -> int:
+    check_run_length(args.days, args.period, args.horizon if {"mpc", "nmpc", "shooting"} & set(controllers) else None)
     cfg = ExperimentConfig(trace=args.trace, days=args.days, start=args.start, seed=args.seed, period_s=args.period,
                            n_requests=args.requests, sampling=args.sampling, peak_qps=args.peak_qps, traffic_mode=args.traffic, policy=args.policy,
                            cost_table=args.cost_table, events=args.events, subticks=args.subticks, guard=args.guard,
@@ -84,7 +120,6 @@ def run(args, controllers: list[str]) -> int:
     runs, summary = run_comparison(cfg, controllers, ctrl_opts, plant_opts, progress=not args.no_progress and sys.stderr.isatty())
     print(format_table(summary))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, summary)
     if args.out:
         write_outputs(args.out, runs, summary)

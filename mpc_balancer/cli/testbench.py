@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from .args import int_list
+from .outputs import declare_outputs
 
 DEFAULT_QUEUES = "25,50,100,200,400"
 
@@ -28,6 +29,7 @@ def register(sub):
     r.add_argument("--machines", type=int, default=1)
     r.add_argument("--cores", type=int, default=1, help="cores the utilisation p%% is measured against (default 1)")
     r.add_argument("--json", default=None, help="write the measurements JSON here (input of `testbench fit`)")
+    declare_outputs(r, files=("--json",))
     r.set_defaults(func=run)
 
     f = tsub.add_parser("fit", help="fit isotonic queue->cost tables and write a cost table")
@@ -35,6 +37,7 @@ def register(sub):
     f.add_argument("--out", required=True, help="cost table JSON to write")
     f.add_argument("--metric", choices=["cpu", "formula"], default="cpu",
                    help="cpu: robust mean process CPU per request (default); formula: p%% x machines x cores / QPS")
+    declare_outputs(f, files=("--out",))
     f.set_defaults(func=fit)
 
     c = tsub.add_parser("check", help="compare a cost table's predictions with measurements")

@@ -341,6 +341,8 @@ class MpcController(Controller):
         self.rng_.bit_generator.state = d["rng"]
         if d["u_scale"] is not None:
             self._build(np.asarray(d["u_scale"], dtype=float))
+        else:  # not built yet in the checkpoint: drop whatever this controller had built
+            self.problem_ = self.solver_ = self.u_scale_ = None
         if d["warm_start"] is not None:
             self.solver_.load_warm_state(d["warm_start"])
         c = d["curve"]

@@ -71,6 +71,21 @@ class PidController(Controller):
                 "applied": None if self.applied_ is None else self.applied_.tolist()}
 
     def load_state_dict(self, d: dict) -> None:
-        self.integral_ = np.asarray(d["integral"], dtype=float)
-        self.prev_error_ = np.asarray(d["prev_error"], dtype=float)
-        self.applied_ = None if d.get("applied") is None else np.asarray(d["applied"], dtype=float)
+        """Restore :meth:`state_dict`: the arrays are checked (one finite value per cluster) first."""
+        if not isinstance(d, dict):
+            raise ValueError(f"pid state must be a dict, got {type(d).__name__}")
+        new = {}
+        for key in ("integral", "prev_error", "applied"):
+            if key == "applied" and d.get(key) is None:
+                new[key] = None
+                continue
+            try:
+                a = np.asarray(d[key], dtype=float)
+            except KeyError:
+                raise ValueError(f"pid state is missing {key!r}") from None
+            except (TypeError, ValueError):
+                raise ValueError(f"pid {key} must be numbers, got {d[key]!r}") from None
+            if a.shape != (self.ctx_.n_clusters,) or not np.all(np.isfinite(a)):
+                raise ValueError(f"pid {key} must be {self.ctx_.n_clusters} finite values, got {d[key]!r}")
+            new[key] = a
+        self.integral_, self.prev_error_, self.applied_ = new["integral"], new["prev_error"], new["applied"]

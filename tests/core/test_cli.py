@@ -70,3 +70,71 @@ def test_errors_are_one_line_without_traceback(args, needle):
     assert p.returncode == 2
     assert needle in p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------- issue 15: hostile command lines
+def _cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "mpc_balancer.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--days", "0.0001"], "--days 0.0001 is 0.144 control ticks of --period 60 s; need at least 2"),  # was an IndexError
+    (["--period", "0.001"], "--period 0.001 s is below 1 s"),  # tried to allocate 1.9 GiB
+    (["--period", "1", "--days", "30"], "--days 30 at --period 1 s is 2,592,000 ticks; at most 1,000,000"),
+    (["--controller", "mpc", "--horizon", "100000"], "--horizon 100000 ticks of --period 60 s reaches beyond one day"),  # ran all on PID
+    (["--seed", "-5"], "argument --seed: must be an integer in [0, 2**32), got '-5'"),
+    (["--peak-qps", "1e300"], "argument --peak-qps: must be <= 1e+09, got '1e300'"),
+    (["--peak-qps", "nan"], "argument --peak-qps: must be finite and > 0"),
+])
+def test_run_length_and_number_errors_name_the_option(args, needle):
+    p = _cli("simulate", "--trace", "elb", "--days", "0.1", "--no-progress", *args)
+    assert p.returncode == 2 and needle in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_unreadable_inputs_name_the_file(tmp_path):
+    events = tmp_path / "events.csv"
+    events.write_bytes(b"start,end,name\n2024-01-01,2024-01-02,\xff\xfe\n")
+    table = tmp_path / "table.json"
+    table.write_bytes(b'{"a": "\xff"}')
+    for args, needle in ((["--events", str(tmp_path)], f"events file '{tmp_path}' is a directory"),  # was IsADirectoryError
+                         (["--events", str(events)], f"events file '{events}' is not UTF-8 text"),
+                         (["--cost-table", str(table)], f"cost table '{table}': cannot read")):
+        p = _cli("simulate", "--trace", "elb", "--days", "0.1", "--no-progress", *args)
+        assert p.returncode == 2 and needle in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr
+
+
+def test_mixed_time_zone_offsets_in_a_trace_are_an_error(tmp_path):
+    """They were converted silently (a daylight-saving change shifted the daily cycle)."""
+    from mpc_balancer.traces import TraceError, parse_trace
+
+    with pytest.raises(TraceError, match=r"row 4: time-zone offset \+02:00 differs from row 2's \+01:00"):
+        parse_trace("timestamp,v\n2024-03-31T00:00+01:00,1\n2024-03-31T01:00+01:00,2\n2024-03-31T03:00+02:00,3\n")
+    with pytest.raises(TraceError, match="row 3: timestamp '2024-03-31T01:00' mixes naive timestamps"):
+        parse_trace("timestamp,v\n2024-03-31T00:00Z,1\n2024-03-31T01:00,2\n")
+    one = parse_trace("timestamp,v\n2024-03-31T00:00+02:00,1\n2024-03-31T01:00+02:00,2\n")  # one offset: converted to UTC
+    assert str(one.series.index[0]) == "2024-03-30 22:00:00"
+
+
+def test_outputs_are_not_overwritten_without_force_and_checked_before_the_run(tmp_path):
+    old = tmp_path / "r.json"
+    old.write_text('{"previous": "results"}')
+    p = _cli("simulate", "--trace", "elb", "--days", "0.1", "--no-progress", "--json", str(old))
+    assert p.returncode == 2 and f"--json {old}: file exists; pass --force to overwrite it" in p.stderr
+    assert old.read_text() == '{"previous": "results"}' and "controller" not in p.stdout  # refused before the run
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "pid.csv").write_text("previous")
+    p = _cli("simulate", "--trace", "elb", "--days", "0.1", "--no-progress", "--out", str(out))
+    assert p.returncode == 2 and f"--out {out}: directory is not empty" in p.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for args, needle in ((["--json", str(blocker / "r.json")], f"--json {blocker / 'r.json'}: cannot write in {blocker}"),
+                         (["--json", str(tmp_path)], f"--json {tmp_path}: is a directory"),
+                         (["--out", str(blocker)], f"--out {blocker}: is a file")):
+        p = _cli("simulate", "--trace", "elb", "--days", "0.1", "--no-progress", *args)
+        assert p.returncode == 2 and needle in p.stderr, p.stderr
+    assert main(["simulate", "--trace", "elb", "--days", "0.1", "--requests", "50", "--no-progress", "--json", str(old),
+                 "--force"]) == 0
+    assert json.loads(old.read_text())["results"][0]["controller"] == "pid"

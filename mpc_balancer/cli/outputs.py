@@ -1,0 +1,69 @@
+"""Output options of the CLI, checked before any long run starts.
+
+A file option (``--json``, ``--plot``, a cost table's ``--out``) must not be an existing file
+unless ``--force`` is given, must not be a directory, and its directory must exist or be
+creatable and writable (probed with a temporary file). A directory option (``--out DIR``) must be a directory (or not exist
+yet) without files in it unless ``--force``, and writable. Every error names the option and the
+path. The writes themselves are atomic (:func:`mpc_balancer.jsonio.write_json`).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def declare_outputs(p, files=(), dirs=()) -> None:
+    """Give the subcommand parser ``p`` a ``--force`` option and record which of its options are
+    output files and directories; :func:`check_outputs` checks them before the command runs."""
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(output_files=tuple(files), output_dirs=tuple(dirs))
+
+
+def check_outputs(args) -> None:
+    """Check every declared output of the parsed command line (see the module doc)."""
+    ns = vars(args)
+    for opt in ns.get("output_files", ()):
+        check_file(opt, ns.get(opt.lstrip("-").replace("-", "_")), ns.get("force", False))
+    for opt in ns.get("output_dirs", ()):
+        check_dir(opt, ns.get(opt.lstrip("-").replace("-", "_")), ns.get("force", False))
+
+
+def _writable_dir(option: str, path: Path, target: Path) -> None:
+    """``path`` is a directory this process can create files in: created if missing, then probed
+    with a temporary file (permission bits alone say nothing to root, or on a read-only mount)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{option} {target}: cannot write in {path} ({e.strerror or e})") from None
+
+
+def check_file(option: str, value, force: bool) -> None:
+    """A file output: see the module doc."""
+    if value is None:
+        return
+    path = Path(value)
+    if path.is_dir():
+        raise ValueError(f"{option} {value}: is a directory, expected a file name")
+    if path.exists():
+        if not force:
+            raise ValueError(f"{option} {value}: file exists; pass --force to overwrite it")
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{option} {value}: file is not writable")
+    _writable_dir(option, path.parent if str(path.parent) else Path("."), path)
+
+
+def check_dir(option: str, value, force: bool) -> None:
+    """A directory output: see the module doc."""
+    if value is None:
+        return
+    path = Path(value)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{option} {value}: is a file, expected a directory")
+        if not force and any(path.iterdir()):
+            raise ValueError(f"{option} {value}: directory is not empty; pass --force to overwrite its files")
+    _writable_dir(option, path, path)
