@@ -17,7 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # modules of mpc_balancer.cli, each with register(subparsers)
-COMMAND_MODULES = ("simulate", "scenarios", "forecast", "policies", "testbench", "mtorl", "serve")
+COMMAND_MODULES = ("simulate", "scenarios", "tune", "config", "forecast", "policies", "testbench", "mtorl", "serve")
 
 
 class UsageError(Exception):
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    parser.commands = sub.choices  # {name: subparser}: what config files map onto (cli/config.py)
     return parser
 
 
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "config", None) is not None:
+            from .config import reparse
+
+            args = reparse(parser, argv, args)
         return int(args.func(args) or 0)
     except (UsageError, ValueError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
