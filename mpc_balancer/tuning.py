@@ -571,7 +571,8 @@ class Runner:
         pairs = []
         for (t, s), m in zip(spec.pairs, res):
             pairs.append({"trace": t, "seed": s, "revenue": m["revenue"], "hindsight_revenue": hind[(t, s)],
-                          "return_pct": 100.0 * m["revenue"] / hind[(t, s)], "mu": m["mu"], "nu": m["nu"]})
+                          "return_pct": 100.0 * m["revenue"] / hind[(t, s)], "mu": m["mu"], "nu": m["nu"],
+                          **{k: m[k] for k in ("fallback_ticks", "solve_ms_p50", "solve_ms_p95") if k in m}})
         mean = lambda k: sum(p[k] for p in pairs) / len(pairs)  # noqa: E731
         return {"return_pct": mean("return_pct"), "nu": mean("nu"), "mu": mean("mu"),
                 "return_pct_min": min(p["return_pct"] for p in pairs), "nu_max": max(p["nu"] for p in pairs),

@@ -72,7 +72,9 @@ def evaluate_run(base: dict, controller: str, options: dict, trace: str, seed: i
     cfg, ctrl_opts, plant_opts = settings(args, [controller])
     runs, summary = run_comparison(cfg, [controller], ctrl_opts, plant_opts)
     m = summary["results"][0]
-    out = {"revenue": m["revenue"], "mu": m["mu"], "nu": m["nu"], "clusters": m["clusters"], "wall_s": m["wall_s"]}
+    out = {"revenue": m["revenue"], "mu": m["mu"], "nu": m["nu"], "clusters": m["clusters"], "wall_s": m["wall_s"],
+           # ticks on which the Balancer's fallback acted (a step over its wall-clock budget, a solver failure, warm-up)
+           "fallback_ticks": int((runs[0].log["acted"] != controller).sum())}
     if "solve_ms" in runs[0].log:
         solve = runs[0].log["solve_ms"].to_numpy()
         out["solve_ms_p50"], out["solve_ms_p95"] = float(np.percentile(solve, 50)), float(np.percentile(solve, 95))
