@@ -37,17 +37,18 @@ def add_config_option(p: argparse.ArgumentParser) -> None:
 
 
 def _options(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """The optional arguments of a parser a config table may set, by destination."""
+    """The optional arguments of a parser a config table may set, by destination (argparse keeps
+    them in ``_actions``; it has no public accessor)."""
     return {a.dest: a for a in p._actions
             if a.option_strings and a.dest not in _NOT_SETTINGS and not isinstance(a, argparse._AppendAction)}
 
 
 def _convert(action: argparse.Action, key: str, value, where: str):
     """``value`` parsed as the command line would parse it for ``action``."""
-    if action.nargs == 0:  # store_true / store_false
+    if action.nargs == 0:  # store_true / store_false: the key holds the destination's value
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: bad value {key} = {value!r}: expected true or false")
-        return value if action.const is True else (not value if action.const is False else value)
+        return value
     if isinstance(value, (bool, dict)) or (isinstance(value, list) and action.nargs is None):
         raise ConfigError(f"{where}: bad value {key} = {value!r}: expected what {action.option_strings[-1]} takes")
     text = value if isinstance(value, str) else str(value)
