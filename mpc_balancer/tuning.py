@@ -121,11 +121,11 @@ class SearchSpace:
     params: tuple[Param, ...]
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "SearchSpace":
+    def from_toml(cls, path: str | Path) -> SearchSpace:
         return cls.from_dict(read_toml(path), str(path))
 
     @classmethod
-    def from_dict(cls, tables: dict, source: str = "search space") -> "SearchSpace":
+    def from_dict(cls, tables: dict, source: str = "search space") -> SearchSpace:
         params = []
         for section, keys in tables.items():
             if not isinstance(keys, dict) or not all(isinstance(v, dict) for v in keys.values()):
@@ -155,7 +155,7 @@ class SearchSpace:
     def names(self) -> list[str]:
         return [p.name for p in self.params]
 
-    def check(self, controller: str, source: str) -> "SearchSpace":
+    def check(self, controller: str, source: str) -> SearchSpace:
         """Every option must be one of ``controller``'s and every value of the space a valid one."""
         for p in self.params:
             if p.section != controller:
@@ -228,7 +228,7 @@ class Constraint:
     bound: float
 
     @classmethod
-    def parse(cls, text: str) -> "Constraint":
+    def parse(cls, text: str) -> Constraint:
         m = re.fullmatch(r"\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", text or "")
         if not m or m.group(1) not in METRICS:
             raise ConfigError(f"--constraint must be METRIC<=X or METRIC>=X with METRIC in {', '.join(METRICS)}, got {text!r}")
@@ -313,7 +313,7 @@ class StudySpec:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "StudySpec":
+    def from_json(cls, text: str) -> StudySpec:
         d = json.loads(text)
         return cls(**d)
 
@@ -363,7 +363,7 @@ def open_storage(url: str, heartbeat_s: int = 60):
             except ImportError:
                 raise ConfigError(f"--storage {_masked(url)}: no database driver for it; for PostgreSQL: "
                                   "pip install 'mpc-balancer[tune]' (psycopg2-binary)") from None
-            except Exception as e:  # sqlalchemy's connection errors: one line, password masked
+            except Exception as e:  # noqa: BLE001 - sqlalchemy's connection errors: one line, password masked
                 msg = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise ConfigError(f"--storage {_masked(url)}: {msg}") from None
     Path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -502,7 +502,7 @@ class Runner:
         self._asking = threading.local()
         self._pool = None
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         """Start the worker processes (``jobs > 1``)."""
         if self.jobs > 1 and self._pool is None:
             import multiprocessing
@@ -522,10 +522,17 @@ class Runner:
         attrs = self.study.user_attrs
         spec = self.spec
         missing = [(t, s) for t, s in spec.pairs if hindsight_key(t, s, spec.days) not in attrs]
-        if missing:
-            res = self._map([(spec.base, "hindsight", {}, t, s, spec.days) for t, s in missing])
-            for (t, s), m in zip(missing, res):
-                self.study.set_user_attr(hindsight_key(t, s, spec.days), float(m["revenue"]))
+        if missing:  # each stored as soon as it is known: an interrupted study keeps what it computed
+            jobs = [(spec.base, "hindsight", {}, t, s, spec.days) for t, s in missing]
+            if self._pool is None:
+                done = ((j, self.evaluate(*j)) for j in jobs)
+            else:
+                from concurrent.futures import as_completed
+
+                futures = {self._pool.submit(self.evaluate, *j): j for j in jobs}
+                done = ((futures[f], f.result()) for f in as_completed(futures))
+            for j, m in done:
+                self.study.set_user_attr(hindsight_key(j[3], j[4], spec.days), float(m["revenue"]))
             attrs = self.study.user_attrs
         return {(t, s): float(attrs[hindsight_key(t, s, spec.days)]) for t, s in spec.pairs}
 
@@ -573,7 +580,9 @@ class Runner:
             pairs.append({"trace": t, "seed": s, "revenue": m["revenue"], "hindsight_revenue": hind[(t, s)],
                           "return_pct": 100.0 * m["revenue"] / hind[(t, s)], "mu": m["mu"], "nu": m["nu"],
                           **{k: m[k] for k in ("fallback_ticks", "solve_ms_p50", "solve_ms_p95") if k in m}})
-        mean = lambda k: sum(p[k] for p in pairs) / len(pairs)  # noqa: E731
+        def mean(k):
+            return sum(p[k] for p in pairs) / len(pairs)
+
         return {"return_pct": mean("return_pct"), "nu": mean("nu"), "mu": mean("mu"),
                 "return_pct_min": min(p["return_pct"] for p in pairs), "nu_max": max(p["nu"] for p in pairs),
                 "pairs": pairs}
@@ -656,7 +665,7 @@ class Runner:
             try:
                 while step():
                     pass
-            except BaseException as e:  # noqa: BLE001 - re-raised by the main thread
+            except BaseException as e:
                 errors.append(e)
 
         threads = [threading.Thread(target=guarded, daemon=True) for _ in range(n_threads - 1)]
@@ -803,6 +812,7 @@ def plot_front(rows: list[dict], best: list[dict], spec: StudySpec, path: Path) 
     if spec.constraint:
         c = Constraint.parse(spec.constraint)
         (ax.axvline if c.metric == "nu" else ax.axhline)(c.bound, ls="--", c="C1", lw=1, label=str(c))
+    ax.ticklabel_format(useOffset=False)
     ax.set_xlabel("nu, worst cluster (mean over pairs)")
     ax.set_ylabel("revenue, % of hindsight (mean over pairs)")
     ax.set_title(f"{spec.controller}: {len(done)} trials on {len(spec.pairs)} (trace, seed) pairs, {spec.days:g} days")

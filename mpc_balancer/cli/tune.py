@@ -128,7 +128,7 @@ def _spec(args):
 
 def _tuning():
     try:
-        import optuna  # noqa: F401
+        import optuna
     except ImportError:
         raise ConfigError("mpc-balancer tune needs Optuna: pip install 'mpc-balancer[tune]'") from None
     from .. import tuning

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 
+import optuna  # in the test extra: the tuning tests run wherever the tests do
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,6 @@ from mpc_balancer.cli import main
 from mpc_balancer.config import ConfigError
 from mpc_balancer.tuning import Constraint, SearchSpace, StudySpec, best_rows, open_storage
 
-optuna = pytest.importorskip("optuna")  # in the test extra; the skip only guards a bare install
 PG_URL = os.environ.get("MPC_BALANCER_TEST_POSTGRES")
 CLI = [sys.executable, "-m", "mpc_balancer.cli"]
 # wall-clock limits make a closed loop depend on the machine's load (a step over the Balancer's
@@ -242,7 +242,7 @@ def test_two_workers_share_a_postgresql_study_and_retry_the_killed_ones_trial(tm
                 time.sleep(0.1)
         a.send_signal(signal.SIGKILL)
         a.wait(timeout=60)
-        out, err = b.communicate(timeout=900)
+        _, err = b.communicate(timeout=900)
         assert b.returncode == 0, err
     finally:
         for w in (a, b):
