@@ -476,6 +476,18 @@ def finished(trials) -> list:
     return [t for t in trials if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "error" in t.user_attrs)]
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker processes end when the ``tune`` process that started them is gone (killed with
+    SIGKILL, its machine's session closed): their runs belong to trials that will be retried."""
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 class Runner:
     """Runs trials of a study until it has ``spec.trials`` finished ones.
 
@@ -508,7 +520,8 @@ class Runner:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_exit_with_parent, initargs=(os.getpid(),))
         return self
 
     def __exit__(self, *exc) -> None:
