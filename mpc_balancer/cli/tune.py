@@ -165,6 +165,9 @@ def tune(args) -> int:
         print(f"trials.csv, pareto.png and best/*.toml written to {args.out}")
     if args.json:
         write_json(args.json, summary)
+    if not any(t["state"] == "COMPLETE" for t in summary["trials"]):
+        first = next((t["error"] for t in summary["trials"] if "error" in t), "none ran")
+        raise ValueError(f"study {name}: no trial completed; first error: {first}")
     return 0
 
 
