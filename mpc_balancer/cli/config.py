@@ -7,7 +7,8 @@ covered without touching this module:
   their names (``peak_qps`` or ``peak-qps`` for ``--peak-qps``). Values are parsed and checked as
   the option's own parser does; a key the reading command does not have but another run command
   does (``controller`` under ``compare``) is ignored; a key no run command has is an error. For
-  ``tune`` the ``[run]`` table is the base of every trial: the options of ``simulate``.
+  ``tune`` the ``[run]`` table is the base of every trial: the options of ``simulate`` (the study
+  sets each trial's trace, seed, days and controller).
 * ``[tune]``: the options of ``tune`` itself (``traces``, ``seeds``, ``trials``, ...).
 * ``[plant]`` and one table per controller: what ``--set SECTION.KEY=VALUE`` accepts, checked
   against the controller's constructor / ``PlantConfig``. They become ``--set`` items placed before
