@@ -32,6 +32,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 PLANT = "plant"
+GUARD = "guard"  # the node-local guard's settings (its rule is the run option `guard`)
 
 
 class ConfigError(ValueError):
@@ -96,13 +97,23 @@ def plant_defaults() -> dict:
     return {f.name: f.default for f in fields(PlantConfig)}
 
 
+def guard_defaults() -> dict:
+    from .guard import NodeGuard
+    from .simulator import GUARD_SETTINGS
+
+    params = inspect.signature(NodeGuard.__init__).parameters
+    return {k: p.default for k, p in params.items() if k in GUARD_SETTINGS and k != "rule"}
+
+
 def section_defaults(section: str) -> dict:
-    return plant_defaults() if section == PLANT else controller_defaults(section)
+    if section == PLANT:
+        return plant_defaults()
+    return guard_defaults() if section == GUARD else controller_defaults(section)
 
 
 def is_section(name: str) -> bool:
-    """Whether ``name`` is a controller or the plant (the sections ``--set`` accepts)."""
-    return name == PLANT or name in controller_names()
+    """Whether ``name`` is a controller, the plant or the guard (the sections ``--set`` accepts)."""
+    return name in (PLANT, GUARD) or name in controller_names()
 
 
 def check_section(section: str, values: dict, source: str) -> dict:
@@ -111,7 +122,7 @@ def check_section(section: str, values: dict, source: str) -> dict:
     Each key is checked on its own first, so that the error names the key that is wrong; then all
     together (options may constrain each other). Raises :class:`ConfigError` naming ``source``."""
     if not is_section(section):
-        raise ConfigError(f"{source}: unknown table [{section}]; tables are [run], [tune], [plant] and the "
+        raise ConfigError(f"{source}: unknown table [{section}]; tables are [run], [tune], [plant], [guard] and the "
                           f"controllers: {', '.join(controller_names())}")
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: {section} must be a table, got {values!r}")
@@ -135,6 +146,10 @@ def _build(section: str, values: dict) -> None:
         from .plant import PlantConfig
 
         PlantConfig.from_dict(values)
+    elif section == GUARD:
+        from .guard import NodeGuard
+
+        NodeGuard(**values)
     else:
         from .controllers import make_controller
 

@@ -103,7 +103,7 @@ def set_items(cfg: dict, controllers: list[str] | None) -> list[str]:
     """The controller and plant tables of ``cfg`` as ``--set`` items (``SECTION.KEY=JSON``)."""
     items = []
     for section, values in cfg.items():
-        if section in (RUN, TUNE) or (controllers is not None and section != "plant" and section not in controllers):
+        if section in (RUN, TUNE) or (controllers is not None and section not in ("plant", "guard") and section not in controllers):
             continue
         items += [f"{section}.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in values.items()]
     return items

@@ -137,3 +137,13 @@ def test_missing_config_file(capsys):
 def test_loads_names_the_source():
     with pytest.raises(ConfigError, match="^where: not valid TOML"):
         loads_toml("a = ", "where")
+
+
+def test_guard_table_sets_the_node_guard():
+    a = _parse(["simulate", "--controller", "pid", "--set", "guard.gain=4"], {"guard": {"max_step": 8.0, "gain": 6.0}})
+    cfg, ctrl, _ = run_settings(a, ["pid"])
+    assert cfg.guard == {"rule": "proportional", "max_step": 8.0, "gain": 4} and ctrl == {}
+    with pytest.raises(ConfigError, match=r"test.toml: bad value guard.step = 0.5: guard step out of range"):
+        _parse(["simulate"], {"guard": {"step": 0.5}})
+    with pytest.raises(ConfigError, match=r"unknown key guard.lam_max"):
+        _parse(["simulate"], {"guard": {"lam_max": 5.0}})

@@ -19,13 +19,9 @@ from mpc_balancer.tuning import Constraint, SearchSpace, StudySpec, best_rows, o
 
 PG_URL = os.environ.get("MPC_BALANCER_TEST_POSTGRES")
 CLI = [sys.executable, "-m", "mpc_balancer.cli"]
-# wall-clock limits make a closed loop depend on the machine's load (a step over the Balancer's
-# budget falls back to the PID; OSQP stops at its time limit): the tests compare figures exactly,
-# so every run lifts both, through a base configuration file
+# OSQP's wall-clock time limit makes a closed loop depend on the machine's load: the tests compare
+# figures exactly, so every run lifts it, through a base configuration file
 BASE = """
-[run]
-time_budget = 1000.0
-
 [mpc]
 time_limit_s = 0.0
 """
@@ -43,10 +39,10 @@ type = "int"
 low = 10
 high = 60
 
-[mpc.backoff_quantile]
+[mpc.backoff_target]
 type = "float"
-low = 0.6
-high = 0.9
+low = 0.001
+high = 0.006
 
 [mpc.curve_every]
 type = "categorical"
@@ -78,7 +74,7 @@ def test_space_round_trip_defaults_and_grid(tmp_path):
     f.write_text(SPACE)
     s = SearchSpace.from_toml(f).check("mpc", str(f))
     assert SearchSpace.from_dict(s.to_dict()) == s
-    assert s.defaults("mpc") == {"mpc.horizon": 30, "mpc.backoff_quantile": 0.8, "mpc.curve_every": 1}
+    assert s.defaults("mpc") == {"mpc.horizon": 30, "mpc.backoff_target": 0.003, "mpc.curve_every": 1}
     g = SearchSpace.from_dict({"mpc": {"horizon": {"type": "int", "low": 10, "high": 30, "step": 10},
                                        "rho": {"type": "float", "low": 0.1, "high": 0.3, "step": 0.1}}})
     assert g.grid()["mpc.horizon"] == [10, 20, 30] and g.grid()["mpc.rho"] == pytest.approx([0.1, 0.2, 0.3])
@@ -134,7 +130,7 @@ def test_grid_reproduces_the_horizon_sweep_exactly(tmp_path, exact):
     assert d["sampler"] == "grid" and [t["params"] for t in d["trials"]] == [{"mpc.horizon": 5}, {"mpc.horizon": 40}]
     for t in d["trials"]:
         h = t["params"]["mpc.horizon"]
-        _, s = run_comparison(ExperimentConfig(trace="elb", days=0.05, seed=0, time_budget_s=1000.0), ["mpc"],
+        _, s = run_comparison(ExperimentConfig(trace="elb", days=0.05, seed=0), ["mpc"],
                               {"mpc": {"horizon": h, "objective": "revenue", "time_limit_s": 0.0}})
         ref, pair = s["results"][0], t["pairs"][0]
         assert (pair["revenue"], pair["mu"], pair["nu"]) == (ref["revenue"], ref["mu"], ref["nu"])
@@ -195,7 +191,7 @@ def test_six_trial_study_finishes_and_resumes_after_it_is_killed(tmp_path, exact
     assert trials[killed[0]]["state"] == "FAIL"
     retry = [t for t in complete if t.get("retry_of") == killed[0]]
     assert len(retry) == 1 and retry[0]["params"] == trials[killed[0]]["params"]
-    assert trials[0].get("baseline") and trials[0]["params"] == {"mpc.horizon": 30, "mpc.backoff_quantile": 0.8, "mpc.curve_every": 1}
+    assert trials[0].get("baseline") and trials[0]["params"] == {"mpc.horizon": 30, "mpc.backoff_target": 0.003, "mpc.curve_every": 1}
     for t in complete:
         v, pair = t["values"], t["pairs"][0]
         assert v["return_pct"] == pytest.approx(100 * pair["revenue"] / pair["hindsight_revenue"], rel=1e-12)
