@@ -158,11 +158,11 @@ def _build(section: str, values: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # writing TOML (the subset the configurations use: tables of scalars and flat arrays)
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _key(k: str) -> str:
-    return k if _BARE_KEY.match(k) else _string(k)
+    return k if _BARE_KEY.fullmatch(k) else _string(k)
 
 
 def _string(s: str) -> str:

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "config", None) is not None:
+        if getattr(args, "run_config", False) and args.config is not None:
             from .config import reparse
 
             args = reparse(parser, argv, args)

@@ -28,13 +28,14 @@ from .args import name_list
 
 RUN, TUNE = "run", "tune"
 RUN_COMMANDS = ("simulate", "compare", "spike-test")
-_NOT_SETTINGS = {"help", "config", "set"}  # options a config table cannot hold
+_NOT_SETTINGS = {"help", "config", "set", "run_config"}  # options a config table cannot hold
 
 
 def add_config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE.toml", default=None,
                    help="TOML file: [run] options, [plant] and controller tables (`mpc-balancer config show`); "
                         "the command line overrides it")
+    p.set_defaults(run_config=True)  # main() applies --config of these commands only (serve reads its own)
 
 
 def _options(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:

@@ -4,7 +4,7 @@ import math
 import sys
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mpc_balancer.cli import build_parser, main
@@ -59,6 +59,7 @@ tables = st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True),
 
 
 @given(tables)
+@example({"a": {"0\n": False}})  # a key ending in a newline once passed for a bare key
 @settings(max_examples=200, deadline=None)
 def test_toml_writer_round_trips(t):
     assert tomllib.loads(dumps(t, header="a header\nwith two lines")) == t
