@@ -17,7 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # modules of mpc_balancer.cli, each with register(subparsers)
-COMMAND_MODULES = ("simulate", "scenarios", "forecast", "policies", "testbench", "mtorl", "serve")
+COMMAND_MODULES = ("simulate", "scenarios", "tune", "config", "forecast", "policies", "testbench", "mtorl", "serve")
 
 
 from .outputs import check_outputs  # noqa: E402
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    parser.commands = sub.choices  # {name: subparser}: what config files map onto (cli/config.py)
     return parser
 
 
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "run_config", False) and args.config is not None:
+            from .config import reparse
+
+            args = reparse(parser, argv, args)
         check_outputs(args)  # before any long run: an output that cannot be written fails now
         return int(args.func(args) or 0)
     except (UsageError, ValueError, FileNotFoundError, KeyError) as e:

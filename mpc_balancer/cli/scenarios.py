@@ -1,12 +1,9 @@
-"""``mpc-balancer spike-test``, ``mpc-balancer fault-test`` and ``mpc-balancer tune``."""
+"""``mpc-balancer spike-test`` and ``mpc-balancer fault-test``."""
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-
-import numpy as np
-
 from ..jsonio import write_json
-from .args import int_list, name_list
+from .args import name_list
+from .config import add_config_option
 from .outputs import declare_outputs
 from .simulate import _positive, seed
 
@@ -26,6 +23,7 @@ def register(sub):
     p.add_argument("--set", action="append", metavar="CONTROLLER.KEY=VALUE", help="controller option, e.g. mpc.max_fall=4")
     p.add_argument("--json", default=None)
     declare_outputs(p, files=("--json",))
+    add_config_option(p)
     p.set_defaults(func=spike)
     p = sub.add_parser("fault-test", help="fault matrix: each telemetry/actuator/solver/restart fault for a stretch of a day")
     p.add_argument("--controllers", default="pid,mpc")
@@ -38,16 +36,6 @@ def register(sub):
     p.add_argument("--out", default=None, help="directory for the per-tick CSV log of every run")
     declare_outputs(p, files=("--json",), dirs=("--out",))
     p.set_defaults(func=fault_test)
-    p = sub.add_parser("tune", help="horizon sweep of the MPC, one process per horizon")
-    p.add_argument("--trace", default="nasa")
-    p.add_argument("--horizons", default="5,10,20,40,80")
-    p.add_argument("--days", type=_positive(float), default=2.0)
-    p.add_argument("--objective", choices=["revenue", "tracking"], default="revenue")
-    p.add_argument("--jobs", type=_positive(int), default=2)
-    p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--json", default=None)
-    declare_outputs(p, files=("--json",))
-    p.set_defaults(func=tune)
 
 
 def spike(args) -> int:
@@ -90,36 +78,3 @@ def fault_test(args) -> int:
     crashed = sum(r.get("crashes", 0) for rows in res["controllers"].values() for r in rows.values())
     return 1 if crashed else 0
 
-
-def _tune_one(job):
-    import os
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from ..experiment import ExperimentConfig, run_comparison
-
-    trace, days, seed, horizon, objective = job
-    runs, summary = run_comparison(ExperimentConfig(trace=trace, days=days, seed=seed), ["mpc"],
-                                   {"mpc": {"horizon": horizon, "objective": objective}})
-    m = summary["results"][0]
-    solve = runs[0].log["solve_ms"].to_numpy()
-    return {"horizon": horizon, "mu": m["mu"], "nu": m["nu"], "revenue": m["revenue"], "clusters": m["clusters"],
-            "solve_ms_p50": float(np.percentile(solve, 50)), "solve_ms_p95": float(np.percentile(solve, 95)), "wall_s": m["wall_s"]}
-
-
-def tune(args) -> int:
-    horizons = int_list(args.horizons, "--horizons")
-    if min(horizons) < 1:
-        raise ValueError(f"--horizons must be integers >= 1, got {args.horizons!r}")
-    from ..traces import load_trace
-
-    load_trace(args.trace)  # fail fast on a bad trace
-    jobs = [(args.trace, args.days, args.seed, h, args.objective) for h in horizons]
-    with ProcessPoolExecutor(max_workers=args.jobs) as ex:
-        rows = list(ex.map(_tune_one, jobs))
-    print(f"MPC horizon sweep on {args.trace}, last {args.days:g} days, objective {args.objective}")
-    print(f"{'horizon':>8}{'mu':>8}{'nu':>9}{'revenue':>14}{'step ms p50':>13}{'p95':>8}")
-    for r in rows:
-        print(f"{r['horizon']:>8}{r['mu']:>8.4f}{r['nu']:>9.5f}{r['revenue']:>14.5g}{r['solve_ms_p50']:>13.2f}{r['solve_ms_p95']:>8.2f}")
-    if args.json:
-        write_json(args.json, {"trace": args.trace, "days": args.days, "objective": args.objective, "results": rows})
-    return 0

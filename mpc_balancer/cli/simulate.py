@@ -7,6 +7,7 @@ import sys
 from ..experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
 from ..jsonio import write_json
 from .args import name_list
+from .config import add_config_option
 from .outputs import declare_outputs
 
 
@@ -96,27 +97,43 @@ def add_common(p):
 def register(sub):
     p = sub.add_parser("simulate", help="closed-loop simulation of one controller on a trace")
     add_common(p)
+    add_config_option(p)
     p.add_argument("--controller", default="pid", help="static, dcaf, pid, ...")
     p.set_defaults(func=lambda a: run(a, [a.controller]))
     p = sub.add_parser("compare", help="closed-loop comparison of controllers on the same traffic and requests")
     add_common(p)
+    add_config_option(p)
     p.add_argument("--controllers", default="static,dcaf,pid", help="comma-separated (default static,dcaf,pid)")
     p.set_defaults(func=lambda a: run(a, name_list(a.controllers)))
 
 
-def run(args, controllers: list[str]) -> int:
+def settings(args, controllers: list[str]) -> tuple[ExperimentConfig, dict, dict]:
+    """The experiment, controller options and plant options of a parsed simulate/compare command
+    (also how ``tune`` turns each trial into a simulate run)."""
     check_run_length(args.days, args.period, args.horizon if {"mpc", "nmpc", "shooting"} & set(controllers) else None)
     cfg = ExperimentConfig(trace=args.trace, days=args.days, start=args.start, seed=args.seed, period_s=args.period,
                            n_requests=args.requests, sampling=args.sampling, peak_qps=args.peak_qps, traffic_mode=args.traffic, policy=args.policy,
                            cost_table=args.cost_table, events=args.events, subticks=args.subticks, guard=args.guard,
                            bursts=args.bursts, outages=args.outages)
-    ctrl_opts, plant_opts = parse_overrides(args.set)
-    cfg.guard = {"rule": args.guard, **ctrl_opts.pop("guard", {})}  # --set guard.max_step=8
+    # a --config file's tables come first in args.set (cli/config.py); --horizon and --objective
+    # override the file, --set overrides both
+    n_file = len(getattr(args, "config_set", ()))
+    ctrl_opts, plant_opts = parse_overrides((args.set or [])[:n_file])
     for name in controllers:
         if name in ("mpc", "nmpc", "shooting") and args.horizon is not None:
-            ctrl_opts.setdefault(name, {}).setdefault("horizon", args.horizon)
+            ctrl_opts.setdefault(name, {})["horizon"] = args.horizon
         if name == "mpc" and args.objective is not None:
-            ctrl_opts.setdefault(name, {}).setdefault("objective", args.objective)
+            ctrl_opts.setdefault(name, {})["objective"] = args.objective
+    cli_ctrl, cli_plant = parse_overrides((args.set or [])[n_file:])
+    for name, opts in cli_ctrl.items():
+        ctrl_opts.setdefault(name, {}).update(opts)
+    plant_opts.update(cli_plant)
+    cfg.guard = {"rule": args.guard, **ctrl_opts.pop("guard", {})}  # --set guard.max_step=8
+    return cfg, ctrl_opts, plant_opts
+
+
+def run(args, controllers: list[str]) -> int:
+    cfg, ctrl_opts, plant_opts = settings(args, controllers)
     runs, summary = run_comparison(cfg, controllers, ctrl_opts, plant_opts, progress=not args.no_progress and sys.stderr.isatty())
     print(format_table(summary))
     if args.json:

@@ -73,12 +73,14 @@ def test_spike_test_cli_runs_pid(tmp_path, capsys):
     assert "ticks to recover" in capsys.readouterr().out
 
 
-def test_tune_rejects_bad_horizons():
-    with pytest.raises(ValueError, match="--horizons must be"):
-        from mpc_balancer.cli.scenarios import tune
-        from argparse import Namespace
+@pytest.mark.parametrize("horizons,needle", [("5,x", "--horizons must be comma-separated integers"),
+                                              ("0,5", "--horizons must be integers >= 1")])
+def test_tune_rejects_bad_horizons(horizons, needle, tmp_path, capsys):
+    from mpc_balancer.cli import main
 
-        tune(Namespace(horizons="5,x", trace="elb", days=0.1, seed=0, objective="revenue", jobs=1, json=None))
+    assert main(["tune", "--horizons", horizons, "--trace", "elb", "--days", "0.1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
 
 
 def test_band_is_calibrated_warm_on_the_held_out_end_of_history():
