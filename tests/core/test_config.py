@@ -113,7 +113,7 @@ def test_tune_reads_its_own_table_and_a_simulate_base():
     ("[mpc]\nhorizon = 2.5\n", "bad value mpc.horizon = 2.5"),
     ("[plant]\ntarget_load = 3.0\n", "bad value plant.target_load = 3.0"),
     ("[plant]\ncapcity = [1, 2, 3]\n", "unknown key plant.capcity"),
-    ("[run]\ndays = -1\n", "bad value run.days = -1: must be > 0"),
+    ("[run]\ndays = -1\n", "bad value run.days = -1: must be finite and > 0"),
     ("[run]\nsampling = \"lhs\"\n", "bad value run.sampling = 'lhs': choose from stratified, iid"),
     ("[run]\nno_progress = 1\n", "bad value run.no_progress = 1: expected true or false"),
     ("[run]\nbogus = 1\n", "unknown key run.bogus"),
