@@ -102,7 +102,10 @@ def load_events(path: str | Path) -> EventCalendar:
 
 
 def parse_events(text: str, name: str = "<events>") -> EventCalendar:
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise EventFileError(f"{name}: not a readable CSV ({e})") from None
     rows = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]
     if not rows:
         raise EventFileError(f"{name}: empty file; expected header start,end,name[,expected_multiplier]")

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import mpc_balancer as mb
@@ -101,6 +101,7 @@ def test_any_trace_csv_parses_or_raises_value_error(rows, header):
 
 @given(rows=st.lists(st.lists(csv_cell, min_size=0, max_size=5), max_size=6),
        header=st.sampled_from(["start,end,name", "start,end,name,expected_multiplier", "start,end", "x,y,z"]))
+@example(rows=[["\r0"]], header="start,end,name")  # a bare carriage return raised csv.Error
 @FAST
 def test_any_events_csv_parses_or_raises_value_error(rows, header):
     try:
