@@ -31,6 +31,8 @@ A guard knows only its node's load, ``C_m`` and the central lambda: it runs in t
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 GUARDS = ("none", "maxpower", "proportional")
@@ -114,3 +116,7 @@ class NodeGuard:
                               np.where(ratio < 1.0 - self.release, decayed, self.floor))
         # once the central lambda has caught up the guard is idle: nothing left to decay from
         self.floor = np.where(self.floor <= self._central, 0.0, self.floor)
+
+
+# what a user may set (--set guard.KEY=VALUE): the rule's parameters; C_m and lam_max come from the plant
+GUARD_SETTINGS = frozenset(inspect.signature(NodeGuard.__init__).parameters) - {"self", "target", "lam_max"}

@@ -31,14 +31,13 @@ from .balancer import Balancer, Decision
 from .controllers.base import ControlContext, Controller
 from .controllers.hindsight import Clairvoyance
 from .disturbances import Disturbances
-from .guard import NodeGuard
+from .guard import GUARD_SETTINGS, NodeGuard
 from .telemetry import Telemetry
 from .plant import Plant, PlantConfig
 from .traffic import Traffic
 
 
 SAMPLINGS = ("stratified", "iid")
-GUARD_SETTINGS = {"rule", "gain", "step", "max_step", "release", "halflife"}
 
 
 @dataclass
@@ -259,7 +258,7 @@ class Simulator:
                 for f in tick:
                     tick[f] += getattr(out, f)
             # the lambda the nodes applied over the tick (geometric mean over its sub-ticks)
-            lam = lam_c if len(acts) == 1 and key == lam_c.tobytes() else np.exp(log_lam / N)
+            lam = np.exp(log_lam / N) if guard_subticks[k].any() else lam_c
             true_tick = sub_load[k].mean(axis=0)
             measured = true_tick * (1 + plant.config.load_noise * noise)
             sub_arrivals[k] = split
