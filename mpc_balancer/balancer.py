@@ -13,7 +13,12 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
 3. run the controller; if it raises, returns a non-``ok`` status or non-finite lambdas, or runs
    past ``time_budget_s``, fall back to the PID (which runs in the shadow every tick and is kept
    aligned with the applied lambda, so the switch is bumpless), and if that fails too, to the last
-   good lambda; the reason is recorded;
+   good lambda; the reason is recorded. The budget is preemptive: with a finite budget the
+   controller runs in the Balancer's worker thread and ``step`` waits for it at most
+   ``time_budget_s``; a call still running then is left to finish in the background (its plan is
+   discarded), the ticks until it has finished fall back too, and the controller is told the
+   lambda actually applied before it plans again. ``time_budget_s=inf`` calls it inline (what the
+   simulator does: its runs must not depend on the machine's speed);
 4. clamp lambda to ``[lam_min, lam_max]`` and rate-limit it to a factor ``max_ratio`` per tick;
 5. return a :class:`Decision` (lambda per cluster, status, reason, and the controller's
    :class:`~mpc_balancer.controllers.base.Plan`).
@@ -39,6 +44,8 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +99,7 @@ class Balancer:
         if not time_budget_s > 0:
             raise ValueError(f"time_budget_s must be > 0, got {time_budget_s!r}")
         self._lock = threading.Lock()  # one tick at a time: step and checkpoints may come from several threads
+        self._late: Future | None = None  # a controller call that overran its budget and may still run
         self.controller, self.forecaster, self.fallback, self.max_ratio = controller, forecaster, fallback, max_ratio
         self.time_budget_s, self.response_requests, self.horizon = time_budget_s, response_requests, horizon
 
@@ -241,12 +249,17 @@ class Balancer:
         except Exception as e:  # noqa: BLE001 -- a forecaster failure falls back like a controller failure
             reason = f"forecaster raised {type(e).__name__}: {e}"
         t0 = time.perf_counter()  # the budget is the controller's (the forecaster's catch-up is bounded by itself)
+        if not reason and not self._controller_free():
+            reason = f"{self.controller.name}: still running the call that overran its budget"
         if not reason:
             try:
                 response = None
                 if self.ctx_.policy is not None and obs.features is not None:
                     response = Response(self.ctx_.policy, obs.features, max_requests=self.response_requests, lam=obs.lam)
-                plan = self.controller.make_step(obs, forecast=forecast, response=response)
+                plan = self._make_step(obs, forecast, response, t0)
+            except FutureTimeout:
+                reason = (f"{self.controller.name}: took more than its budget {self.time_budget_s * 1e3:.0f} ms "
+                          f"(preempted; the call finishes in the background and its plan is discarded)")
             except Exception as e:  # noqa: BLE001 -- any controller or policy failure falls back, with the reason recorded
                 reason = f"{self.controller.name} raised {type(e).__name__}: {e}"
         elapsed = time.perf_counter() - t0
@@ -270,14 +283,56 @@ class Balancer:
             log.log(logging.WARNING if " raised " in reason else logging.INFO, "%s: %s", status, reason)
         lam = self._limit(np.asarray(lam, dtype=float), obs.lam)
         self.last_good_ = lam.copy()
-        try:
-            self.controller.notify_applied(lam)
-        except Exception as e:  # noqa: BLE001 -- the lambda stands; the controller's bookkeeping failed, said once
-            log.warning("%s: notify_applied raised %s: %s", self.controller.name, type(e).__name__, e)
+        if self._late is None:  # a call still running owns the controller; it is told on its next tick
+            self._notify_applied(lam)
         if self.pid_ is not None and status != "fallback":
             self.pid_.align(lam, obs)
         return self._decision(lam, who, status, reason=reason, plan=plan if status == "ok" else None,
                               solve_time_s=(plan.solve_time_s or elapsed) if status == "ok" else elapsed)
+
+    def _make_step(self, obs: Observation, forecast, response, t0: float) -> Plan:
+        """The controller's plan, inline, or in the worker thread waited for until the budget
+        (counted from ``t0``) is spent: then ``FutureTimeout`` and the call is left running."""
+        if not np.isfinite(self.time_budget_s):
+            return self.controller.make_step(obs, forecast=forecast, response=response)
+        fut: Future = Future()
+
+        def run():  # a daemon thread: a controller that never returns must not keep the process alive
+            try:
+                fut.set_result(self.controller.make_step(obs, forecast=forecast, response=response))
+            except BaseException as e:  # noqa: BLE001 -- handed to the waiting tick
+                fut.set_exception(e)
+
+        threading.Thread(target=run, name="balancer-controller", daemon=True).start()
+        try:
+            return fut.result(timeout=max(0.0, self.time_budget_s - (time.perf_counter() - t0)))
+        except FutureTimeout:
+            self._late = fut
+            log.warning("%s: preempted after its budget of %.0f ms", self.controller.name, self.time_budget_s * 1e3)
+            raise
+
+    def _controller_free(self) -> bool:
+        """Whether the controller may plan: no overrun call of an earlier tick is still running.
+        When one has just finished, the controller is first told the lambda applied since."""
+        if self._late is None:
+            return True
+        if not self._late.done():
+            return False
+        self._late = None
+        self._notify_applied(self.last_good_)
+        return True
+
+    def _wait_late(self) -> None:
+        """Let an overrun controller call finish (a checkpoint must not read a state mid-update)."""
+        if self._late is not None:
+            self._late.exception()  # waits; its outcome was already reported as a fallback
+            self._controller_free()
+
+    def _notify_applied(self, lam: np.ndarray) -> None:
+        try:
+            self.controller.notify_applied(lam)
+        except Exception as e:  # noqa: BLE001 -- the lambda stands; the controller's bookkeeping failed, said once
+            log.warning("%s: notify_applied raised %s: %s", self.controller.name, type(e).__name__, e)
 
     def _check_time(self, t: pd.Timestamp) -> str:
         """Why this tick's time cannot be taken ("" if it can); see the module doc."""
@@ -324,7 +379,9 @@ class Balancer:
 
     # ------------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
+        """The checkpoint (see the module doc); waits for a controller call that overran its budget."""
         with self._lock:
+            self._wait_late()
             return self._state_dict()
 
     def _state_dict(self) -> dict:
@@ -349,6 +406,7 @@ class Balancer:
         by field, applied all or nothing."""
         from forecasting.state import StateError  # not at import: the package's models are not on the decision path
         with self._lock:
+            self._wait_late()
             self._check_state(d)
             # the PID's and the controller's state are small: kept to put back if a later part fails;
             # the forecaster goes last and checks all of its fields before it changes anything

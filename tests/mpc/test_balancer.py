@@ -105,6 +105,66 @@ def test_fallback_chain_records_the_reason(sim, ctrl, kw, needle):
     assert np.all(np.isfinite(dec.lam_vector))
 
 
+class Blocking(Controller):
+    """Plans only once ``release`` is set: a controller hung in its solver."""
+    name = "blocking"
+
+    def __init__(self):
+        import threading
+
+        self.release, self.finished, self.events = threading.Event(), threading.Event(), []
+
+    def make_step(self, obs, forecast=None, response=None):
+        self.events.append("make_step")
+        try:
+            assert self.release.wait(timeout=30), "the test never released the controller"
+            return Plan(lam=np.full(3, 0.5), controller=self.name)
+        finally:
+            self.finished.set()
+
+    def notify_applied(self, lam):
+        self.events.append(("notify", tuple(np.round(lam, 12))))
+
+
+def test_budget_preempts_a_hung_controller_and_resumes_it(sim):
+    ctrl = Blocking()
+    b = Balancer(ctrl, time_budget_s=0.05).setup(sim.context(POLICY))
+    it = observations(sim, b, 4)
+    _, first = next(it)  # returns although the controller is still blocked
+    assert first.status == "fallback" and "preempted" in first.reason
+    assert not ctrl.finished.is_set()
+    _, second = next(it)  # the hung call still owns the controller: not called again
+    assert second.status == "fallback" and "still running" in second.reason
+    assert ctrl.events == ["make_step"]
+    ctrl.release.set()
+    assert ctrl.finished.wait(timeout=30)
+    b._late.exception(timeout=30)  # the thread has handed over its (discarded) plan
+    ctrl.release.clear()
+    ctrl.release.set()
+    _, third = next(it)
+    # told the lambda applied while it was away before it plans again; its late plan was not applied
+    assert ctrl.events[1] == ("notify", tuple(np.round(second.lam_vector, 12)))
+    assert ctrl.events[2] == "make_step" and third.status == "ok"
+    assert not np.allclose(second.lam_vector, 0.5)
+    assert b.counts_ == {"ok": 1, "fallback": 2, "hold": 0}
+
+
+def test_inline_controller_without_budget(sim):
+    import threading
+
+    seen = []
+
+    class Where(Controller):
+        name = "where"
+
+        def make_step(self, obs, forecast=None, response=None):
+            seen.append(threading.current_thread() is threading.main_thread())
+            return Plan(lam=np.full(3, 0.2), controller=self.name)
+
+    b = Balancer(Where(), time_budget_s=float("inf")).setup(sim.context(POLICY))
+    assert [d.status for _, d in observations(sim, b, 2)] == ["ok", "ok"] and seen == [True, True]
+
+
 def test_mpc_time_limit_falls_back_to_pid(sim):
     b = Balancer(MpcController(horizon=40, time_limit_s=1e-7)).setup(sim.context(POLICY))
     decs = [d for _, d in observations(sim, b, 3)]
