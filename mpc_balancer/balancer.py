@@ -7,8 +7,11 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
    ``ValueError`` naming the field; non-finite or negative values, a load above ``max_load``
    (10 x capacity by default: no sensor reading is that), a QPS over ``max_qps_ratio`` (100) times
    the larger of the last accepted QPS and the history's 99th percentile, and a time not after the
-   previous tick's are faults of the plant's sensors: the tick holds the last good lambda and the
-   Decision's ``reason`` names the field and the value -- the documented safe fallback);
+   previous tick's are faults of the plant's sensors, and so are a cluster's load of exactly 0
+   while requests are served and a load reading repeated unchanged for more than
+   ``max_flat_ticks`` (10) ticks while the QPS moved by 5% or more (a stuck sensor: a live
+   reading carries noise): the tick holds the last good lambda and the Decision's ``reason``
+   names the field and the value -- the documented safe fallback);
 2. feed the forecaster and ask it for the horizon (controllers that declare ``needs_forecast``);
 3. run the controller; if it raises, returns a non-``ok`` status or non-finite lambdas, or runs
    past ``time_budget_s``, fall back to the PID (which runs in the shadow every tick and is kept
@@ -83,7 +86,11 @@ class Decision:
 class Balancer:
     def __init__(self, controller: Controller, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                  time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None,
-                 max_load: float = 10.0, max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0):
+                 max_load: float = 10.0, max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0,
+                 max_flat_ticks: int = 10):
+        if isinstance(max_flat_ticks, bool) or not isinstance(max_flat_ticks, (int, np.integer)) or max_flat_ticks < 1:
+            raise ValueError(f"max_flat_ticks must be an integer >= 1, got {max_flat_ticks!r}")
+        self.max_flat_ticks = int(max_flat_ticks)
         if not (isinstance(max_qps_ratio, (int, float)) and np.isfinite(max_qps_ratio) and max_qps_ratio > 1):
             raise ValueError(f"max_qps_ratio must be finite and > 1, got {max_qps_ratio!r}")
         self.max_qps_ratio = float(max_qps_ratio)
@@ -107,7 +114,7 @@ class Balancer:
     def create(cls, controller="mpc", clusters: dict | None = None, policy=None, history: pd.Series | None = None,
                period_s: float = 60.0, *, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                time_budget_s: float = 0.5, response_requests: int = 256, max_load: float = 10.0,
-               max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
+               max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0, max_flat_ticks: int = 10, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
                **controller_options) -> "Balancer":
         """A set-up Balancer from plain values.
 
@@ -162,7 +169,7 @@ class Balancer:
                              history_qps=qps, history_times=times, lam_min=float(lam_min), lam_max=float(lam_max))
         bal = cls(controller, forecaster=forecaster, fallback=fallback, max_ratio=max_ratio, time_budget_s=time_budget_s,
                   response_requests=response_requests, max_load=max_load, max_gap_s=max_gap_s,
-                  max_qps_ratio=max_qps_ratio)
+                  max_qps_ratio=max_qps_ratio, max_flat_ticks=max_flat_ticks)
         return bal.setup(ctx, initial_lam=initial_lam)
 
     def setup(self, context: ControlContext, initial_lam: float = 0.01) -> "Balancer":
@@ -195,6 +202,10 @@ class Balancer:
         self.ticks_ = 0
         self.last_time_: pd.Timestamp | None = None
         self.n_features_: int | None = None
+        # stuck-sensor watch (not checkpointed: after a restore it starts again)
+        self.last_load_: np.ndarray | None = None
+        self.flat_ = np.zeros(context.n_clusters, dtype=int)  # ticks each reading repeated unchanged
+        self.flat_qps_ = np.zeros((context.n_clusters, 2))  # QPS range seen over that run
         return self
 
     # --------------------------------------------------------------------------------------
@@ -215,6 +226,27 @@ class Balancer:
             return f"invalid telemetry: features row {int(np.argwhere(~np.isfinite(x))[0, 0])} is not finite"
         return ""
 
+    def _check_sensors(self, obs: Observation) -> str:
+        """A load sensor that reads 0 under traffic or repeats itself while the QPS moves ("" if none)."""
+        c = self.ctx_
+        if obs.qps > 0 and np.any(obs.load == 0):
+            g = int(np.flatnonzero(obs.load == 0)[0])
+            return f"invalid telemetry: load[{c.clusters[g]}]=0.0 while qps={obs.qps:.6g} (a cluster does not serve for free)"
+        q = float(obs.qps)
+        same = obs.load == self.last_load_ if self.last_load_ is not None else np.zeros(c.n_clusters, dtype=bool)
+        self.flat_ = np.where(same, self.flat_ + 1, 0)
+        lo, hi = self.flat_qps_[:, 0], self.flat_qps_[:, 1]
+        self.flat_qps_ = np.column_stack([np.where(same, np.minimum(lo, q), q), np.where(same, np.maximum(hi, q), q)])
+        self.last_load_ = obs.load.copy()
+        moved = self.flat_qps_[:, 1] - self.flat_qps_[:, 0] >= 0.05 * self.flat_qps_[:, 1]
+        stuck = (self.flat_ >= self.max_flat_ticks) & moved & (self.flat_qps_[:, 1] > 0)
+        if stuck.any():
+            g = int(np.flatnonzero(stuck)[0])
+            lo, hi = self.flat_qps_[g]
+            return (f"invalid telemetry: load[{c.clusters[g]}]={float(obs.load[g])!r} repeated for {self.flat_[g]} ticks "
+                    f"while qps moved from {lo:.6g} to {hi:.6g} (a stuck sensor; max_flat_ticks={self.max_flat_ticks})")
+        return ""
+
     def _decision(self, lam: np.ndarray, controller: str, status: str, **kw) -> Decision:
         lam = np.asarray(lam, dtype=float)
         return Decision(lam=dict(zip(self.ctx_.clusters, lam.tolist())), lam_vector=lam, controller=controller,
@@ -228,7 +260,7 @@ class Balancer:
 
     def _step(self, telemetry: Telemetry) -> Decision:
         obs = to_observation(telemetry, self.ctx_.clusters, self.ticks_, self.n_features_)
-        problem = self._validate(obs) or self._check_time(obs.time)
+        problem = self._validate(obs) or self._check_time(obs.time) or self._check_sensors(obs)
         if problem:
             self.counts_["hold"] += 1
             log.info("hold: %s", problem)

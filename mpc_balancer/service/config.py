@@ -1,6 +1,7 @@
 """The service's TOML configuration, typed and validated.
 
-Every error names the file, the key and the value (``serve.toml: [service] lease_s must be a
+The file is read, and the controller's options are checked, by :mod:`mpc_balancer.config`, as
+``simulate --config`` reads its ``[mpc]`` table. Every error names the file, the key and the value (``serve.toml: [service] lease_s must be a
 number > 0, got -1``); unknown keys are rejected. Relative paths (state database, token files,
 a trace CSV, a policy bundle path) are relative to the config file's directory.
 
@@ -11,7 +12,8 @@ Layout (see ``examples/serve.toml``)::
     [clusters.NAME] capacity, target
     [controller]   name, [controller.options] (the controller's own keywords)
     [balancer]     Balancer.create keywords: lam_min, lam_max, initial_lam, max_ratio,
-                   time_budget_s, response_requests, max_load
+                   time_budget_s, response_requests, max_load, max_gap_s, max_qps_ratio,
+                   max_flat_ticks
     [policy]       bundle (a bundle name or path; omit the section for telemetry-only)
     [history]      trace (name or CSV) + peak_qps [+ end], or source = "store"
     [auth]         read_token_file / read_token_env, write_token_file / write_token_env
@@ -20,23 +22,16 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import ConfigError, check_section, controller_names, read_toml
 from ..telemetry import Cluster
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover -- Python 3.10: the serve extra installs tomli
-    import tomli as tomllib
-
 SAFE_MODES = ("hold_last", "lam_max", "fixed")
-BALANCER_KEYS = ("lam_min", "lam_max", "initial_lam", "max_ratio", "time_budget_s", "response_requests", "max_load")
-
-
-class ConfigError(ValueError):
-    """A bad configuration file: the message names the file, the key and the value."""
+BALANCER_KEYS = ("lam_min", "lam_max", "initial_lam", "max_ratio", "time_budget_s", "response_requests", "max_load",
+                 "max_gap_s", "max_qps_ratio", "max_flat_ticks")
+INTEGER_KEYS = ("response_requests", "max_flat_ticks")
 
 
 @dataclass(frozen=True)
@@ -169,12 +164,7 @@ def _tokens(sec: _Section, scope: str, base: Path) -> tuple:
 def load_config(path: str | Path, state_db: str | Path | None = None) -> ServeConfig:
     """Read and validate a service config; ``state_db`` overrides ``[service] state_db``."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    raw = read_toml(path)
     base = path.resolve().parent
     known = {"service", "clusters", "controller", "balancer", "policy", "history", "auth"}
     unknown = sorted(set(raw) - known)
@@ -201,16 +191,19 @@ def load_config(path: str | Path, state_db: str | Path | None = None) -> ServeCo
     controller = sec.string("name")
     if controller is None:
         sec.fail("name is required (static, dcaf, pid, mpc, ...)")
+    if controller not in controller_names():
+        sec.fail(f"name must be one of {', '.join(controller_names())}, got {controller!r}")
     options = sec.get("options", {})
     if not isinstance(options, dict):
         sec.fail(f"options must be a table, got {options!r}")
     sec.done()
+    check_section(controller, options, f"{path}: [controller.options]")  # the same checks as `simulate --config`
 
     sec = _Section(path, "balancer", raw.get("balancer", {}))
     balancer = {}
     for key in BALANCER_KEYS:
         if key in sec.table:
-            balancer[key] = sec.number(key, None, integer=key == "response_requests")
+            balancer[key] = sec.number(key, None, integer=key in INTEGER_KEYS)
     sec.done()
 
     policy = None

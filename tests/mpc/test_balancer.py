@@ -188,6 +188,41 @@ def test_bad_telemetry_holds_the_last_good_lambda(sim, field, value, needle):
     assert dec.lam == {"retrieval": 0.05, "prerank": 0.05, "rank": 0.05}
 
 
+def _tel(sim, k, qps, load):
+    return Telemetry(time=sim.times[0] + pd.Timedelta(minutes=k), qps=qps, load=np.asarray(load, dtype=float),
+                     lam=np.full(3, 0.05), features=np.zeros((4, 5)))
+
+
+def test_zero_load_under_traffic_is_a_sensor_fault(sim):
+    b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
+    dec = b.step(_tel(sim, 0, 100.0, [0.9, 0.0, 0.9]))
+    assert dec.status == "hold" and "load[prerank]=0.0 while qps=100" in dec.reason
+    assert b.step(_tel(sim, 1, 0.0, [0.9, 0.0, 0.9])).status == "ok"  # no traffic: a zero load is plausible
+
+
+@pytest.mark.parametrize("qps_step,held", [(0.0, False), (2.0, True)])
+def test_a_reading_repeated_while_qps_moves_is_a_stuck_sensor(sim, qps_step, held):
+    b = Balancer(PidController(), max_flat_ticks=4).setup(sim.context(POLICY), initial_lam=0.05)
+    rng = np.random.default_rng(0)
+    decs = [b.step(_tel(sim, k, 100.0 + 0.3 * rng.standard_normal(), 0.8 + 0.01 * rng.random(3))) for k in range(3)]
+    stuck = [0.81, 0.77, 0.93]
+    decs += [b.step(_tel(sim, 3 + k, 100.0 + qps_step * k, stuck)) for k in range(8)]
+    status = [d.status for d in decs]
+    if held:  # 4 repeats after the first stuck reading, QPS moved 8% > 5%: held from then on
+        assert status[:7] == ["ok"] * 7 and status[7:] == ["hold"] * 4
+        assert "load[retrieval]=0.81 repeated for 4 ticks while qps moved from 100 to 108" in decs[7].reason
+    else:  # a flat reading at flat traffic is plausible (a quantised sensor on a quiet night)
+        assert status == ["ok"] * 11
+    live = b.step(_tel(sim, 20, 100.0 + qps_step * 7, [0.82, 0.77, 0.93]))  # only retrieval's reading moves again
+    assert live.status == ("hold" if held else "ok")
+    assert "load[prerank]" in live.reason if held else live.reason == ""
+
+
+def test_max_flat_ticks_is_checked():
+    with pytest.raises(ValueError, match="max_flat_ticks must be an integer >= 1, got 0"):
+        Balancer(PidController(), max_flat_ticks=0)
+
+
 def test_wrong_shapes_raise_naming_the_field(sim):
     b = Balancer(PidController()).setup(sim.context(POLICY))
     obs = Telemetry(time=sim.times[0], qps=1.0, load=np.ones(2), lam=np.ones(3), features=np.zeros((4, 5)))

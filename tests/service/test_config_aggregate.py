@@ -24,6 +24,10 @@ from .conftest import write_config
     ({}, "[balancer]\ntime_budget_s = 0\n", "[balancer] time_budget_s must be a number > 0, got 0"),
     ({}, "[extras]\nx = 1\n", "unknown sections ['extras']"),
     ({}, "[policy]\n", "[policy] bundle is required"),
+    # the controller's options get the checks of `simulate --config` (mpc_balancer.config)
+    ({}, "[controller.options]\ncolour = 1\n", "[controller.options]: unknown key pid.colour (known: kp, ki, kd"),
+    ({}, "[controller.options]\nkp = \"high\"\n", "[controller.options]: bad value pid.kp = 'high'"),
+    ({}, "[balancer]\nmax_flat_ticks = 2.5\n", "[balancer] max_flat_ticks must be an integer > 0, got 2.5"),
 ])
 def test_config_errors_name_file_key_and_value(tmp_path, service, extra, message):
     cfg = write_config(tmp_path / "serve.toml", service=service, extra=extra)
