@@ -24,7 +24,7 @@ SCENARIOS = {"plain": (None, None), "bursts": ("10,3-6,1-5", "1,20")}
 
 def one(job):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from mpc_balancer.experiment import ExperimentConfig, run_comparison
+    from mpc_balancer.sim.experiment import ExperimentConfig, run_comparison
 
     trace, scenario, seed, days, controllers, guard, options = job
     bursts, outages = SCENARIOS[scenario]
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", metavar="CONTROLLER.KEY=VALUE", help="controller option, e.g. mpc.backoff_min=-0.05")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    from mpc_balancer.experiment import parse_overrides
+    from mpc_balancer.sim.experiment import parse_overrides
 
     options, _ = parse_overrides(a.set)
     jobs = [(t, s, int(seed), a.days, a.controllers.split(","), a.guard, options) for t in a.traces.split(",")

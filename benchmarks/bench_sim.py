@@ -38,7 +38,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mpc_balancer.controllers import make_controller  # noqa: E402
-from mpc_balancer.experiment import ExperimentConfig, build_simulator, make_policy  # noqa: E402
+from mpc_balancer.sim.experiment import ExperimentConfig, build_simulator, make_policy  # noqa: E402
 
 TARGET_S = {"mpc": 30.0, "hindsight": 60.0}
 

@@ -26,11 +26,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from mpc_balancer.testbench.evaluate import session_factor, table_for  # noqa: E402
-from mpc_balancer.testbench.fit import fit_queue_table  # noqa: E402
-from mpc_balancer.testbench.provenance import machine_info, now_iso  # noqa: E402
-from mpc_balancer.testbench.runner import LoadTestConfig, run_load_test  # noqa: E402
-from mpc_balancer.testbench.workloads import resolve_workload  # noqa: E402
+from policies.testbench.evaluate import session_factor, table_for  # noqa: E402
+from policies.testbench.fit import fit_queue_table  # noqa: E402
+from policies.testbench.provenance import machine_info, now_iso  # noqa: E402
+from policies.testbench.runner import LoadTestConfig, run_load_test  # noqa: E402
+from policies.testbench.workloads import resolve_workload  # noqa: E402
 from policies.cost_table import DEFAULT_PATH, load_cost_table  # noqa: E402
 
 LEFT_OUT = {"builtin:retrieval": (75, 200, 350), "builtin:prerank": (75, 150, 275, 420), "builtin:ranking": (6, 12, 32, 50, 80)}

@@ -9,8 +9,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrix products: one
 import numpy as np  # noqa: E402
 
 from mpc_balancer.controllers import DcafController, PidController, StaticController  # noqa: E402
-from mpc_balancer.plant import PlantConfig  # noqa: E402
-from mpc_balancer.simulator import Simulator  # noqa: E402
+from mpc_balancer.sim.plant import PlantConfig  # noqa: E402
+from mpc_balancer.sim.simulator import Simulator  # noqa: E402
 from mpc_balancer.traces import load_trace  # noqa: E402
 from mpc_balancer.traffic import Traffic  # noqa: E402
 from policies.cascade import Cascade  # noqa: E402

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import ConfigError, check_section, defaults_toml, read_toml
+from ..sim.config import ConfigError, check_section, defaults_toml, read_toml
 from .args import name_list
 
 RUN, TUNE = "run", "tune"

@@ -39,8 +39,8 @@ def register(sub):
 
 
 def spike(args) -> int:
-    from ..experiment import parse_overrides
-    from ..scenarios import dump, format_spike, run_spike_test
+    from ..sim.experiment import parse_overrides
+    from ..sim.scenarios import dump, format_spike, run_spike_test
 
     names = name_list(args.controllers)
     opts, plant = parse_overrides(args.set)
@@ -59,7 +59,7 @@ def fault_test(args) -> int:
     import sys
     from pathlib import Path
 
-    from ..faults import FAULTS, format_fault_matrix, run_fault_matrix
+    from ..sim.faults import FAULTS, format_fault_matrix, run_fault_matrix
 
     faults = FAULTS if args.faults is None else tuple(name_list(args.faults))
     res = run_fault_matrix(name_list(args.controllers), trace=args.trace, days=args.days, seed=args.seed,

@@ -64,8 +64,8 @@ def _serve(args) -> int:
 
 
 def _fleet(args) -> int:
-    from ..experiment import ExperimentConfig, format_table
-    from ..fleet import run_fleet
+    from ..sim.experiment import ExperimentConfig, format_table
+    from ..sim.fleet import run_fleet
     from ..jsonio import write_json
 
     token = os.environ.get(args.token_env, "")

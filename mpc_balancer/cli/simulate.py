@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import sys
 
-from ..experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
+from ..sim.experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
 from ..jsonio import write_json
 from .args import name_list
 from .config import add_config_option

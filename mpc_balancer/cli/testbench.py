@@ -50,10 +50,10 @@ def register(sub):
 
 
 def run(args) -> int:
-    from ..testbench.measurements import measurement_doc, save_measurements
-    from ..testbench.provenance import machine_info, now_iso
-    from ..testbench.runner import LoadTestConfig, run_load_test
-    from ..testbench.workloads import resolve_workload
+    from policies.testbench.measurements import measurement_doc, save_measurements
+    from policies.testbench.provenance import machine_info, now_iso
+    from policies.testbench.runner import LoadTestConfig, run_load_test
+    from policies.testbench.workloads import resolve_workload
 
     variants = int_list(args.variants, "--variants") if args.variants else None
     if args.value_buckets < 1:
@@ -84,8 +84,8 @@ def run(args) -> int:
 
 
 def fit(args) -> int:
-    from ..testbench.fit import fit_cost_table
-    from ..testbench.measurements import load_measurements
+    from policies.testbench.fit import fit_cost_table
+    from policies.testbench.measurements import load_measurements
 
     docs = [load_measurements(p) for p in args.measurements]
     table = fit_cost_table(docs, metric=args.metric, tool=f"mpc-balancer testbench {_version()}")
@@ -120,8 +120,8 @@ def _print_cascade_ratios(table) -> None:
 def check(args) -> int:
     from policies.cost_table import load_cost_table
 
-    from ..testbench.evaluate import compare, max_abs_error
-    from ..testbench.measurements import load_measurements
+    from policies.testbench.evaluate import compare, max_abs_error
+    from policies.testbench.measurements import load_measurements
 
     table = load_cost_table(args.cost_table)
     rows = compare(table, [load_measurements(p) for p in args.measurements], calibrate=args.calibrate)

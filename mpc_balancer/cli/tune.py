@@ -1,4 +1,4 @@
-"""``mpc-balancer tune``: Optuna studies of a controller's settings (see mpc_balancer/tuning.py),
+"""``mpc-balancer tune``: Optuna studies of a controller's settings (see mpc_balancer/sim/tuning.py),
 and ``mpc-balancer tune worker``: one more process for a study in an RDB storage."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import ConfigError
+from ..sim.config import ConfigError
 from ..jsonio import write_json
 from .args import int_list, name_list
 from .config import add_config_option
@@ -59,7 +59,7 @@ def evaluate_run(base: dict, controller: str, options: dict, trace: str, seed: i
     ``options`` (``{section: {key: value}}``) as ``--set`` items; its metrics."""
     import numpy as np
 
-    from ..experiment import run_comparison
+    from ..sim.experiment import run_comparison
     from . import build_parser
     from .config import parse_with_config
     from .simulate import settings
@@ -83,8 +83,8 @@ def evaluate_run(base: dict, controller: str, options: dict, trace: str, seed: i
 
 def _base_config(args) -> dict:
     """The trials' base: the --config file's tables, then --set and --objective."""
-    from ..config import check_section
-    from ..experiment import parse_overrides
+    from ..sim.config import check_section
+    from ..sim.experiment import parse_overrides
 
     base = {k: dict(v) for k, v in getattr(args, "base_config", {}).items()}
     ctrl, plant = parse_overrides(args.set)
@@ -98,7 +98,7 @@ def _base_config(args) -> dict:
 
 
 def _spec(args):
-    from ..tuning import SearchSpace, StudySpec
+    from ..sim.tuning import SearchSpace, StudySpec
 
     if (args.space is None) == (args.horizons is None):
         raise ConfigError("give the search space: --space FILE.toml, or --horizons LIST (a grid over mpc.horizon)")
@@ -131,7 +131,7 @@ def _tuning():
         import optuna
     except ImportError:
         raise ConfigError("mpc-balancer tune needs Optuna: pip install 'mpc-balancer[tune]'") from None
-    from .. import tuning
+    from ..sim import tuning
 
     return tuning
 

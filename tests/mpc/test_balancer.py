@@ -9,7 +9,7 @@ import pytest
 from mpc_balancer.balancer import Balancer
 from mpc_balancer.controllers import MpcController, PidController
 from mpc_balancer.controllers.base import Controller, Plan
-from mpc_balancer.simulator import Simulator
+from mpc_balancer.sim.simulator import Simulator
 from mpc_balancer.telemetry import Telemetry
 from mpc_balancer.traces import load_trace
 from mpc_balancer.traffic import Traffic
@@ -260,7 +260,7 @@ def test_lambda_is_clamped_and_rate_limited(sim):
 def test_decision_path_does_not_import_torch():
     code = """
 import sys, numpy as np
-from mpc_balancer.experiment import ExperimentConfig, run_comparison
+from mpc_balancer.sim.experiment import ExperimentConfig, run_comparison
 run_comparison(ExperimentConfig(trace="elb", days=0.02, n_requests=50), ["mpc", "pid"])
 bad = [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
 print("TORCH" if bad else "CLEAN")
@@ -310,7 +310,7 @@ def test_refinement_searches_inward_from_the_grid_end(sim):
 
 
 def test_announced_spike_stays_near_c_m():
-    from mpc_balancer.scenarios import run_spike_test
+    from mpc_balancer.sim.scenarios import run_spike_test
 
     r = run_spike_test(["mpc"], announced=True, n_requests=300)
     # measured at 1000 requests: +4.1-4.4% (most of it the steady-state tail); at 500, +4.5-6.8%;

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import mpc_balancer as mb
-from mpc_balancer.simulator import Simulator
+from mpc_balancer.sim.simulator import Simulator
 from mpc_balancer.telemetry_response import TelemetryResponse
 from mpc_balancer.traces import load_trace
 from mpc_balancer.traffic import Traffic
@@ -100,7 +100,7 @@ class ScrambledTruth(Cascade):
 def test_decisions_do_not_depend_on_the_true_revenue_model(controller):
     """With a learned policy the lambdas are identical whatever the world's true revenue model is;
     only the plant's revenue (the metric) changes. Capacity is the same plant in both worlds."""
-    from mpc_balancer.plant import Plant, PlantConfig
+    from mpc_balancer.sim.plant import Plant, PlantConfig
 
     traffic = Traffic(load_trace("elb"), period_s=60)
     cap = tuple(Plant(CAS, PlantConfig(), traffic.peak_qps, 60.0).capacity)

@@ -7,7 +7,7 @@ from mpc_balancer.controllers import make_controller
 from mpc_balancer.frontier import ResponseCurve, default_grid, measure_response
 from mpc_balancer.policy import BatchPolicy, checked_response_many
 from mpc_balancer.response import Response
-from mpc_balancer.simulator import Simulator
+from mpc_balancer.sim.simulator import Simulator
 from mpc_balancer.traces import load_trace
 from mpc_balancer.traffic import Traffic
 from policies.cascade import Cascade

@@ -4,7 +4,7 @@ import pytest
 
 from mpc_balancer.cli import main
 from mpc_balancer.forecast import TickForecaster
-from mpc_balancer.scenarios import spike_metrics, spike_trace
+from mpc_balancer.sim.scenarios import spike_metrics, spike_trace
 
 
 def history(days=3, level=1000.0):

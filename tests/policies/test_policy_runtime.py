@@ -240,7 +240,7 @@ def test_re_signed_bundles_with_bad_content_are_rejected_naming_the_problem(tiny
 
 def test_a_bundle_with_reordered_features_is_refused_by_the_simulator(tiny_bundle, tmp_path):
     """Swapping two feature names in the JSON changed 43% of decisions silently."""
-    from mpc_balancer.experiment import make_policy
+    from mpc_balancer.sim.experiment import make_policy
     from policies.cascade import Cascade
 
     p = _copy(tiny_bundle[0], tmp_path)

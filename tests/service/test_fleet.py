@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpc_balancer.experiment import ExperimentConfig, build_simulator, run_comparison
-from mpc_balancer.fleet import run_fleet
+from mpc_balancer.sim.experiment import ExperimentConfig, build_simulator, run_comparison
+from mpc_balancer.sim.fleet import run_fleet
 
 from .conftest import WRITE, write_config
 

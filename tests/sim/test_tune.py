@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpc_balancer.cli import main
-from mpc_balancer.config import ConfigError
-from mpc_balancer.tuning import Constraint, SearchSpace, StudySpec, best_rows, open_storage
+from mpc_balancer.sim.config import ConfigError
+from mpc_balancer.sim.tuning import Constraint, SearchSpace, StudySpec, best_rows, open_storage
 
 PG_URL = os.environ.get("MPC_BALANCER_TEST_POSTGRES")
 CLI = [sys.executable, "-m", "mpc_balancer.cli"]
@@ -121,7 +121,7 @@ def test_pareto_front_is_exactly_the_non_dominated_set(pts):
 def test_grid_reproduces_the_horizon_sweep_exactly(tmp_path, exact):
     """`tune --horizons` (now a grid study) gives the figures the sweep computed, bit for bit: the
     closed loop of run_comparison(ExperimentConfig(trace, days, seed), ["mpc"], {"mpc": {horizon}})."""
-    from mpc_balancer.experiment import ExperimentConfig, run_comparison
+    from mpc_balancer.sim.experiment import ExperimentConfig, run_comparison
 
     out = tmp_path / "r.json"
     assert main(["tune", "--trace", "elb", "--horizons", "5,40", "--days", "0.05", "--jobs", "1", *exact,

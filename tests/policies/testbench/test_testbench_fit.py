@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from mpc_balancer.cli import main
-from mpc_balancer.testbench.fit import fit_cost_table, fit_queue_table
-from mpc_balancer.testbench.measurements import FORMAT, VERSION, load_measurements
+from policies.testbench.fit import fit_cost_table, fit_queue_table
+from policies.testbench.measurements import FORMAT, VERSION, load_measurements
 from policies.cost_table import load_cost_table
 
 

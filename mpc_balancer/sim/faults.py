@@ -27,10 +27,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from .balancer import Balancer
-from .controllers import make_controller
-from .controllers.base import Controller, Plan
-from .telemetry import Telemetry
+from ..balancer import Balancer
+from ..controllers import make_controller
+from ..controllers.base import Controller, Plan
+from ..telemetry import Telemetry
 
 FAULTS = ("dropout", "stale", "time_forward", "time_backward", "garbage", "stuck_load", "zero_load",
           "lambda_not_applied", "solver_fails", "solver_timeout", "restart_hourly")
@@ -156,10 +156,10 @@ def run_fault_matrix(controllers, trace: str = "nasa", days: float = 1.0, seed: 
     """Every fault for every controller over the last ``days`` of ``trace`` (see the module doc);
     each fault starts ``fault_start`` of the way into the window. Returns a JSON-able dict."""
     from .experiment import make_policy
-    from .forecast import TickForecaster
+    from ..forecast import TickForecaster
     from .simulator import Simulator
-    from .traces import load_trace
-    from .traffic import Traffic
+    from ..traces import load_trace
+    from ..traffic import Traffic
 
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:

@@ -10,14 +10,14 @@ import numpy as np
 from policies.cascade import FEATURES, Cascade, CascadeSpec
 from policies.oracle import OraclePolicy
 
-from .controllers import make_controller
+from ..controllers import make_controller
 from .disturbances import BurstSpec, Disturbances, OutageSpec
-from .forecast import TickForecaster
-from .jsonio import write_json
+from ..forecast import TickForecaster
+from ..jsonio import write_json
 from .plant import PlantConfig
 from .simulator import SimResult, Simulator
-from .traces import load_trace
-from .traffic import Traffic
+from ..traces import load_trace
+from ..traffic import Traffic
 
 
 @dataclass

@@ -61,7 +61,7 @@ def loads_toml(text: str, source: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # sections: controllers and the plant
 def controller_names() -> list[str]:
-    from .controllers import REGISTRY
+    from ..controllers import REGISTRY
 
     return sorted(REGISTRY)
 
@@ -71,7 +71,7 @@ def controller_defaults(name: str) -> dict:
 
     Options passed on to a base class through ``**kwargs`` are collected along the MRO (the most
     derived class's default wins)."""
-    from .controllers import REGISTRY
+    from ..controllers import REGISTRY
 
     if name not in REGISTRY:
         raise ConfigError(f"unknown controller {name!r}; available: {', '.join(sorted(REGISTRY))}")
@@ -98,8 +98,7 @@ def plant_defaults() -> dict:
 
 
 def guard_defaults() -> dict:
-    from .guard import NodeGuard
-    from .simulator import GUARD_SETTINGS
+    from ..guard import GUARD_SETTINGS, NodeGuard
 
     params = inspect.signature(NodeGuard.__init__).parameters
     return {k: p.default for k, p in params.items() if k in GUARD_SETTINGS and k != "rule"}
@@ -147,11 +146,11 @@ def _build(section: str, values: dict) -> None:
 
         PlantConfig.from_dict(values)
     elif section == GUARD:
-        from .guard import NodeGuard
+        from ..guard import NodeGuard
 
         NodeGuard(**values)
     else:
-        from .controllers import make_controller
+        from ..controllers import make_controller
 
         make_controller(section, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mpc_balancer.testbench.stats import cost_per_request, mad_keep, summarise
+from policies.testbench.stats import cost_per_request, mad_keep, summarise
 
 
 def test_paper_formula():

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from mpc_balancer.controllers.hindsight import Clairvoyance
 from mpc_balancer.controllers.mpc import backoff_update
 from mpc_balancer.controllers.pid import PidController
-from mpc_balancer.disturbances import SURGE_SHARE, BurstSpec, Disturbances, OutageSpec
+from mpc_balancer.sim.disturbances import SURGE_SHARE, BurstSpec, Disturbances, OutageSpec
 from mpc_balancer.guard import NodeGuard
-from mpc_balancer.plant import Plant, PlantConfig
-from mpc_balancer.simulator import split_arrivals
+from mpc_balancer.sim.plant import Plant, PlantConfig
+from mpc_balancer.sim.simulator import split_arrivals
 from mpc_balancer.traces import Trace
 from mpc_balancer.traffic import Traffic
 from policies.cascade import Cascade

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from .balancer import Decision
-from .client import BalancerClient
+from ..balancer import Decision
+from ..client import BalancerClient
 
 
 class RemoteBalancer:
@@ -71,7 +71,7 @@ class RemoteBalancer:
 
 
 def run_fleet(url: str, token: str, cfg, nodes: int = 8) -> dict:
-    """Simulate ``cfg`` (an :class:`~mpc_balancer.experiment.ExperimentConfig`) with the decisions
+    """Simulate ``cfg`` (an :class:`~mpc_balancer.sim.experiment.ExperimentConfig`) with the decisions
     of the service at ``url``; the summary has the shape of ``simulate --json``."""
     from .experiment import build_simulator, make_policy, summarize
 

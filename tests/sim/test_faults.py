@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mpc_balancer.faults import FAULTS, format_fault_matrix, run_fault_matrix
+from mpc_balancer.sim.faults import FAULTS, format_fault_matrix, run_fault_matrix
 
 
 def test_fault_matrix_pid_no_crash_and_recovery():

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .jsonio import write_json
-from .traces import Trace
+from ..jsonio import write_json
+from ..traces import Trace
 
 SPIKE_START = pd.Timestamp("2024-01-04 14:00")
 
@@ -67,11 +67,11 @@ def spike_metrics(log: pd.DataFrame, clusters, target: np.ndarray, start: pd.Tim
 def run_spike_test(controllers: list[str], factor: float = 8.0, announced: bool = False, duration_min: int = 30,
                    seed: int = 0, n_requests: int = 1000, controller_options: dict | None = None, subticks: int = 12,
                    guard: str | dict = "proportional") -> dict:
-    from .controllers import make_controller
+    from ..controllers import make_controller
     from .experiment import make_policy
-    from .forecast import TickForecaster
+    from ..forecast import TickForecaster
     from .simulator import Simulator
-    from .traffic import Traffic
+    from ..traffic import Traffic
 
     trace = spike_trace(factor, duration_min)
     traffic = Traffic(trace, period_s=60, peak_qps=20000.0)

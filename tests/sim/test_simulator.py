@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from mpc_balancer.controllers import DcafController, PidController, StaticController, make_controller
-from mpc_balancer.plant import Plant, PlantConfig
-from mpc_balancer.simulator import SimResult, Simulator
+from mpc_balancer.sim.plant import Plant, PlantConfig
+from mpc_balancer.sim.simulator import SimResult, Simulator
 from mpc_balancer.traces import load_trace, parse_trace
 from mpc_balancer.traffic import Traffic
 from policies.cascade import Cascade
@@ -183,7 +183,7 @@ def test_stratified_sample_mean_cost_varies_far_less_than_iid():
 
 
 def test_sampling_option_is_validated_and_reaches_the_simulator():
-    from mpc_balancer.experiment import ExperimentConfig, build_simulator
+    from mpc_balancer.sim.experiment import ExperimentConfig, build_simulator
 
     with pytest.raises(ValueError, match="sampling"):
         small_sim(sampling="sobol")

@@ -27,14 +27,14 @@ import pandas as pd
 
 from policies.cascade import Cascade
 
-from .balancer import Balancer, Decision
-from .controllers.base import ControlContext, Controller
-from .controllers.hindsight import Clairvoyance
+from ..balancer import Balancer, Decision
+from ..controllers.base import ControlContext, Controller
+from ..controllers.hindsight import Clairvoyance
 from .disturbances import Disturbances
-from .guard import GUARD_SETTINGS, NodeGuard
-from .telemetry import Telemetry
+from ..guard import GUARD_SETTINGS, NodeGuard
+from ..telemetry import Telemetry
 from .plant import Plant, PlantConfig
-from .traffic import Traffic
+from ..traffic import Traffic
 
 
 SAMPLINGS = ("stratified", "iid")
@@ -179,7 +179,7 @@ class Simulator:
         plant), its ``respond(features, lam)`` is all the controller sees of them (the policy
         protocol). The cascade's ground truth drives the plant and the metrics only; the
         clairvoyant hindsight limit alone is shown the coming tick. ``faults`` (a
-        :class:`mpc_balancer.faults.Injector`) may alter the telemetry the Balancer receives, the
+        :class:`mpc_balancer.sim.faults.Injector`) may alter the telemetry the Balancer receives, the
         lambda the nodes apply, and replace the Balancer (a restart from a checkpoint)."""
         cas, plant = self.cascade, self.make_plant()
         # a Controller is wrapped in a simulated-run Balancer; a Balancer (or anything with its setup/step/controller/

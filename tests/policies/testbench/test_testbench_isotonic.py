@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mpc_balancer.testbench.isotonic import isotonic_by_x, isotonic_fit
+from policies.testbench.isotonic import isotonic_by_x, isotonic_fit
 
 floats = st.floats(-1e3, 1e3, allow_nan=False)
 
