@@ -23,7 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..sim.config import ConfigError, check_section, defaults_toml, read_toml
+from ..config import ConfigError, read_toml
+from ..sim.config import check_section, defaults_toml
 from .args import name_list
 
 RUN, TUNE = "run", "tune"

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..sim.config import ConfigError
+from ..config import ConfigError
 from ..jsonio import write_json
 from .args import int_list, name_list
 from .config import add_config_option

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError, check_section, controller_names, read_toml
+from ..config import ConfigError, check_options, controller_names, read_toml
 from ..telemetry import Cluster
 
 SAFE_MODES = ("hold_last", "lam_max", "fixed")
@@ -197,7 +197,7 @@ def load_config(path: str | Path, state_db: str | Path | None = None) -> ServeCo
     if not isinstance(options, dict):
         sec.fail(f"options must be a table, got {options!r}")
     sec.done()
-    check_section(controller, options, f"{path}: [controller.options]")  # the same checks as `simulate --config`
+    check_options(controller, options, f"{path}: [controller.options]")  # the same checks as `simulate --config`
 
     sec = _Section(path, "balancer", raw.get("balancer", {}))
     balancer = {}

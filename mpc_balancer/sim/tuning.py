@@ -35,7 +35,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, check_section, controller_defaults, dumps, read_toml
+from ..config import ConfigError, controller_defaults, dumps, read_toml
+from .config import check_section
 
 METRICS = {"return_pct": "maximize", "nu": "minimize"}
 PARAM_TYPES = ("int", "float", "categorical")

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpc_balancer.cli import main
-from mpc_balancer.sim.config import ConfigError
+from mpc_balancer.config import ConfigError
 from mpc_balancer.sim.tuning import Constraint, SearchSpace, StudySpec, best_rows, open_storage
 
 PG_URL = os.environ.get("MPC_BALANCER_TEST_POSTGRES")
