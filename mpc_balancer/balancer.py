@@ -9,7 +9,7 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
    the larger of the last accepted QPS and the history's 99th percentile, and a time not after the
    previous tick's are faults of the plant's sensors, and so are a cluster's load of exactly 0
    while requests are served and a load reading repeated unchanged for more than
-   ``max_flat_ticks`` (10) ticks while the QPS moved by 5% or more (a stuck sensor: a live
+   ``max_flat_ticks`` (5) ticks while the QPS moved by 5% or more (a stuck sensor: a live
    reading carries noise): the tick holds the last good lambda and the Decision's ``reason``
    names the field and the value -- the documented safe fallback);
 2. feed the forecaster and ask it for the horizon (controllers that declare ``needs_forecast``);
@@ -87,7 +87,7 @@ class Balancer:
     def __init__(self, controller: Controller, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                  time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None,
                  max_load: float = 10.0, max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0,
-                 max_flat_ticks: int = 10):
+                 max_flat_ticks: int = 5):
         if isinstance(max_flat_ticks, bool) or not isinstance(max_flat_ticks, (int, np.integer)) or max_flat_ticks < 1:
             raise ValueError(f"max_flat_ticks must be an integer >= 1, got {max_flat_ticks!r}")
         self.max_flat_ticks = int(max_flat_ticks)
@@ -114,7 +114,7 @@ class Balancer:
     def create(cls, controller="mpc", clusters: dict | None = None, policy=None, history: pd.Series | None = None,
                period_s: float = 60.0, *, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                time_budget_s: float = 0.5, response_requests: int = 256, max_load: float = 10.0,
-               max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0, max_flat_ticks: int = 10, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
+               max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0, max_flat_ticks: int = 5, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
                **controller_options) -> "Balancer":
         """A set-up Balancer from plain values.
 
