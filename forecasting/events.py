@@ -55,6 +55,21 @@ class EventCalendar:
     def __len__(self) -> int:
         return len(self.events)
 
+    def multiplier(self, times_ns) -> np.ndarray:
+        """The product of the ``expected_multiplier`` of the events active at each time (1 where none).
+
+        Parameters
+        ----------
+        times_ns : array_like of int
+            Times as nanoseconds since the epoch (``DatetimeIndex.asi8``).
+        """
+        t = np.asarray(times_ns)
+        m = np.ones(len(t))
+        for e in self.events:
+            if e.expected_multiplier is not None:
+                m[(t >= e.start.value) & (t < e.end.value)] *= e.expected_multiplier
+        return m
+
     def features(self, grid: TimeGrid, i0: int, n: int) -> np.ndarray:
         """``(n, 2)`` columns ``event``, ``event_logmult`` for steps ``i0 .. i0+n-1``."""
         out = np.zeros((n, 2))

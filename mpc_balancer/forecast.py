@@ -102,7 +102,7 @@ class TickForecaster:
         self.period_s_ = float(period_s)
         s = pd.Series(qps, index=times)
         s = s[s.index >= s.index[-1] - pd.Timedelta(days=self.history_days)]
-        s = s / self._multiplier(s.index, cal)  # divide out announced multipliers
+        s = s / _multiplier(cal, s.index.asi8)  # divide out announced multipliers
         y = s.resample(self.step, origin=s.index[0].floor(self.step)).mean()
         # a partial last bucket would read as a traffic drop
         if len(s) and (s.index[-1] + pd.Timedelta(seconds=period_s)) < y.index[-1] + self.step:
@@ -111,7 +111,7 @@ class TickForecaster:
         self.model_ = self._make_model(self._regressor_calendar(cal)).fit(y)
         self.next_bucket_ = y.index[-1] + self.step
         self.bucket_ = []
-        self.last_qps_ = float(s.iloc[-1] * self._multiplier(s.index[-1:], cal)[0]) if len(s) else 0.0
+        self.last_qps_ = float(s.iloc[-1] * _multiplier(cal, s.index[-1:].asi8)[0]) if len(s) else 0.0
         self.last_time_ = s.index[-1]
         self.pending_: deque = deque()  # (target tick times, predicted means, issued margins) for calibration
         self.errors_ = np.full((self.calib_window, 0), np.nan)
@@ -139,17 +139,6 @@ class TickForecaster:
 
         return EventCalendar([e for e in cal.events if e.expected_multiplier is None]) or None
 
-    @staticmethod
-    def _multiplier(times: pd.DatetimeIndex, cal) -> np.ndarray:
-        m = np.ones(len(times))
-        if cal is None:
-            return m
-        t = times.asi8
-        for e in cal.events:
-            if e.expected_multiplier is not None:
-                m[(t >= e.start.value) & (t < e.end.value)] *= e.expected_multiplier
-        return m
-
     # ----------------------------------------------------------------------------- per tick
     def observe(self, time: pd.Timestamp, qps: float) -> None:
         """Ingest the QPS measured over the tick that ended at ``time``."""
@@ -161,7 +150,7 @@ class TickForecaster:
             raise ValueError(f"observation time {time} is before the last one, {self.last_time_}")
         self._calibrate(time, qps)
         self.last_qps_, self.last_time_ = qps, time
-        base = qps / self._multiplier_ns(np.array([time.value]))[0]
+        base = qps / _multiplier(self.calendar_, np.array([time.value]))[0]
         edge = self.next_bucket_ + self.step - pd.Timedelta(seconds=self.period_s_)
         if time >= edge:  # buckets complete: feed the slow model (empty buckets are missing observations)
             done = int((time - edge) // self.step) + 1
@@ -243,7 +232,7 @@ class TickForecaster:
         tf = t.astype(float)
         base = np.interp(tf, centers, f["mean"])
         hi_model = np.interp(tf, centers, f[f"hi-{self.band}"])
-        mult = self._multiplier_ns(t)
+        mult = _multiplier(self.calendar_, t)
         base_now = max(base[0] * mult[0], 1e-9)
         ratio = self.last_qps_ / base_now if self.last_qps_ > 0 else 1.0
         k = np.arange(1, h + 1)
@@ -257,14 +246,6 @@ class TickForecaster:
         hi = mean * (1 + margin)
         self._remember(t[1:], mean, issued)
         return {"mean": mean, "hi": np.maximum(hi, mean)}
-
-    def _multiplier_ns(self, t: np.ndarray) -> np.ndarray:
-        m = np.ones(len(t))
-        if self.calendar_ is not None:
-            for e in self.calendar_.events:
-                if e.expected_multiplier is not None:
-                    m[(t >= e.start.value) & (t < e.end.value)] *= e.expected_multiplier
-        return m
 
     # ------------------------------------------------------------------------- calibration
     def _remember(self, times_ns, mean, issued):
@@ -379,3 +360,8 @@ class TickForecaster:
         self.__dict__.update(new)
         if refit_pending:  # the same refit the checkpointed forecaster had running
             self._start_refit()
+
+
+def _multiplier(cal, times_ns: np.ndarray) -> np.ndarray:
+    """The announced traffic multiplier at each time (1 without a calendar)."""
+    return np.ones(len(times_ns)) if cal is None else cal.multiplier(times_ns)

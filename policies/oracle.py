@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cascade import Cascade
+from .lagrangian import check_budget, cluster_multipliers
 from .sweep import check_lambdas, repeat_rows, sweep_argmax
 
 
@@ -131,64 +132,23 @@ def batch_optimum(cascade: Cascade, weights: np.ndarray, budget, lam_max: float 
                   max_sweeps: int = 30) -> BatchOptimum:
     """Lagrangian bisection for ``max sum E[rev] s.t. total cost_g <= budget_g`` (``np.inf`` = no budget).
 
-    Coordinate-wise bisection on each cluster's lambda (the dual is convex; raising ``lambda_g``
-    never raises cluster ``g``'s cost), swept until no multiplier moves. Always returns a feasible
-    allocation if the cheapest one is feasible; raises ``ValueError`` otherwise.
+    Coordinate-wise bisection on each cluster's lambda (:func:`policies.lagrangian.cluster_multipliers`:
+    raising ``lambda_g`` never raises cluster ``g``'s cost), swept until no multiplier moves. Always
+    returns a feasible allocation if the cheapest one is feasible; raises ``ValueError`` otherwise.
     """
     pol = OraclePolicy(cascade)
     w = np.asarray(weights, dtype=float)
     G = cascade.cost.shape[0]
-    B = np.broadcast_to(np.asarray(budget, dtype=float), (G,)).copy()
-    if np.any(np.isnan(B)) or np.any(B < 0):
-        raise ValueError(f"budget must be >= 0 per cluster, got {B.tolist()}")
+    B = check_budget(budget, G)
     cheapest = pol.act_weights(w, np.full(G, lam_max))
     floor = cascade.cost[:, cheapest].sum(axis=1)
     if np.any(floor > B + 1e-9):
         g = int(np.argmax(floor - B))
         raise ValueError(f"budget for cluster {cascade.clusters[g]!r} is {B[g]:g}, below the cheapest allocation's {floor[g]:g}")
 
-    def total_cost(lam):
+    def allocate(lam):
         a = pol.act_weights(w, lam)
         return a, cascade.cost[:, a].sum(axis=1)
 
-    lam = np.zeros(G)
-    for _ in range(max_sweeps):
-        moved = False
-        for g in range(G):
-            if not np.isfinite(B[g]):
-                continue
-            _, c = total_cost(lam)
-            if c[g] <= B[g] and (lam[g] == 0 or _cost_at(total_cost, lam, g, lam[g] * (1 - 1e-3))[g] > B[g]):
-                continue  # already tight from the feasible side
-            lo, hi = 0.0, max(lam[g], 1e-6)
-            while _cost_at(total_cost, lam, g, hi)[g] > B[g]:
-                lo, hi = hi, hi * 4
-                if hi > lam_max:
-                    hi = lam_max
-                    break
-            while hi - lo > tol * max(1.0, hi):
-                mid = 0.5 * (lo + hi)
-                if _cost_at(total_cost, lam, g, mid)[g] > B[g]:
-                    lo = mid
-                else:
-                    hi = mid
-            if abs(hi - lam[g]) > tol * max(1.0, hi):
-                moved = True
-            lam[g] = hi
-        if not moved:
-            break
-    # a sweep can leave an earlier cluster over budget: raise its multiplier until all fit
-    a, c = total_cost(lam)
-    guard = 0
-    while np.any(c > B + 1e-9) and guard < 200:
-        g = int(np.argmax((c - B) / np.maximum(B, 1e-12)))
-        lam[g] = max(lam[g] * 1.05, 1e-6)
-        a, c = total_cost(lam)
-        guard += 1
+    lam, a, c = cluster_multipliers(allocate, B, upper=lam_max, tol=tol, max_sweeps=max_sweeps)
     return BatchOptimum(actions=a, lam=lam, revenue=float(cascade.expected_revenue_w(w, a).sum()), cost=c)
-
-
-def _cost_at(total_cost, lam, g, value):
-    trial = lam.copy()
-    trial[g] = value
-    return total_cost(trial)[1]

@@ -7,7 +7,6 @@ in the forecasters' calendar; unannounced, nobody knows it is coming.
 """
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,11 +34,12 @@ def spike_trace(factor: float = 8.0, duration_min: int = 30, base_fraction: floa
     return Trace(name=f"spike-x{factor:g}", series=pd.Series(level, index=idx, name="value"), step=pd.Timedelta("1min"))
 
 
-def events_file(factor: float, duration_min: int, directory: str | Path, start: pd.Timestamp = SPIKE_START) -> Path:
-    p = Path(directory) / "spike_events.csv"
-    end = start + pd.Timedelta(minutes=duration_min)
-    p.write_text(f"start,end,name,expected_multiplier\n{start},{end},spike,{factor}\n")
-    return p
+def spike_events(factor: float, duration_min: int, start: pd.Timestamp = SPIKE_START):
+    """The spike as an announced event: an :class:`~forecasting.EventCalendar` with one event
+    ``spike`` over ``[start, start + duration)`` and ``expected_multiplier=factor``."""
+    from forecasting import Event, EventCalendar
+
+    return EventCalendar([Event(start, start + pd.Timedelta(minutes=duration_min), "spike", float(factor))])
 
 
 def spike_metrics(log: pd.DataFrame, clusters, target: np.ndarray, start: pd.Timestamp = SPIKE_START,
@@ -81,17 +81,16 @@ def run_spike_test(controllers: list[str], factor: float = 8.0, announced: bool 
     opts = controller_options or {}
     out = {"factor": factor, "announced": announced, "duration_min": duration_min, "subticks": subticks, "guard": sim.guard,
            "controllers": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        events = str(events_file(factor, duration_min, tmp)) if announced else None
-        for name in controllers:
-            c = make_controller(name, **opts.get(name, {}))
-            fc = TickForecaster(events=events) if c.needs_forecast else None
-            t0 = time.perf_counter()
-            res = sim.run(sim.balancer(c, fc), policy)
-            m = spike_metrics(res.log, sim.cascade.clusters, res.target, subtick_load=res.subtick_load)
-            m["wall_s"] = time.perf_counter() - t0
-            out["controllers"][name] = m
-            out.setdefault("_logs", {})[name] = res.log
+    events = spike_events(factor, duration_min) if announced else None
+    for name in controllers:
+        c = make_controller(name, **opts.get(name, {}))
+        fc = TickForecaster(events=events) if c.needs_forecast else None
+        t0 = time.perf_counter()
+        res = sim.run(sim.balancer(c, fc), policy)
+        m = spike_metrics(res.log, sim.cascade.clusters, res.target, subtick_load=res.subtick_load)
+        m["wall_s"] = time.perf_counter() - t0
+        out["controllers"][name] = m
+        out.setdefault("_logs", {})[name] = res.log
     return out
 
 

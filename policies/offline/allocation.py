@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..lagrangian import bisect
+
 
 @dataclass
 class Allocation:
@@ -113,17 +115,10 @@ class BudgetAllocator:
         return sh * float(self.budget)
 
     def _bisect(self, spend_at, target: float, hi: float) -> tuple[float, float]:
-        """Smallest price (within tolerance) whose spend is <= target: returns (lo, hi)."""
+        """Smallest price (within ``n_bisect`` halvings of ``[0, hi]``) whose spend is <= target: (lo, hi)."""
         if spend_at(0.0) <= target:
             return 0.0, 0.0
-        lo = 0.0
-        for _ in range(self.n_bisect):
-            mid = 0.5 * (lo + hi)
-            if spend_at(mid) > target:
-                lo = mid
-            else:
-                hi = mid
-        return lo, hi
+        return bisect(lambda p: spend_at(p) > target, 0.0, hi, iterations=self.n_bisect)
 
     def allocate(self, rewards: np.ndarray, costs, prior=None) -> Allocation:
         """Allocate; ``rewards [n, A]``, ``costs [A]`` or ``[n, A]``, ``prior [n, A]`` or None."""

@@ -20,6 +20,18 @@ from .journeys import Journeys
 from .tokens import build_tokens
 
 
+def _cloning_loss(self, net):
+    """The channel cross-entropy of the logged channels: the loss of every model that clones them
+    (behaviour cloning, and the Decision Transformer, which conditions the same loss on the return)."""
+    from ._torch_nets import channel_cross_entropy
+
+    def loss_fn(net, b):
+        logits, _ = net(b["x"])
+        return channel_cross_entropy(logits, b["actions"], b["mask"])
+
+    return loss_fn, None
+
+
 class BehaviourPolicy:
     """The logging policy (see the module docstring)."""
 
@@ -44,14 +56,7 @@ class BehaviourPolicy:
 class BehaviourCloning(SequenceModel):
     """Behaviour cloning: a per-step network trained with channel cross-entropy."""
 
-    def _make_loss(self, net):
-        from ._torch_nets import channel_cross_entropy
-
-        def loss_fn(net, b):
-            logits, _ = net(b["x"])
-            return channel_cross_entropy(logits, b["actions"], b["mask"])
-
-        return loss_fn, None
+    _make_loss = _cloning_loss
 
 
 class DecisionTransformer(SequenceModel):
@@ -82,14 +87,7 @@ class DecisionTransformer(SequenceModel):
         return build_tokens(j, self.state_mean_, self.state_std_, self.penalty,
                             rtg=self._rtg(j, training))
 
-    def _make_loss(self, net):
-        from ._torch_nets import channel_cross_entropy
-
-        def loss_fn(net, b):
-            logits, _ = net(b["x"])
-            return channel_cross_entropy(logits, b["actions"], b["mask"])
-
-        return loss_fn, None
+    _make_loss = _cloning_loss
 
 
 class DiscreteCQL(SequenceModel):

@@ -85,3 +85,15 @@ def test_hybrid_uses_events(make_traffic):
     assert mask.sum() == 6
     base = SarimaForecaster().fit(hist).predict(12)["mean"]
     assert np.mean(f["mean"][mask] / base[mask]) > 1.6
+
+
+def test_calendar_multiplier_is_the_product_of_the_active_events():
+    ev = [Event(pd.Timestamp("2024-01-01 10:00"), pd.Timestamp("2024-01-01 12:00"), "a", 2.0),
+          Event(pd.Timestamp("2024-01-01 11:00"), pd.Timestamp("2024-01-01 13:00"), "b", 1.5),
+          Event(pd.Timestamp("2024-01-01 09:00"), pd.Timestamp("2024-01-01 14:00"), "c")]  # no multiplier
+    cal = EventCalendar(ev)
+    times = pd.date_range("2024-01-01 08:00", "2024-01-01 15:00", freq="30min")
+    expect = [np.prod([e.expected_multiplier for e in ev if e.expected_multiplier and e.start <= t < e.end] or [1.0])
+              for t in times]  # start inclusive, end exclusive
+    np.testing.assert_array_equal(cal.multiplier(times.asi8), expect)
+    assert np.array_equal(EventCalendar().multiplier(times.asi8), np.ones(len(times)))

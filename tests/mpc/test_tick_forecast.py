@@ -4,7 +4,7 @@ import pytest
 
 from mpc_balancer.cli import main
 from mpc_balancer.forecast import TickForecaster
-from mpc_balancer.sim.scenarios import spike_metrics, spike_trace
+from mpc_balancer.sim.scenarios import spike_events, spike_metrics, spike_trace
 
 
 def history(days=3, level=1000.0):
@@ -61,6 +61,16 @@ def test_spike_trace_and_metrics():
     log = pd.DataFrame({"true_load_a": [0.8, 0.8, 3.0, 1.2, 0.85, 0.8]}, index=idx)
     m = spike_metrics(log, ["a"], np.array([0.9]))
     assert m["peak_load"] == 3.0 and m["ticks_over_cm"] == 2 and m["ticks_to_recover"] == 2
+
+
+def test_spike_calendar_is_the_announced_event():
+    from forecasting import parse_events
+
+    cal = spike_events(8.0, 30)
+    as_csv = parse_events("start,end,name,expected_multiplier\n2024-01-04 14:00,2024-01-04 14:30,spike,8\n")
+    assert cal.events == as_csv.events
+    t = pd.date_range("2024-01-04 13:59", periods=33, freq="1min").asi8
+    np.testing.assert_array_equal(cal.multiplier(t), np.r_[1.0, np.full(30, 8.0), 1.0, 1.0])
 
 
 def test_spike_test_cli_runs_pid(tmp_path, capsys):
