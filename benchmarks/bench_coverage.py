@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from mpc_balancer.sim.disturbances import BurstSpec, Disturbances, OutageSpec
 from mpc_balancer.forecast import TickForecaster
+from mpc_balancer.sim.disturbances import BurstSpec, Disturbances, OutageSpec
 from mpc_balancer.traces import load_trace
 from mpc_balancer.traffic import Traffic
 

@@ -16,9 +16,9 @@ import numpy as np  # noqa: E402
 
 from mpc_balancer.balancer import Balancer  # noqa: E402
 from mpc_balancer.controllers import MpcController, make_controller  # noqa: E402
-from mpc_balancer.sim.experiment import ExperimentConfig, build_simulator, make_policy  # noqa: E402
 from mpc_balancer.controllers.nmpc import traffic_state  # noqa: E402
 from mpc_balancer.mpc import CvxpyMpcSolver, MpcProblem, OsqpMpcSolver, QuadraticMpcProblem  # noqa: E402
+from mpc_balancer.sim.experiment import ExperimentConfig, build_simulator, make_policy  # noqa: E402
 
 
 class Recorder(MpcController):

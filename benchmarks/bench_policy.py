@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     print(f"{'implementation':<28}{'decisions/s @' + str(args.batch):>20}{'per CPU-s':>14}{'p50 us (1 req)':>16}{'p99 us (1 req)':>16}")
     for name, batch_fn, single_fn in rows:
         rate, cpu_rate = _rate(batch_fn, args.batch, args.seconds)
-        p50, p99 = _latency(lambda x: single_fn(x, lam) if single_fn in (rt64.act, rt32.act) else single_fn(x), X, args.single)
+        p50, p99 = _latency(lambda x, fn=single_fn: fn(x, lam) if fn in (rt64.act, rt32.act) else fn(x), X, args.single)
         print(f"{name:<28}{rate:>20,.0f}{cpu_rate:>14,.0f}{p50:>16.1f}{p99:>16.1f}")
     return 0
 

@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(Path(tmp), args.clients, args.controller)
         port = _free_port()
-        log = open(Path(tmp) / "serve.log", "wb")
+        log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 -- the server's log while it runs
         t_start = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "mpc_balancer.cli", "serve", "--config", str(cfg), "--port", str(port),
                                  "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)

@@ -10,7 +10,8 @@ max <= 50 ms (refit ticks included). Run::
 It prints, for every controller, the wall and CPU time of the run (median of the repeats) and the
 latency of ``Balancer.step`` over all its ticks (p50 / p99 / max, wall clock and this thread's CPU
 time: on a shared machine the CPU figures are the ones that do not depend on the other processes);
-then the per-phase breakdown of the MPC tick (CPU time) from an instrumented run (``--profile-days``): telemetry validation, forecaster update/predict,
+then the per-phase breakdown of the MPC tick (CPU time) from an instrumented run (``--profile-days``): telemetry validation,
+forecaster update/predict,
 response curve, QP build, QP solve, refinement, the fallback PID in the shadow, and bookkeeping (the
 rest of ``Balancer.step``), each as mean / p99 / max milliseconds per tick (exclusive time: a phase
 called inside another counts once). With ``--baseline`` the same script runs in a subprocess on the
@@ -196,16 +197,17 @@ def print_results(cur: dict, base: dict | None) -> None:
     for name, r in cur["controllers"].items():
         line = (f"{name:<11}{r['wall_median_s']:>8.1f}{r['cpu_median_s']:>8.1f}{r['step_p50_ms']:>9.2f}{r['step_p99_ms']:>9.2f}"
                 f"{r['step_max_ms']:>9.1f}{'| ':>4}{r['step_cpu_p50_ms']:>6.2f}{r['step_cpu_p99_ms']:>7.2f}{r['step_cpu_max_ms']:>7.1f}"
-                f"{('<= %g s' % TARGET_S[name]) if name in TARGET_S else '':>9}")
+                f"{f'<= {TARGET_S[name]:g} s' if name in TARGET_S else '':>9}")
         o = b["controllers"].get(name)
         if o:
             line += (f"{'| ':>4}{o['wall_median_s']:>8.1f}{o['cpu_median_s']:>8.1f}{o['step_cpu_p50_ms']:>8.2f}"
                      f"{o['step_cpu_p99_ms']:>7.2f}{o['step_cpu_max_ms']:>7.1f}{o['cpu_median_s'] / r['cpu_median_s']:>12.2f}x")
-        print(line + f"   (runs wall/cpu: {', '.join('%.1f/%.1f' % wc for wc in zip(r['wall_s'], r['cpu_s']))}; "
+        print(line + f"   (runs wall/cpu: {', '.join(f'{w:.1f}/{c:.1f}' for w, c in zip(r['wall_s'], r['cpu_s']))}; "
                      f"slowest tick {r['slowest_tick']})")
     if "phases" in cur:
         print(f"\none MPC tick by phase, instrumented run of {cur['phase_ticks']} ticks (CPU ms per tick: mean / p99 / max)")
-        print(f"{'phase':<28}{'mean':>8}{'p99':>8}{'max':>8}{'share':>8}" + (f"{'| base mean':>13}{'p99':>8}{'max':>8}" if base and "phases" in b else ""))
+        base_cols = f"{'| base mean':>13}{'p99':>8}{'max':>8}" if base and "phases" in b else ""
+        print(f"{'phase':<28}{'mean':>8}{'p99':>8}{'max':>8}{'share':>8}" + base_cols)
         tot = cur["phases"]["total"]["mean_ms"]
         for ph, r in cur["phases"].items():
             line = f"{ph:<28}{r['mean_ms']:>8.3f}{r['p99_ms']:>8.2f}{r['max_ms']:>8.1f}{100 * r['mean_ms'] / tot:>7.1f}%"

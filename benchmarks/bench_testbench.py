@@ -26,12 +26,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from policies.cost_table import DEFAULT_PATH, load_cost_table  # noqa: E402
 from policies.testbench.evaluate import session_factor, table_for  # noqa: E402
 from policies.testbench.fit import fit_queue_table  # noqa: E402
 from policies.testbench.provenance import machine_info, now_iso  # noqa: E402
 from policies.testbench.runner import LoadTestConfig, run_load_test  # noqa: E402
 from policies.testbench.workloads import resolve_workload  # noqa: E402
-from policies.cost_table import DEFAULT_PATH, load_cost_table  # noqa: E402
 
 LEFT_OUT = {"builtin:retrieval": (75, 200, 350), "builtin:prerank": (75, 150, 275, 420), "builtin:ranking": (6, 12, 32, 50, 80)}
 
@@ -76,7 +76,8 @@ def main() -> int:
                          "wall_ms": float(np.mean([r[i]["wall_ms"] for r in runs]))})
     print(f"table {args.table} (created {table.provenance['created']}); {args.runs} fresh runs per left-out bucket, "
           f"{args.repeats} x {args.duration} s windows per bucket")
-    print(f"{'workload':<18}{'var':>4}{'queue':>6}{'pred ms':>9}{'fresh ms (runs)':>28}{'err% mean':>10}{'err% worst':>11}{'CV runs%':>9}{'CV reps%':>9}{'wall ms':>9}")
+    print(f"{'workload':<18}{'var':>4}{'queue':>6}{'pred ms':>9}{'fresh ms (runs)':>28}{'err% mean':>10}{'err% worst':>11}"
+          f"{'CV runs%':>9}{'CV reps%':>9}{'wall ms':>9}")
     for r in rows:
         runs_txt = " ".join(f"{v:.3f}" for v in r["runs_ms"])
         worst = max(r["err_each"], key=abs)
@@ -93,11 +94,13 @@ def main() -> int:
     ec = np.abs(np.concatenate([r["err_calibrated"] for r in rows]))
     cvc = np.array([r["cv_runs_calibrated"] for r in rows])
     facs = {r["workload"]: r["factors"] for r in rows}
-    print("session speed factors (measured/table, per run): " + "; ".join(f"{k} " + " ".join(f"{v:.2f}" for v in f) for k, f in facs.items()))
+    print("session speed factors (measured/table, per run): " + "; ".join(f"{k} " + " ".join(f"{v:.2f}" for v in f) for k,
+                                                                          f in facs.items()))
     print(f"after one speed factor per run and stage: left-out |error| median {100 * np.median(ec):.1f}%, max {100 * ec.max():.1f}%, "
           f"within 10%: {int((ec <= 0.10).sum())}/{len(ec)}; run-to-run CV median {100 * np.median(cvc):.1f}%, "
           f"max {100 * cvc.max():.1f}%, within 5%: {int((cvc <= 0.05).sum())}/{len(cvc)}")
-    print(f"bench: {time.perf_counter() - w0:.1f} s wall, {time.process_time() - c0:.1f} s CPU; load average {machine_info().get('load_average')}")
+    print(f"bench: {time.perf_counter() - w0:.1f} s wall, {time.process_time() - c0:.1f} s CPU; load average "
+          f"{machine_info().get('load_average')}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"created": now_iso(), "table": args.table, "machine": machine_info(), "rows": rows}, f, indent=1)
@@ -142,8 +145,10 @@ def same_session(args) -> int:
     errs, cvs = np.abs(errs), np.array(cvs)
     print(f"left-out |error| (fit on the same run's knots): median {100 * np.median(errs):.1f}%, max {100 * errs.max():.1f}%, "
           f"within 10%: {int((errs <= 0.10).sum())}/{len(errs)}")
-    print(f"run-to-run CV over all buckets: median {100 * np.median(cvs):.1f}%, max {100 * cvs.max():.1f}%, within 5%: {int((cvs <= 0.05).sum())}/{len(cvs)}")
-    print(f"bench: {time.perf_counter() - w0:.1f} s wall, {time.process_time() - c0:.1f} s CPU; load average {machine_info().get('load_average')}")
+    print(f"run-to-run CV over all buckets: median {100 * np.median(cvs):.1f}%, max {100 * cvs.max():.1f}%, within 5%: "
+          f"{int((cvs <= 0.05).sum())}/{len(cvs)}")
+    print(f"bench: {time.perf_counter() - w0:.1f} s wall, {time.process_time() - c0:.1f} s CPU; load average "
+          f"{machine_info().get('load_average')}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Drive the closed loop from Python: trace -> traffic -> simulator -> controllers -> metrics.
 
-Run: python examples/closed_loop.py   (a few seconds per controller per simulated day)
+Run: python examples/closed_loop.py [--days D]   (a few seconds per controller per simulated day)
 """
+import argparse
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrix products: one BLAS thread is fastest
@@ -17,11 +18,14 @@ from policies.cascade import Cascade  # noqa: E402
 from policies.oracle import OraclePolicy  # noqa: E402
 
 
-def main():
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--days", type=float, default=1.0, help="simulated days (default 1)")
+    args = p.parse_args(argv)
     trace = load_trace("nasa")  # or load_trace("my_qps.csv.gz") with a header timestamp,<value>
     traffic = Traffic(trace, period_s=60, peak_qps=20000)  # de-noised rate, scaled to 20k QPS at peak
     cascade = Cascade()  # retrieval -> pre-ranking -> ranking, 960 joint actions
-    sim = Simulator(traffic, cascade=cascade, plant=PlantConfig(target_load=0.9), n_requests=500, days=1.0, seed=0)
+    sim = Simulator(traffic, cascade=cascade, plant=PlantConfig(target_load=0.9), n_requests=500, days=args.days, seed=0)
     policy = OraclePolicy(cascade, dtype=np.float32)  # per request: argmax_a E[rev] - lambda . cost
 
     results = {}

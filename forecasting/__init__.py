@@ -38,8 +38,7 @@ Evaluation: :func:`backtest` (rolling origin), :mod:`forecasting.metrics` (MASE 
 season, sMAPE, pinball, coverage).
 """
 from .backtest import BacktestResult, backtest
-from .errors import (EventFileError, ForecastInputError, HorizonError, InsufficientHistoryError,
-                     NegativeValueError, NotFittedError)
+from .errors import EventFileError, ForecastInputError, HorizonError, InsufficientHistoryError, NegativeValueError, NotFittedError
 from .events import Event, EventCalendar, load_events, parse_events
 from .hybrid import HybridForecaster
 from .metrics import coverage, mase, mase_scale, pinball, smape

@@ -13,6 +13,7 @@ psi-weights of the MA(infinity) representation.
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -63,7 +64,7 @@ class ArmaState:
         for i, x in enumerate(r):
             pred = (phi @ rl if p else 0.0) + (theta @ el if q else 0.0)
             e = x - pred
-            if e != e:  # missing: propagate the prediction
+            if math.isnan(e):  # missing: propagate the prediction
                 e, x = 0.0, pred
             filled[i], innov[i] = x, e
             if p:

@@ -14,8 +14,8 @@ the current origin (all there is when the series is shorter); between refits the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd

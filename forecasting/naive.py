@@ -78,7 +78,7 @@ class SeasonalNaive:
             raise NotFittedError("SeasonalNaive is not fitted; call fit(y) first")
         return {"grid": [self.grid_.start.value, self.grid_.freq.value], "n": self.n_, "y": pack(self.y_)}
 
-    def load_state_dict(self, d, path: str = "model") -> "SeasonalNaive":
+    def load_state_dict(self, d, path: str = "model") -> SeasonalNaive:
         """Validate then restore :meth:`state_dict` into a model fitted on the same grid."""
         s = StateReader(d, path)
         if s.raw("grid") != [self.grid_.start.value, self.grid_.freq.value]:

@@ -117,7 +117,7 @@ class ResidualNet:
         np.savez(path, **{a: getattr(self, a + "_") for a in _ARRAYS})
 
     @classmethod
-    def load(cls, path: str | Path) -> "ResidualNet":
+    def load(cls, path: str | Path) -> ResidualNet:
         """Load weights written by :meth:`save` (numpy only)."""
         with np.load(path, allow_pickle=False) as z:
             missing = [a for a in _ARRAYS if a not in z.files]

@@ -319,7 +319,7 @@ class SarimaForecaster:
                 "sigma2": a.sigma2, "r_lags": pack(a.r_lags), "e_lags": pack(a.e_lags), "y": pack(self.y_),
                 "resid": pack(self.resid_), "innov": pack(self.innov_), "observed": pack(self.observed_, "b1")}
 
-    def load_state_dict(self, d, path: str = "model") -> "SarimaForecaster":
+    def load_state_dict(self, d, path: str = "model") -> SarimaForecaster:
         """Validate ``d`` field by field (:class:`StateError` names the field), then restore it
         all at once: a bad state leaves the model as it was."""
         self._check_fitted()
@@ -335,7 +335,8 @@ class SarimaForecaster:
             raise StateError(f"{s.name('use_weekend')} must be true or false, got {use_weekend!r}")
         event_cols = s.array("event_cols", "b1", (2,))
         order = s.raw("order")
-        if not (isinstance(order, list) and len(order) == 3 and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in order)):
+        if not (isinstance(order, list) and len(order) == 3 and all(isinstance(o, int) and not isinstance(o,
+                                                                                                          bool) and o >= 0 for o in order)):
             raise StateError(f"{s.name('order')} must be three integers >= 0, got {order!r}")
         p, _, q = order
         weh = self.weekend_harmonics if use_weekend else 0

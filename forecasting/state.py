@@ -45,7 +45,7 @@ class StateReader:
     def name(self, key) -> str:
         return f"{self.path}.{key}"
 
-    def sub(self, key, optional: bool = False) -> "StateReader | None":
+    def sub(self, key, optional: bool = False) -> StateReader | None:
         v = self._get(key)
         if v is None and optional:
             return None

@@ -114,8 +114,9 @@ class Balancer:
     def create(cls, controller="mpc", clusters: dict | None = None, policy=None, history: pd.Series | None = None,
                period_s: float = 60.0, *, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                time_budget_s: float = 0.5, response_requests: int = 256, max_load: float = 10.0,
-               max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0, max_flat_ticks: int = 5, lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
-               **controller_options) -> "Balancer":
+               max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0, max_flat_ticks: int = 5,
+               lam_min: float = LAM_MIN, lam_max: float = LAM_MAX, initial_lam: float = 0.01,
+               **controller_options) -> Balancer:
         """A set-up Balancer from plain values.
 
         Parameters
@@ -172,7 +173,7 @@ class Balancer:
                   max_qps_ratio=max_qps_ratio, max_flat_ticks=max_flat_ticks)
         return bal.setup(ctx, initial_lam=initial_lam)
 
-    def setup(self, context: ControlContext, initial_lam: float = 0.01) -> "Balancer":
+    def setup(self, context: ControlContext, initial_lam: float = 0.01) -> Balancer:
         if not (np.isfinite(initial_lam) and context.lam_min <= initial_lam <= context.lam_max):
             raise ValueError(f"initial_lam must be in [{context.lam_min}, {context.lam_max}], got {initial_lam!r}")
         self.ctx_ = context

@@ -119,7 +119,7 @@ class MlpDynamics:
                  meta=np.array(meta), **arrays)
 
     @classmethod
-    def load(cls, path) -> "MlpDynamics":
+    def load(cls, path) -> MlpDynamics:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta.get("format") != "mlp-dynamics" or meta.get("version") != 1:

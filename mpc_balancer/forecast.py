@@ -80,7 +80,7 @@ class TickForecaster:
             return fc.HybridForecaster(horizon=36, events=events, max_history_days=days)
         return fc.SarimaForecaster(events=events, max_history_days=days)
 
-    def fit(self, qps: np.ndarray, times: pd.DatetimeIndex, period_s: float) -> "TickForecaster":
+    def fit(self, qps: np.ndarray, times: pd.DatetimeIndex, period_s: float) -> TickForecaster:
         """Fit the slow model on the history and calibrate the band on its last ``warm_calib`` ticks
         (held out of the fit and replayed; skipped when less than two days of history would remain)."""
         qps, times = np.asarray(qps, dtype=float), pd.DatetimeIndex(times)
@@ -97,7 +97,7 @@ class TickForecaster:
             return self
         return self._fit(qps, times, period_s)
 
-    def _fit(self, qps: np.ndarray, times: pd.DatetimeIndex, period_s: float) -> "TickForecaster":
+    def _fit(self, qps: np.ndarray, times: pd.DatetimeIndex, period_s: float) -> TickForecaster:
         cal = self._calendar()
         self.period_s_ = float(period_s)
         s = pd.Series(qps, index=times)

@@ -22,7 +22,6 @@ import pandas as pd
 
 from .traces import Trace, TraceError
 
-
 EDGE_RATIO = 1.5  # neighbouring ticks this far apart are a step of the trace, not a ramp
 MAX_SPIKE = 1e4  # a rate this many times the trace's 99.5th percentile is a corrupt row (real spikes: 90x)
 

@@ -137,19 +137,21 @@ class CascadeSpec:
         return tuple(s.cluster for s in self.stages)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CascadeSpec":
+    def from_dict(cls, d: dict) -> CascadeSpec:
         unknown = set(d) - {"stages", "costs", "revenue", "cost_table"}
         if unknown:
             raise ValueError(f"unknown cascade spec keys: {sorted(unknown)}")
         stages = default_stages()
         if "stages" in d:
-            stages = tuple(StageSpec(s["name"], s.get("cluster", s["name"]), {k: tuple(v) for k, v in s["sub_actions"].items()}) for s in d["stages"])
+            stages = tuple(StageSpec(s["name"], s.get("cluster", s["name"]), {k: tuple(v) for k, v in s["sub_actions"].items()})
+                           for s in d["stages"])
         costs = _dc_from(CostParams, d["costs"], "costs") if "costs" in d else None
         table = CostTable.from_dict(d["cost_table"]) if "cost_table" in d else None
         return cls(stages=stages, costs=costs, cost_table=table, revenue=_dc_from(RevenueParams, d.get("revenue", {}), "revenue"))
 
     def to_dict(self) -> dict:
-        d = {"stages": [{"name": s.name, "cluster": s.cluster, "sub_actions": {k: list(v) for k, v in s.sub_actions.items()}} for s in self.stages],
+        d = {"stages": [{"name": s.name, "cluster": s.cluster, "sub_actions": {k: list(v) for k, v in s.sub_actions.items()}}
+                        for s in self.stages],
              "revenue": _jsonable(asdict(self.revenue))}
         if self.costs is not None:
             d["costs"] = _jsonable(asdict(self.costs))
@@ -158,7 +160,7 @@ class CascadeSpec:
         return d
 
     @classmethod
-    def from_cost_table(cls, path: str | Path, **kw) -> "CascadeSpec":
+    def from_cost_table(cls, path: str | Path, **kw) -> CascadeSpec:
         """A spec whose costs come from a TestBench cost table file (``testbench fit`` output; a legacy
         file holding only linear ``"cost_params"`` is still accepted)."""
         try:

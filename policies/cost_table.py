@@ -66,7 +66,7 @@ class QueueCostTable:
         return d
 
     @classmethod
-    def from_dict(cls, d, where: str) -> "QueueCostTable":
+    def from_dict(cls, d, where: str) -> QueueCostTable:
         if not isinstance(d, dict):
             raise ValueError(f"cost table: {where} must be an object with queue and cost_ms, got {d!r}")
         unknown = set(d) - {"queue", "cost_ms", "spread_ms"}
@@ -131,7 +131,7 @@ class CostTable:
         }
 
     @classmethod
-    def from_dict(cls, d) -> "CostTable":
+    def from_dict(cls, d) -> CostTable:
         if not isinstance(d, dict):
             raise ValueError(f"cost table must be a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:

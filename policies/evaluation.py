@@ -131,7 +131,7 @@ def evaluate(algos: list[str], seeds: int = 3, quick: bool = False, bundle: str 
                 f"total {time.perf_counter() - t_start:.0f}s)")
     out = {}
     for algo, ms in per.items():
-        col = lambda k: np.array([m[k] for m in ms])
+        col = lambda k, ms=ms: np.array([m[k] for m in ms])
         out[algo] = {"return_pct_mean": float(col("return_pct").mean()), "return_pct_std": float(col("return_pct").std(ddof=0)),
                      "spearman_mean": float(col("spearman").mean()), "regret_pct_mean": float(col("regret_pct").mean()),
                      "return_oracle_pct_mean": float(col("return_oracle_pct").mean()),

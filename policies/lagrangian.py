@@ -19,7 +19,7 @@ Used by :func:`policies.oracle.batch_optimum` (the exact optimum of a batch),
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

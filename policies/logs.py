@@ -78,10 +78,10 @@ class LoggedData:
         """Agent ``agent``'s observation: request features, lambda, and upstream stages' output counts."""
         return np.column_stack([self.features, self.lam, self.funnel[:, :agent]])
 
-    def subset(self, index) -> "LoggedData":
+    def subset(self, index) -> LoggedData:
         return LoggedData(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
-    def split(self, valid_fraction: float, rng: np.random.Generator) -> tuple["LoggedData", "LoggedData"]:
+    def split(self, valid_fraction: float, rng: np.random.Generator) -> tuple[LoggedData, LoggedData]:
         perm = rng.permutation(len(self))
         k = int(round(len(self) * valid_fraction))
         return self.subset(perm[k:]), self.subset(perm[:k])

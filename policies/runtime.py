@@ -181,7 +181,7 @@ class PolicyRuntime:
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
-    def load(cls, name_or_path: str | Path = "pretrained", dtype=np.float64, cost=None) -> "PolicyRuntime":
+    def load(cls, name_or_path: str | Path = "pretrained", dtype=np.float64, cost=None) -> PolicyRuntime:
         """Load a bundle by name (``"pretrained"`` is the shipped one) or path; checks its sha256.
 
         ``cost`` (G, A) replaces the bundle's cost table (the one it was trained with) by the serving

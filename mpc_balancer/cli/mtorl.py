@@ -30,7 +30,7 @@ def _shares(text: str | None):
     try:
         vals = [float(x) for x in text.split(",")]
     except ValueError:
-        raise ValueError(f"--channel-shares: expected comma-separated numbers or 'logged', got {text!r}")
+        raise ValueError(f"--channel-shares: expected comma-separated numbers or 'logged', got {text!r}") from None
     return vals
 
 

@@ -64,9 +64,9 @@ def _serve(args) -> int:
 
 
 def _fleet(args) -> int:
+    from ..jsonio import write_json
     from ..sim.experiment import ExperimentConfig, format_table
     from ..sim.fleet import run_fleet
-    from ..jsonio import write_json
 
     token = os.environ.get(args.token_env, "")
     if not token:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 import sys
 
-from ..sim.experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
 from ..jsonio import write_json
+from ..sim.experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
 from .args import name_list
 from .config import add_config_option
 from .outputs import declare_outputs
@@ -64,7 +64,8 @@ def raise_arg(msg):
 
 def add_common(p):
     p.add_argument("--trace", default="nasa", help="bundled trace (nasa, nyc-taxi, elb) or a CSV path (timestamp,<value>; .gz ok)")
-    p.add_argument("--days", type=_positive(float, 3650.0), default=7.0, help="simulate the last D days (default 7); earlier data is history")
+    p.add_argument("--days", type=_positive(float, 3650.0), default=7.0,
+                   help="simulate the last D days (default 7); earlier data is history")
     p.add_argument("--start", default=None, help="start the window at this timestamp instead of D days before the end")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--period", type=_positive(float, 86400.0), default=60.0, help="control period in seconds (default 60)")
@@ -73,7 +74,8 @@ def add_common(p):
                    help="per-tick request sample: stratified (Latin hypercube, default) or iid draws")
     p.add_argument("--peak-qps", type=_positive(float, 1e9), default=20000.0, help="QPS the trace's peak is scaled to")
     p.add_argument("--traffic", choices=["rate", "raw"], default="rate", help="rate: de-noised trace rate (default); raw: replay counts")
-    p.add_argument("--policy", default="pretrained", help="per-request policy: pretrained (the shipped AWRQ-Mixer bundle), oracle (exact argmax), or a bundle path")
+    p.add_argument("--policy", default="pretrained",
+                   help="per-request policy: pretrained (the shipped AWRQ-Mixer bundle), oracle (exact argmax), or a bundle path")
     p.add_argument("--cost-table", default=None, help="cost table JSON from `mpc-balancer testbench fit`")
     p.add_argument("--events", default=None, help="announced events CSV (start,end,name[,expected_multiplier]) for forecasting controllers")
     p.add_argument("--subticks", type=_positive(int), default=12,
@@ -87,7 +89,8 @@ def add_common(p):
                    help="inject outages (no traffic, then a retry surge), e.g. 1,20 (seeded by --seed)")
     p.add_argument("--horizon", type=_positive(int), default=None, help="MPC / NMPC horizon in ticks")
     p.add_argument("--objective", choices=["revenue", "tracking"], default=None, help="MPC objective (default revenue)")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="controller or plant option, e.g. pid.kp=0.4, plant.target_load=0.85")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="controller or plant option, e.g. pid.kp=0.4, plant.target_load=0.85")
     p.add_argument("--json", default=None, help="write the results JSON here")
     p.add_argument("--out", default=None, help="directory for per-tick CSV logs and a PNG plot")
     p.add_argument("--no-progress", action="store_true")
@@ -112,7 +115,8 @@ def settings(args, controllers: list[str]) -> tuple[ExperimentConfig, dict, dict
     (also how ``tune`` turns each trial into a simulate run)."""
     check_run_length(args.days, args.period, args.horizon if {"mpc", "nmpc", "shooting"} & set(controllers) else None)
     cfg = ExperimentConfig(trace=args.trace, days=args.days, start=args.start, seed=args.seed, period_s=args.period,
-                           n_requests=args.requests, sampling=args.sampling, peak_qps=args.peak_qps, traffic_mode=args.traffic, policy=args.policy,
+                           n_requests=args.requests, sampling=args.sampling, peak_qps=args.peak_qps, traffic_mode=args.traffic,
+                           policy=args.policy,
                            cost_table=args.cost_table, events=args.events, subticks=args.subticks, guard=args.guard,
                            bursts=args.bursts, outages=args.outages)
     # a --config file's tables come first in args.set (cli/config.py); --horizon and --objective

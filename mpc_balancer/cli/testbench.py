@@ -17,7 +17,8 @@ def register(sub):
 
     r = tsub.add_parser("run", help="load-test a workload over queue lengths and variants")
     r.add_argument("--workload", required=True, help="builtin:retrieval|builtin:prerank|builtin:ranking or module:function")
-    r.add_argument("--stage", choices=["retrieval", "prerank", "rank"], default=None, help="stage of a module:function workload (default rank)")
+    r.add_argument("--stage", choices=["retrieval", "prerank", "rank"], default=None,
+                   help="stage of a module:function workload (default rank)")
     r.add_argument("--variants", default=None, help="comma-separated variants (model switch / channel kind); default: all the workload has")
     r.add_argument("--queues", default=DEFAULT_QUEUES, help=f"comma-separated queue lengths (default {DEFAULT_QUEUES})")
     r.add_argument("--qps", type=float, default=None, help="fixed request rate; default: automatic, ~50%% utilisation of one core")
@@ -63,12 +64,15 @@ def run(args) -> int:
                             machines=args.machines, cores=args.cores, estimator=args.estimator)
     wl = resolve_workload(args.workload, stage=args.stage, variants=variants)
     started, w0, c0 = now_iso(), time.perf_counter(), time.process_time()
-    print(f"workload {args.workload} (stage {wl.stage}, variants {list(wl.variants)}): {len(config.queues) * len(wl.variants) * len(config.value_buckets)} buckets "
+    print(f"workload {args.workload} (stage {wl.stage}, variants {list(wl.variants)}): "
+          f"{len(config.queues) * len(wl.variants) * len(config.value_buckets)} buckets "
           f"x {config.repeats} repeats x {config.duration_s:g} s")
-    print(f"{'value':>5} {'variant':>7} {'queue':>6} {'qps':>8} {'cpu ms':>9} {'+-std':>8} {'cv%':>6} {'formula ms':>11} {'wall ms':>8} {'util':>6}")
+    print(f"{'value':>5} {'variant':>7} {'queue':>6} {'qps':>8} {'cpu ms':>9} {'+-std':>8} {'cv%':>6} {'formula ms':>11} {'wall ms':>8} "
+          f"{'util':>6}")
 
     def show(i, n, b):
-        print(f"{b['value_bucket']:>5} {b['variant']:>7} {b['queue']:>6} {b['achieved_qps']:>8.1f} {b['cpu_ms']:>9.4f} {b['cpu_ms_std']:>8.4f} "
+        print(f"{b['value_bucket']:>5} {b['variant']:>7} {b['queue']:>6} {b['achieved_qps']:>8.1f} {b['cpu_ms']:>9.4f} "
+              f"{b['cpu_ms_std']:>8.4f} "
               f"{100 * b['cv']:>6.2f} {b['formula_ms']:>11.4f} {b['wall_ms']:>8.4f} {b['utilisation']:>6.3f}", flush=True)
 
     results = run_load_test(wl, config, progress=show)
@@ -119,7 +123,6 @@ def _print_cascade_ratios(table) -> None:
 
 def check(args) -> int:
     from policies.cost_table import load_cost_table
-
     from policies.testbench.evaluate import compare, max_abs_error
     from policies.testbench.measurements import load_measurements
 

@@ -18,7 +18,8 @@ def register(sub):
                                     "(`tune worker`: another worker of a study in PostgreSQL)")
     add_config_option(p)
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="base option of every trial (overrides --config)")
-    p.add_argument("--space", default=None, help="search space TOML: one [CONTROLLER.KEY] table per option (type, low, high, log, step, choices)")
+    p.add_argument("--space", default=None,
+                   help="search space TOML: one [CONTROLLER.KEY] table per option (type, low, high, log, step, choices)")
     p.add_argument("--horizons", default=None, help="shortcut: grid over mpc.horizon, e.g. 5,10,20,40,80")
     p.add_argument("--controller", default="mpc", help="the tuned controller (default mpc)")
     p.add_argument("--traces", "--trace", dest="traces", default="nasa", help="comma-separated traces (default nasa)")
@@ -128,7 +129,7 @@ def _spec(args):
 
 def _tuning():
     try:
-        import optuna
+        import optuna  # noqa: F401 -- only whether it is installed
     except ImportError:
         raise ConfigError("mpc-balancer tune needs Optuna: pip install 'mpc-balancer[tune]'") from None
     from ..sim import tuning

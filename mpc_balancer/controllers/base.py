@@ -73,7 +73,7 @@ class Controller:
     clairvoyant = False
     horizon: int | None = None  # steps of forecast a needs_forecast controller plans over
 
-    def setup(self, context: ControlContext) -> "Controller":
+    def setup(self, context: ControlContext) -> Controller:
         if self.needs_policy and context.policy is None:
             raise ValueError(f"controller {self.name!r} needs a policy (it bisects the policy's response); "
                              "without one use 'pid' or 'mpc' (telemetry-only)")

@@ -5,9 +5,10 @@ pool of the last ``pool_ticks`` request samples (the frontier's segments refresh
 values); (2) the load disturbance ``theta`` (measured / predicted load) is updated with gain
 ``offset_gain`` (offset-free MPC: true costs differ from the estimates, and ``theta`` learns by how
 much; 0.5 filters the 1% sensor noise, measured on the last day of each trace and the spike test
-against 0.8 and 0.3), and the load budget is tightened by the back-off ``b`` (below); (3) the QP over ``horizon`` ticks is solved warm by OSQP (or cvxpy, ``solver="cvxpy"``), with the
-frontier either as a fitted concave quadratic (``frontier="quadratic"``, default: ~50 ADMM
-iterations) or as its exact piecewise-linear epigraph (``frontier="pwl"``: LP-like, several hundred
+against 0.8 and 0.3), and the load budget is tightened by the back-off ``b`` (below); (3) the QP
+over ``horizon`` ticks is solved warm by OSQP (or cvxpy, ``solver="cvxpy"``), with the frontier
+either as a fitted concave quadratic (``frontier="quadratic"``, default: ~50 ADMM iterations)
+or as its exact piecewise-linear epigraph (``frontier="pwl"``: LP-like, several hundred
 iterations, 10-50x slower; see benchmarks/bench_mpc.py);
 (4) the applied lambda is the one whose cost per request equals the first planned ``u``: read off
 the curve; when some cluster's lambda moves by more than ``refine_above`` x (a spike, a step in
@@ -92,7 +93,8 @@ class MpcController(Controller):
         if not 0 < offset_gain <= 1:
             raise ValueError(f"offset_gain must be in (0, 1], got {offset_gain!r}")
         self.horizon, self.objective, self.solver, self.n_segments = int(horizon), objective, solver, int(n_segments)
-        self.grid_points, self.curve_every, self.pool_ticks, self.offset_gain = int(grid_points), int(curve_every), int(pool_ticks), offset_gain
+        self.grid_points, self.curve_every, self.pool_ticks = int(grid_points), int(curve_every), int(pool_ticks)
+        self.offset_gain = offset_gain
         for k, v, ok in (("backoff_target", backoff_target, 0 <= backoff_target < 1), ("backoff_gain", backoff_gain, backoff_gain >= 0),
                          ("backoff_max", backoff_max, 0 <= backoff_max < 1), ("backoff_min", backoff_min, -1 < backoff_min <= 0),
                          ("backoff_initial", backoff_initial, backoff_min <= backoff_initial <= backoff_max)):
@@ -122,7 +124,7 @@ class MpcController(Controller):
                                   "min_ticks": telemetry_min_ticks, "elasticity": telemetry_elasticity}
         TelemetryResponse(np.ones(1), **self.telemetry_options)  # validate early
 
-    def setup(self, context: ControlContext) -> "MpcController":
+    def setup(self, context: ControlContext) -> MpcController:
         super().setup(context)
         if self.response == "sample" and context.policy is None:
             raise ValueError("mpc: response='sample' needs a policy; use response='telemetry' (or 'auto') without one")
@@ -291,7 +293,7 @@ class MpcController(Controller):
         r2 = (grid[1] / grid[0]) ** 2
         lo, hi = np.maximum(lam / r2, grid[0]), np.minimum(lam * r2, grid[-1])
         active = np.ones(len(lam), dtype=bool)
-        for attempt in range(3):
+        for _ in range(3):
             for _ in range(self.refine_steps):
                 mid = np.where(active, np.sqrt(lo * hi), hi)
                 over = self._sample_cost(mid) > u0
@@ -317,7 +319,8 @@ class MpcController(Controller):
         arr = lambda a: None if a is None else np.asarray(a).tolist()  # noqa: E731
         c = self.curve_
         return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
-                "planned": arr(self.planned_), "u_exact": self.u_exact_, "lam_applied": arr(self.lam_applied_), "backoff": self.backoff_.tolist(), "qps_hi": self.qps_hi_,
+                "planned": arr(self.planned_), "u_exact": self.u_exact_, "lam_applied": arr(self.lam_applied_),
+                "backoff": self.backoff_.tolist(), "qps_hi": self.qps_hi_,
                 "pool": [p.tolist() for p in self.pool_], "curve_pool": None if self.sample_ is None else self.sample_.features.tolist(),
                 "mode": self.mode_, "u_scale": arr(self.u_scale_), "telemetry": self.telemetry_.state_dict(),
                 "rng": self.rng_.bit_generator.state,

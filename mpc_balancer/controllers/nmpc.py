@@ -72,7 +72,7 @@ class DitheredPid(PidController):
             raise ValueError(f"hold must be an integer >= 1, got {hold!r}")
         self.sigma, self.hold, self.seed = float(sigma), int(hold), int(seed)
 
-    def setup(self, context: ControlContext) -> "DitheredPid":
+    def setup(self, context: ControlContext) -> DitheredPid:
         super().setup(context)
         self.rng_ = np.random.default_rng(self.seed)
         self.dither_, self.ticks_ = np.zeros(context.n_clusters), 0
@@ -142,7 +142,7 @@ class _LearnedDynamicsController(Controller):
         self.model_tol, self.monitor_halflife = float(model_tol), float(monitor_halflife)
 
     # ------------------------------------------------------------------------------ set-up
-    def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> "_LearnedDynamicsController":
+    def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> _LearnedDynamicsController:
         """Bind the context and obtain the dynamics: ``model`` if given, else ``weights`` if set,
         else train on dithered-PID logs from the history (the only step that imports torch)."""
         super().setup(context)
@@ -299,7 +299,7 @@ class NmpcController(_LearnedDynamicsController):
             raise ValueError(f"multistart must be a bool, got {multistart!r}")
         self.max_cpu_time, self.max_iter, self.tol, self.multistart = float(max_cpu_time), int(max_iter), float(tol), multistart
 
-    def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> "NmpcController":
+    def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> NmpcController:
         super().setup(context, model)
         self._build()
         return self
@@ -386,7 +386,7 @@ class ShootingController(_LearnedDynamicsController):
                 raise ValueError(f"{k} must be finite and >= 0, got {v!r}")
         self.n_samples, self.sigma, self.sigma_step = int(n_samples), float(sigma), float(sigma_step)
 
-    def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> "ShootingController":
+    def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> ShootingController:
         super().setup(context, model)
         self.rng_ = np.random.default_rng(self.seed + 1)
         return self

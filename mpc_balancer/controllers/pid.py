@@ -31,7 +31,7 @@ class PidController(Controller):
             raise ValueError(f"margin must be in [0, 1), got {margin!r}")
         self.kp, self.ki, self.kd, self.lam0, self.margin = kp, ki, kd, lam0, margin
 
-    def setup(self, context: ControlContext) -> "PidController":
+    def setup(self, context: ControlContext) -> PidController:
         super().setup(context)
         self.integral_ = np.zeros(context.n_clusters)
         self.prev_error_ = np.zeros(context.n_clusters)

@@ -45,7 +45,7 @@ class StaticController(Controller):
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
         self.recover_below, self.step, self.max_rungs, self.iterations = recover_below, float(step), int(max_rungs), int(iterations)
 
-    def setup(self, context: ControlContext) -> "StaticController":
+    def setup(self, context: ControlContext) -> StaticController:
         super().setup(context)
         self.peak_qps_ = peak_hour_qps(context.history_qps, context.history_times)
         self.base_lam_: np.ndarray | None = None

@@ -2,4 +2,5 @@
 from .problem import OBJECTIVES, MpcData, MpcProblem, MpcWeights, QuadraticMpcProblem, frontier_data, frontier_quadratic
 from .solvers import CvxpyMpcSolver, MpcSolution, OsqpMpcSolver
 
-__all__ = ["QuadraticMpcProblem", "frontier_quadratic", "frontier_data", "OBJECTIVES", "MpcData", "MpcProblem", "MpcWeights", "CvxpyMpcSolver", "MpcSolution", "OsqpMpcSolver"]
+__all__ = ["QuadraticMpcProblem", "frontier_quadratic", "frontier_data", "OBJECTIVES", "MpcData", "MpcProblem", "MpcWeights",
+           "CvxpyMpcSolver", "MpcSolution", "OsqpMpcSolver"]

@@ -176,7 +176,7 @@ class MpcProblem:
         return P
 
     def q_vector(self, data: MpcData) -> np.ndarray:
-        G, H, J, w = self.G, self.H, self.J, self.weights
+        H, w = self.H, self.weights
         q = np.zeros(self.n)
         rate = w.rho if self.objective == "revenue" else w.beta
         # rate penalty's linear term from the constant u_{-1}
@@ -300,7 +300,7 @@ class QuadraticMpcProblem:
         data.validate(self.G, self.H, data.widths.shape[1])
 
     def _curvature(self, data: MpcData) -> np.ndarray:
-        G, H = self.G, self.H
+        H = self.H
         if self.objective == "tracking":
             disc = self.weights.alpha ** np.arange(H)
             coef = (data.qps_hi[None, :] / data.capacity[:, None]) / data.target[:, None]

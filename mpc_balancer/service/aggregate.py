@@ -32,7 +32,7 @@ class NodeReport:
                 "features": self.features, "received": self.received}
 
     @classmethod
-    def from_json(cls, d: dict) -> "NodeReport":
+    def from_json(cls, d: dict) -> NodeReport:
         return cls(node=d["node"], time=pd.Timestamp(d["time"]), qps=float(d["qps"]), load=dict(d["load"]),
                    lam=dict(d["lam"]), features=d["features"], received=float(d["received"]))
 

@@ -88,7 +88,7 @@ class ControlService:
         self.current: dict | None = None  # the published decision (a new dict per version; read without the lock)
 
     # -- life cycle -----------------------------------------------------------------------------
-    def setup(self) -> "ControlService":
+    def setup(self) -> ControlService:
         c = self.config
         self.store = StateStore(c.state_db).open()
         if self.refit:
@@ -112,7 +112,7 @@ class ControlService:
         self.n_features = None
         return self
 
-    def restore(self) -> "ControlService":
+    def restore(self) -> ControlService:
         """Build the Balancer, load the checkpoint and the open ticks' reports; then ready."""
         c = self.config
         try:

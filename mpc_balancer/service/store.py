@@ -2,7 +2,8 @@
 
 One database file, WAL journal, ``synchronous=NORMAL``: a committed transaction survives
 the process being killed (``kill -9``); only an operating-system crash or power loss can take
-back the last ones (syncing every commit halved the reports a loaded service took per second). A tick's decision, the Balancer's checkpoint taken right after
+back the last ones (syncing every commit halved the reports a loaded service took per second).
+A tick's decision, the Balancer's checkpoint taken right after
 it, the tick's aggregate and the removal of its (now consumed) node reports are one transaction:
 after a crash the database holds either all of them or none, so a restart restores exactly the
 state that produced the last stored decision. Node reports are stored as they are accepted, so
@@ -42,7 +43,7 @@ class StateStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def open(self) -> "StateStore":
+    def open(self) -> StateStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db_ = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

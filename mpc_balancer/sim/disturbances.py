@@ -46,7 +46,7 @@ class BurstSpec:
     minutes: tuple[float, float]
 
     @classmethod
-    def parse(cls, text: str) -> "BurstSpec":
+    def parse(cls, text: str) -> BurstSpec:
         """``"10,3-6,1-5"``: 10 a day, 3-6 x, 1-5 minutes (the ``--bursts`` option)."""
         parts = [p.strip() for p in str(text).split(",")]
         if len(parts) != 3:
@@ -66,7 +66,7 @@ class OutageSpec:
     minutes: float
 
     @classmethod
-    def parse(cls, text: str) -> "OutageSpec":
+    def parse(cls, text: str) -> OutageSpec:
         """``"1,20"``: one 20-minute outage a day (the ``--outages`` option)."""
         parts = [p.strip() for p in str(text).split(",")]
         if len(parts) != 2:

@@ -11,13 +11,13 @@ from policies.cascade import FEATURES, Cascade, CascadeSpec
 from policies.oracle import OraclePolicy
 
 from ..controllers import make_controller
-from .disturbances import BurstSpec, Disturbances, OutageSpec
 from ..forecast import TickForecaster
 from ..jsonio import write_json
-from .plant import PlantConfig
-from .simulator import SimResult, Simulator
 from ..traces import load_trace
 from ..traffic import Traffic
+from .disturbances import BurstSpec, Disturbances, OutageSpec
+from .plant import PlantConfig
+from .simulator import SimResult, Simulator
 
 
 @dataclass
@@ -145,8 +145,10 @@ def write_outputs(out_dir: str | Path, runs: list[SimResult], summary: dict) -> 
 def format_table(summary: dict) -> str:
     rows = summary["results"]
     clusters = list(rows[0]["clusters"])
-    head = f"{'controller':<11}{'revenue':>14}{'uplift%':>9}{'mu':>8}{'nu':>8}" + "".join(f"{c[:8] + ' mu/nu':>18}" for c in clusters) + f"{'degr%':>8}{'wall s':>8}"
-    lines = [f"trace {summary['trace']}  {summary['days']:.2f} days  window {summary['window'][0]} .. {summary['window'][1]}  policy {summary['policy']}", head]
+    per_cluster = "".join(f"{c[:8] + ' mu/nu':>18}" for c in clusters)
+    head = f"{'controller':<11}{'revenue':>14}{'uplift%':>9}{'mu':>8}{'nu':>8}" + per_cluster + f"{'degr%':>8}{'wall s':>8}"
+    lines = [f"trace {summary['trace']}  {summary['days']:.2f} days  window {summary['window'][0]} .. {summary['window'][1]}  policy "
+             f"{summary['policy']}", head]
     for m in rows:
         up = "-" if m["uplift_vs_static_pct"] is None else f"{m['uplift_vs_static_pct']:+.2f}"
         cl = "".join(f"{m['clusters'][c]['mu']:>10.4f}/{m['clusters'][c]['nu']:<7.4f}" for c in clusters)

@@ -155,11 +155,11 @@ def run_fault_matrix(controllers, trace: str = "nasa", days: float = 1.0, seed: 
                      faults=FAULTS, fault_start: float = 0.4, policy: str = "pretrained", progress=None) -> dict:
     """Every fault for every controller over the last ``days`` of ``trace`` (see the module doc);
     each fault starts ``fault_start`` of the way into the window. Returns a JSON-able dict."""
-    from .experiment import make_policy
     from ..forecast import TickForecaster
-    from .simulator import Simulator
     from ..traces import load_trace
     from ..traffic import Traffic
+    from .experiment import make_policy
+    from .simulator import Simulator
 
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
@@ -174,7 +174,7 @@ def run_fault_matrix(controllers, trace: str = "nasa", days: float = 1.0, seed: 
     out = {"trace": trace, "days": days, "seed": seed, "window": [str(sim.times[0]), str(sim.times[-1])],
            "fault_start": str(sim.times[start]), "stretch_min": STRETCH_MIN, "controllers": {}}
     for name in controllers:
-        def make_balancer():
+        def make_balancer(name=name):
             c = Faulty(make_controller(name), overrun_s=0.0)
             b = Balancer(c, forecaster=TickForecaster() if c.needs_forecast else None, response_requests=sim.response_requests)
             c.overrun_s = b.time_budget_s * 1.2
@@ -243,7 +243,8 @@ def format_fault_matrix(result: dict) -> str:
                 lines.append(f"{name:<10}{fault:<20}{r['crashes']:>6}  {r.get('error', '')}")
                 continue
             lines.append(f"{name:<10}{fault:<20}{r['crashes']:>6}{r['fallback_ticks']:>5}{r['hold_ticks']:>6}"
-                         f"{r['max_lambda_step']:>12.2f} ({r['max_lambda_step_no_fault']:.2f}){r['during']['nu']:>12.4f} ({r['during']['nu_no_fault']:.4f})"
+                         f"{r['max_lambda_step']:>12.2f} ({r['max_lambda_step_no_fault']:.2f}){r['during']['nu']:>12.4f} "
+                         f"({r['during']['nu_no_fault']:.4f})"
                          f"{r['after']['nu']:>11.4f} ({r['after']['nu_no_fault']:.4f}){r['after']['revenue_gap_pct']:>+12.2f}"
                          f"{'yes' if r['recovered'] else 'NO':>10}")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ class RemoteBalancer:
         self.controller = SimpleNamespace(name=self.info_["controller"], clairvoyant=False)
         self.counts_ = {}
 
-    def setup(self, context, initial_lam: float = 0.01) -> "RemoteBalancer":
+    def setup(self, context, initial_lam: float = 0.01) -> RemoteBalancer:
         """Check that the service is configured for this simulation (clusters, capacity, period)."""
         info, names = self.info_, tuple(context.clusters)
         if tuple(info["clusters"]) != names:

@@ -55,7 +55,7 @@ class PlantConfig:
             raise ValueError(f"plant.drop_load must be > 1, got {self.drop_load!r}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PlantConfig":
+    def from_dict(cls, d: dict) -> PlantConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -68,10 +68,10 @@ def run_spike_test(controllers: list[str], factor: float = 8.0, announced: bool 
                    seed: int = 0, n_requests: int = 1000, controller_options: dict | None = None, subticks: int = 12,
                    guard: str | dict = "proportional") -> dict:
     from ..controllers import make_controller
-    from .experiment import make_policy
     from ..forecast import TickForecaster
-    from .simulator import Simulator
     from ..traffic import Traffic
+    from .experiment import make_policy
+    from .simulator import Simulator
 
     trace = spike_trace(factor, duration_min)
     traffic = Traffic(trace, period_s=60, peak_qps=20000.0)

@@ -30,12 +30,11 @@ from policies.cascade import Cascade
 from ..balancer import Balancer, Decision
 from ..controllers.base import ControlContext, Controller
 from ..controllers.hindsight import Clairvoyance
-from .disturbances import Disturbances
 from ..guard import GUARD_SETTINGS, NodeGuard
 from ..telemetry import Telemetry
-from .plant import Plant, PlantConfig
 from ..traffic import Traffic
-
+from .disturbances import Disturbances
+from .plant import Plant, PlantConfig
 
 SAMPLINGS = ("stratified", "iid")
 
@@ -137,7 +136,8 @@ class Simulator:
 
     def context(self, policy) -> ControlContext:
         plant = self.make_plant()
-        return ControlContext(clusters=tuple(self.cascade.clusters), policy=policy, target=plant.target.copy(), capacity=plant.capacity.copy(),
+        return ControlContext(clusters=tuple(self.cascade.clusters), policy=policy, target=plant.target.copy(),
+                              capacity=plant.capacity.copy(),
                               period_s=self.traffic.period_s, history_qps=self.traffic.rate_qps[self.history],
                               history_times=self.traffic.times[self.history],
                               simulate_history=lambda controller, days: self.history_run(controller, policy, days).log)

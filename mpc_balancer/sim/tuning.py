@@ -438,7 +438,8 @@ def load_study(storage, name: str):
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise ConfigError(f"no study {name!r} in {storage_label(storage)}; create it with `mpc-balancer tune --storage ... --study {name}`") from None
+        raise ConfigError(f"no study {name!r} in {storage_label(storage)}; create it with `mpc-balancer tune --storage ... --study "
+                          f"{name}`") from None
     spec = load_spec(study)
     return optuna.load_study(study_name=name, storage=storage, sampler=spec.sampler_object())
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -132,7 +133,7 @@ def multitask_loss(action_logits, reward_out, actions, rewards, mask, action_wei
             + reward_weight * taken_reward_loss(reward_out, actions, rewards, mask, reward_kind))
 
 
-def params_to_numpy(net: nn.Module) -> dict[str, "np.ndarray"]:
+def params_to_numpy(net: nn.Module) -> dict[str, np.ndarray]:
     """The network's parameters as float32 numpy arrays keyed by their state-dict names."""
     return {k: v.detach().cpu().numpy().astype("float32") for k, v in net.state_dict().items()}
 

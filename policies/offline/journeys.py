@@ -67,7 +67,7 @@ class Journeys:
     def state_dim(self) -> int:
         return int(self.states.shape[2])
 
-    def subset(self, idx: np.ndarray) -> "Journeys":
+    def subset(self, idx: np.ndarray) -> Journeys:
         """Journeys of the users at positions ``idx``."""
         idx = np.asarray(idx)
         return Journeys(
@@ -76,7 +76,7 @@ class Journeys:
             None if self.user_ids is None else self.user_ids[idx],
         )
 
-    def split(self, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> tuple["Journeys", ...]:
+    def split(self, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> tuple[Journeys, ...]:
         """Split by user (never inside a journey) into parts of the given fractions."""
         rng = np.random.default_rng(seed)
         perm = rng.permutation(self.n_users)

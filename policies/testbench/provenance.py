@@ -1,6 +1,7 @@
 """Where and when a measurement was taken: machine description and timestamps."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -15,10 +16,8 @@ def machine_info() -> dict:
             "processor": _cpu_model() or platform.processor(), "logical_cpus": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__,
             "blas_threads_env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
-    try:
+    with contextlib.suppress(OSError):  # no load average on this platform
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        pass
     return info
 
 

@@ -38,7 +38,8 @@ class CallableWorkload(Workload):
             raise ValueError(f"workload {name or fn!r} is not callable (got {type(fn).__name__})")
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
-        self.fn, self.stage, self.variants, self.name = fn, stage, tuple(int(v) for v in variants), name or getattr(fn, "__name__", repr(fn))
+        self.fn, self.stage, self.variants, self.name = fn, stage, tuple(int(v) for v in variants), name or getattr(fn, "__name__",
+                                                                                                                    repr(fn))
         self.variant_names = tuple(f"variant_{v}" for v in self.variants)
 
     def setup(self) -> None:

@@ -95,7 +95,7 @@ class ValueModel:
             return {"hidden": self.hidden, "heads": self.heads if self.algo == "rem" else 1}
         return {"hidden": self.hidden}
 
-    def fit(self, logs: LoggedData, cascade: Cascade | None = None) -> "ValueModel":
+    def fit(self, logs: LoggedData, cascade: Cascade | None = None) -> ValueModel:
         import torch
 
         from .nets import build_network

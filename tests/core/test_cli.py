@@ -50,7 +50,8 @@ def test_compare_with_bursts_reports_sub_tick_figures_guard_and_backoff(tmp_path
 
 def test_simulate_has_same_shape_with_one_result(tmp_path):
     out = tmp_path / "r.json"
-    assert main(["simulate", "--trace", "elb", "--days", "0.1", "--requests", "50", "--controller", "pid", "--json", str(out), "--no-progress"]) == 0
+    assert main(["simulate", "--trace", "elb", "--days", "0.1", "--requests", "50", "--controller", "pid", "--json", str(out),
+                 "--no-progress"]) == 0
     d = json.loads(out.read_text())
     assert len(d["results"]) == 1 and d["results"][0]["uplift_vs_static_pct"] is None
 
@@ -65,7 +66,8 @@ def test_simulate_has_same_shape_with_one_result(tmp_path):
     (["compare", "--trace", "elb", "--set", "plant.capcity=1"], "unknown plant config keys"),
 ])
 def test_errors_are_one_line_without_traceback(args, needle):
-    p = subprocess.run([sys.executable, "-m", "mpc_balancer.cli", *args, "--days" if "--days" not in args else "--seed", "0.1" if "--days" not in args else "0", "--no-progress"],
+    p = subprocess.run([sys.executable, "-m", "mpc_balancer.cli", *args, "--days" if "--days" not in args else "--seed",
+                        "0.1" if "--days" not in args else "0", "--no-progress"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
     assert needle in p.stderr

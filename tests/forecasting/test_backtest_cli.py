@@ -8,7 +8,6 @@ from forecasting import SeasonalNaive, backtest
 from mpc_balancer.cli import main
 
 
-
 def test_backtest_seasonal_naive_matches_hand_computation(make_traffic):
     y = make_traffic(days=10, seed=7)
     r = backtest(y, lambda: SeasonalNaive("daily"), horizon=3, test_days=1, train_days=5, origin_every=5)

@@ -3,9 +3,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecasting import (ForecastInputError, HorizonError, HybridForecaster, InsufficientHistoryError,
-                         NegativeValueError, NotFittedError, SarimaForecaster, SeasonalNaive)
-
+from forecasting import (
+    ForecastInputError,
+    HorizonError,
+    HybridForecaster,
+    InsufficientHistoryError,
+    NegativeValueError,
+    NotFittedError,
+    SarimaForecaster,
+    SeasonalNaive,
+)
 
 
 @pytest.mark.parametrize("cls", [SeasonalNaive, SarimaForecaster])

@@ -6,7 +6,6 @@ import pytest
 from forecasting import Event, EventCalendar, EventFileError, HybridForecaster, SarimaForecaster, load_events, parse_events
 
 
-
 def test_load_events_csv(tmp_path):
     p = tmp_path / "ev.csv"
     p.write_text("start,end,name,expected_multiplier\n2024-01-10 10:00,2024-01-10 16:00,promo,2\n"

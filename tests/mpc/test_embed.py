@@ -299,15 +299,6 @@ print("TORCH" if any(m == "torch" or m.startswith("torch.") for m in sys.modules
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
 
 
-def test_embedding_example_runs():
-    p = subprocess.run([sys.executable, str(ROOT / "examples" / "embed_balancer.py"), "--hours", "24"],
-                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "policy + request sample" in p.stdout and "telemetry only" in p.stdout
-    share = float(p.stdout.strip().splitlines()[-1].split(":")[1].strip().rstrip("%"))
-    assert 90.0 < share < 110.0, p.stdout[-500:]
-
-
 # ------------------------------------------------------------- hostile and careless callers
 def two_cluster_pid(**kw):
     policy = SeparablePolicy(2)

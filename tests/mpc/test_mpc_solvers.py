@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpc_balancer.frontier import ResponseCurve, concave_hull
 from mpc_balancer.mpc import CvxpyMpcSolver, MpcData, MpcProblem, OsqpMpcSolver, QuadraticMpcProblem, frontier_data

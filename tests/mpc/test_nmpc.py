@@ -14,8 +14,8 @@ from mpc_balancer.balancer import Balancer
 from mpc_balancer.controllers import make_controller
 from mpc_balancer.controllers.base import ControlContext, Observation
 from mpc_balancer.controllers.nmpc import NmpcController, ShootingController
-from mpc_balancer.telemetry import Telemetry
 from mpc_balancer.dynamics import MlpDynamics, fit_dynamics, traffic_state, transitions_from_log
+from mpc_balancer.telemetry import Telemetry
 
 LAG = 0.9  # synthetic plant: L' = LAG L + (1 - LAG) q f(z)
 

@@ -1,7 +1,8 @@
 """Budget-allocation invariants: spend within budget, monotone demand, shares respected."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.offline.allocation import BudgetAllocator, choose_channels, demand
 

@@ -17,7 +17,7 @@ def test_import_policies_offline_does_not_import_torch_or_mpc_balancer():
 
 
 def test_serving_path_does_not_import_torch(tmp_path):
-    code = f"""
+    code = """
 import numpy as np
 from policies.offline import AdEnvironment, BudgetAllocator, MTORL
 env = AdEnvironment(n_users=20, horizon=5, seed=1)

@@ -4,8 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from policies.offline._torch_nets import (  # noqa: E402
-    channel_cross_entropy, multitask_loss, taken_reward_loss)
+from policies.offline._torch_nets import channel_cross_entropy, multitask_loss, taken_reward_loss  # noqa: E402
 
 
 def _data(seed=0, b=4, t=6, a=3):

@@ -4,8 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from policies.offline import (BehaviourCloning, BehaviourPolicy, DecisionTransformer, DiscreteCQL,
-                              MTORL, load_model, save_model)
+from policies.offline import MTORL, BehaviourCloning, BehaviourPolicy, DecisionTransformer, DiscreteCQL, load_model, save_model
 from policies.offline.metrics import binary_auc, channel_auc, macro_f1
 
 TINY = dict(d_model=8, max_epochs=2, batch_size=64, seed=0)

@@ -3,7 +3,8 @@ import subprocess
 import sys
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.allocation import cluster_allocation
 from policies.cascade import Cascade

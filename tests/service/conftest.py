@@ -58,9 +58,9 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 120.0) -> "Server":
+    def start(self, timeout_s: float = 120.0) -> Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.log = open(self.config.with_suffix(f".{self.port}.log"), "ab")
+        self.log = open(self.config.with_suffix(f".{self.port}.log"), "ab")  # noqa: SIM115 -- the server's log while it runs; closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "mpc_balancer.cli", "serve", "--config", str(self.config),
                                       "--port", str(self.port), "--log-level", "warning"],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)

@@ -69,7 +69,7 @@ def test_aggregate_sums_weights_merges_and_ignores_arrival_order():
     q = np.array([r.qps for r in reports])
     for t in tels:
         assert t.qps == pytest.approx(q.sum(), rel=1e-15)
-        for g, c in enumerate("ab"):
+        for c in "ab":
             assert t.load[c] == pytest.approx(np.dot(q, [r.load[c] for r in reports]) / q.sum(), rel=1e-14)
         assert t.lam == {"a": 0.1, "b": 0.2}  # equal values are taken as they are
         np.testing.assert_array_equal(t.features, tels[0].features)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from mpc_balancer.controllers.hindsight import Clairvoyance
 from mpc_balancer.controllers.mpc import backoff_update
 from mpc_balancer.controllers.pid import PidController
-from mpc_balancer.sim.disturbances import SURGE_SHARE, BurstSpec, Disturbances, OutageSpec
 from mpc_balancer.guard import NodeGuard
+from mpc_balancer.sim.disturbances import SURGE_SHARE, BurstSpec, Disturbances, OutageSpec
 from mpc_balancer.sim.plant import Plant, PlantConfig
 from mpc_balancer.sim.simulator import split_arrivals
 from mpc_balancer.traces import Trace

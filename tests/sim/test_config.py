@@ -11,8 +11,8 @@ from mpc_balancer.cli import build_parser, main
 from mpc_balancer.cli.config import parse_with_config
 from mpc_balancer.cli.simulate import settings as run_settings
 from mpc_balancer.config import ConfigError, controller_defaults, dumps, loads_toml, read_toml
-from mpc_balancer.sim.config import plant_defaults
 from mpc_balancer.controllers import REGISTRY
+from mpc_balancer.sim.config import plant_defaults
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -16,7 +16,7 @@ STAGES = (
 def test_cascade_costs_from_a_table_equal_hand_computed_values(tiny_table):
     cas = Cascade(CascadeSpec(stages=STAGES, cost_table=tiny_table(), revenue=CascadeSpec().revenue))
     ov = cas.spec.revenue.channel_overlap
-    for a, (ret, pre, rnk) in enumerate(cas.actions):
+    for a, (ret, pre, _rnk) in enumerate(cas.actions):
         ch, q, sw = ret["channels"], ret["queue"], ret["switch"]
         n_r = q * (1 - ov ** (ch + sw)) / (1 - ov)
         n_p = min(20, n_r)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from mpc_balancer.cli import main
+from policies.cost_table import load_cost_table
 from policies.testbench.fit import fit_cost_table, fit_queue_table
 from policies.testbench.measurements import FORMAT, VERSION, load_measurements
-from policies.cost_table import load_cost_table
 
 
 def bucket(variant, queue, cost, std=0.01, value_bucket=0):

@@ -3,8 +3,7 @@ import sys
 import numpy as np
 import pytest
 
-from policies.testbench import (Bucket, BucketError, CallableWorkload, LoadTestConfig, resolve_workload,
-                                    run_bucket, run_load_test)
+from policies.testbench import Bucket, BucketError, CallableWorkload, LoadTestConfig, resolve_workload, run_bucket, run_load_test
 
 FAST = dict(duration_s=0.02, warmup_s=0.0, repeats=3, qps=2000.0)
 
