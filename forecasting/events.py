@@ -37,6 +37,8 @@ EVENT_COLUMNS = ("event", "event_logmult")
 
 @dataclass(frozen=True)
 class Event:
+    """An announced event: ``[start, end)``, a name and optionally the traffic multiplier expected during it."""
+
     start: pd.Timestamp
     end: pd.Timestamp
     name: str
@@ -117,6 +119,13 @@ def load_events(path: str | Path) -> EventCalendar:
 
 
 def parse_events(text: str, name: str = "<events>") -> EventCalendar:
+    """An :class:`EventCalendar` from CSV text ``start,end,name[,expected_multiplier]``.
+
+    Raises
+    ------
+    EventFileError
+        A bad header or row, naming ``name``, the row and the column.
+    """
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as e:

@@ -34,11 +34,21 @@ def mase_scale(history, season: int) -> float:
 
 
 def mase(y, f, scale: float) -> float:
+    """Mean absolute scaled error: ``mean |y - f| / scale``.
+
+    Parameters
+    ----------
+    y, f : array_like
+        Actuals and forecasts (pairs with a missing actual are left out).
+    scale : float
+        The scale, usually :func:`mase_scale` of the history (one for all models compared).
+    """
     y, f, _ = _pair(y, f)
     return float(np.mean(np.abs(y - f)) / scale)
 
 
 def smape(y, f) -> float:
+    """Symmetric MAPE in percent: ``100 mean(2 |y - f| / (|y| + |f|))`` (0 where both are 0; missing actuals left out)."""
     y, f, _ = _pair(y, f)
     den = np.abs(y) + np.abs(f)
     r = np.where(den > 0, 2 * np.abs(y - f) / np.where(den > 0, den, 1.0), 0.0)
@@ -57,6 +67,7 @@ def pinball(y, quantile_forecasts: dict[float, np.ndarray]) -> float:
 
 
 def coverage(y, lo, hi) -> float:
+    """Share of actuals inside ``[lo, hi]`` (missing actuals left out)."""
     y, lo, ok = _pair(y, lo)
     hi = np.asarray(hi, float)[ok]
     return float(np.mean((y >= lo) & (y <= hi)))

@@ -18,6 +18,20 @@ from .errors import ForecastInputError
 
 @dataclass
 class Forecast:
+    """A point forecast and its bands, keyed like statsforecast (``mean``, ``lo-80``, ``hi-80``, ...).
+
+    Attributes
+    ----------
+    mean : ndarray, shape (h,)
+        The point forecast.
+    bands : dict of str -> ndarray
+        Band edges by name (``band_name("lo", 80) == "lo-80"``).
+    start : pandas.Timestamp or None
+        Timestamp of the first step.
+    freq : pandas.Timedelta or None
+        The step.
+    """
+
     mean: np.ndarray
     bands: dict[str, np.ndarray] = field(default_factory=dict)
     start: pd.Timestamp | None = None  # timestamp of the first forecast step
@@ -38,15 +52,18 @@ class Forecast:
         return len(self.mean)
 
     def keys(self) -> list[str]:
+        """The keys: mean, then the band names."""
         return ["mean", *self.bands]
 
     @property
     def index(self) -> pd.DatetimeIndex | None:
+        """The forecast's timestamps (None without ``start``)."""
         if self.start is None:
             return None
         return pd.date_range(self.start, periods=len(self.mean), freq=self.freq)
 
     def to_frame(self) -> pd.DataFrame:
+        """The forecast as a DataFrame, one column per key, on :attr:`index`."""
         return pd.DataFrame({k: self[k] for k in self.keys()}, index=self.index)
 
 
@@ -65,6 +82,7 @@ def check_levels(level) -> tuple[int, ...]:
 
 
 def band_name(side: str, level) -> str:
+    """``lo-80``-style name of a band edge (``side`` ``lo`` or ``hi``, ``level`` in percent)."""
     return f"{side}-{level:g}" if isinstance(level, float) else f"{side}-{level}"
 
 

@@ -31,6 +31,7 @@ class TimeGrid:
 
     @property
     def steps_per_day(self) -> float:
+        """Grid steps in one day."""
         return pd.Timedelta("1D") / self.freq
 
     def times(self, i0: int, n: int) -> pd.DatetimeIndex:
@@ -42,10 +43,12 @@ class TimeGrid:
         return (i0 + np.arange(n, dtype=float)) * self.freq.total_seconds()
 
     def index_of(self, t: pd.Timestamp) -> float:
+        """Position of time ``t`` on the grid, in steps from its start (fractional between steps)."""
         return (pd.Timestamp(t) - self.start) / self.freq
 
 
 def parse_freq(freq) -> pd.Timedelta:
+    """A time step from a pandas frequency string or timedelta; ``ForecastInputError`` naming it otherwise."""
     try:
         f = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) if isinstance(freq, str) else pd.Timedelta(freq)
     except (ValueError, TypeError) as e:
@@ -100,6 +103,7 @@ def as_grid_series(y, freq=None, start=None, name: str = "y") -> tuple[np.ndarra
 
 
 def check_horizon(h, max_h: int | None = None) -> int:
+    """``h`` as an int if it is an integer >= 1 (and at most ``max_h``); ``HorizonError`` otherwise."""
     if isinstance(h, bool) or not isinstance(h, (int, np.integer)):
         raise HorizonError(f"horizon h={h!r} must be a positive integer")
     if h <= 0:

@@ -84,6 +84,53 @@ class Decision:
 
 
 class Balancer:
+    """One control loop: telemetry in, the lambda per cluster out, every control period.
+
+    Most callers build one with :meth:`create` (plain values); the constructor takes a configured
+    controller and is followed by :meth:`setup`. Then :meth:`step` once per tick.
+
+    Parameters
+    ----------
+    controller : Controller
+        The central controller (:mod:`mpc_balancer.controllers`).
+    forecaster : TickForecaster, optional
+        The traffic forecaster of controllers that declare ``needs_forecast``; a
+        :class:`~mpc_balancer.forecast.TickForecaster` with its defaults when None.
+    fallback : bool
+        Run the PID in the shadow and fall back to it when the controller fails.
+    max_ratio : float
+        Lambda moves by at most this factor per tick (> 1).
+    time_budget_s : float
+        A controller that takes longer than this (seconds, wall clock) is overruled by the fallback.
+    response_requests : int
+        Requests of the tick's sample on which the policy's response is measured.
+    horizon : int, optional
+        Forecast steps asked for; the controller's own ``horizon`` when None.
+    max_load : float
+        A load above this fraction of capacity is a sensor fault (the tick holds).
+    max_gap_s : float
+        A forward jump in time longer than this (seconds) is held until the next report confirms it.
+    max_qps_ratio : float
+        A QPS over this factor times the larger of the last QPS and the history's 99th percentile
+        is a sensor fault (the tick holds).
+    max_flat_ticks : int
+        A cluster's load reading unchanged for more than this many ticks while the QPS moved is a stuck
+        sensor (the tick holds; see the module doc).
+
+    Attributes
+    ----------
+    ctx_ : ControlContext
+        What the controller was set up with.
+    last_good_ : ndarray
+        The last lambda applied, per cluster (what a held tick returns).
+    counts_ : dict
+        Ticks decided ``"ok"``, by ``"fallback"`` and ``"hold"``.
+
+    See Also
+    --------
+    Decision : what :meth:`step` returns.
+    """
+
     def __init__(self, controller: Controller, forecaster=None, fallback: bool = True, max_ratio: float = 1000.0,
                  time_budget_s: float = 0.5, response_requests: int = 256, horizon: int | None = None,
                  max_load: float = 10.0, max_gap_s: float = 3600.0, max_qps_ratio: float = 100.0,
@@ -137,7 +184,18 @@ class Balancer:
         period_s : float
             Control period in seconds.
         **controller_options
-            The controller's own options (e.g. ``horizon=30``, ``backoff_quantile=0.8``).
+            The controller's own options (e.g. ``horizon=30``, ``backoff_target=0.003``).
+        forecaster, fallback, max_ratio, time_budget_s, response_requests, max_load, max_gap_s, max_qps_ratio, max_flat_ticks
+            As in :class:`Balancer`.
+        lam_min, lam_max : float
+            Bounds of every lambda.
+        initial_lam : float
+            The lambda held before the first decision (and by a hold on the first tick).
+
+        Returns
+        -------
+        Balancer
+            Set up and ready for :meth:`step`.
         """
         if isinstance(controller, Controller):
             if controller_options:
@@ -174,6 +232,26 @@ class Balancer:
         return bal.setup(ctx, initial_lam=initial_lam)
 
     def setup(self, context: ControlContext, initial_lam: float = 0.01) -> Balancer:
+        """Bind the clusters, policy and history; fit the forecaster if the controller needs one.
+
+        Parameters
+        ----------
+        context : ControlContext
+            Clusters, targets, capacities, policy, control period, traffic history, lambda bounds.
+        initial_lam : float
+            The lambda held until the first decision.
+
+        Returns
+        -------
+        Balancer
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            ``initial_lam`` outside the bounds, or a forecasting controller without enough
+            history to fit its forecaster (the message names ``history``).
+        """
         if not (np.isfinite(initial_lam) and context.lam_min <= initial_lam <= context.lam_max):
             raise ValueError(f"initial_lam must be in [{context.lam_min}, {context.lam_max}], got {initial_lam!r}")
         self.ctx_ = context
@@ -255,7 +333,26 @@ class Balancer:
 
     def step(self, telemetry: Telemetry) -> Decision:
         """One control tick: the lambda to apply until the next telemetry (see the module doc).
-        Calls from several threads are serialised."""
+
+        Parameters
+        ----------
+        telemetry : Telemetry
+            What the nodes measured over the tick that just ended.
+
+        Returns
+        -------
+        Decision
+            The lambda per cluster and how it was reached (``status`` ``ok``, ``fallback`` or ``hold``).
+
+        Raises
+        ------
+        ValueError
+            A caller bug: a missing cluster or a wrong shape (implausible values hold instead).
+
+        Notes
+        -----
+        Calls from several threads are serialised.
+        """
         with self._lock:
             return self._step(telemetry)
 
@@ -412,7 +509,16 @@ class Balancer:
 
     # ------------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
-        """The checkpoint (see the module doc); waits for a controller call that overran its budget."""
+        """The state the next decision needs, as JSON-able values (see the module doc).
+
+        Waits for a controller call that overran its budget to finish first.
+
+        Returns
+        -------
+        dict
+            ``version``, the controller's, the shadow PID's and the forecaster's states and the
+            Balancer's own counters; :meth:`load_state_dict` restores it.
+        """
         with self._lock:
             self._wait_late()
             return self._state_dict()

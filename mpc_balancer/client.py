@@ -155,9 +155,11 @@ class BalancerClient:
 
     # -- operators ------------------------------------------------------------------------------
     def override(self, lam: dict, until: datetime, by: str, reason: str = "") -> dict:
+        """Set a manual override: ``lam`` per cluster until ``until``, recorded in the audit log as ``by`` with ``reason``."""
         return self.request("PUT", "/v1/override", {"lam": lam, "until": until.isoformat(), "by": by, "reason": reason})[2]
 
     def clear_override(self, by: str, reason: str = "") -> dict:
+        """End the active override early (recorded in the audit log as ``by`` with ``reason``)."""
         from urllib.parse import urlencode
 
         return self.request("DELETE", "/v1/override?" + urlencode({"by": by, "reason": reason}))[2]
@@ -178,4 +180,5 @@ class BalancerClient:
             time.sleep(0.2)
 
     def info(self) -> dict:
+        """The service's configuration summary (``GET /v1/info``)."""
         return self.request("GET", "/v1/info")[2]

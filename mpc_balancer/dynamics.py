@@ -76,10 +76,12 @@ class MlpDynamics:
 
     @property
     def n_clusters(self) -> int:
+        """Clusters ``G`` the model predicts the load of."""
         return self.weights[0].shape[0]
 
     @property
     def n_inputs(self) -> int:
+        """Width of the model's input vector."""
         return self.weights[0].shape[1]
 
     def predict(self, load, state, log_lam) -> np.ndarray:
@@ -111,6 +113,7 @@ class MlpDynamics:
 
     # ------------------------------------------------------------------------------- export
     def save(self, path) -> None:
+        """Write the weights to an ``.npz`` file (arrays and JSON metadata; no pickle)."""
         arrays = {f"W{i}": W for i, W in enumerate(self.weights)} | {f"b{i}": b for i, b in enumerate(self.biases)}
         meta = json.dumps({"format": "mlp-dynamics", "version": 1, "layers": len(self.weights)})
         if self.z_range is not None:
@@ -120,6 +123,13 @@ class MlpDynamics:
 
     @classmethod
     def load(cls, path) -> MlpDynamics:
+        """Read a model written by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            The file is not an ``mlp-dynamics`` version 1 file.
+        """
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta.get("format") != "mlp-dynamics" or meta.get("version") != 1:

@@ -17,11 +17,24 @@ import numpy as np
 
 
 def default_grid(lam_min: float = 1e-5, lam_max: float = 10.0, n: int = 12) -> np.ndarray:
+    """``n`` lambdas spaced geometrically over ``[lam_min, lam_max]``: the grid response curves are measured on."""
     return np.geomspace(lam_min, lam_max, n)
 
 
 @dataclass
 class ResponseCurve:
+    """The policy's mean cost and revenue per request as each cluster's lambda sweeps a grid.
+
+    Attributes
+    ----------
+    lam_grid : ndarray, shape (L,)
+        Increasing lambdas.
+    cost : ndarray, shape (G, L)
+        Mean estimated cost per request on cluster ``g`` while ``lambda_g`` sweeps (the others held).
+    revenue : ndarray, shape (G, L)
+        Mean expected revenue per request on the same sweep.
+    """
+
     lam_grid: np.ndarray  # (L,) increasing
     cost: np.ndarray  # (G, L) mean estimated cost per request on cluster g while lambda_g sweeps
     revenue: np.ndarray  # (G, L) mean expected revenue per request on the same sweep

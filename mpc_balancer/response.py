@@ -31,9 +31,7 @@ class Response:
         Larger samples are cut to this many rows, systematically over the requests ordered by
         the policy's revenue estimate at ``lam`` (request value drives both revenue and cost:
         every value stratum keeps its share, as in the tick's own stratified sample; a random
-        subset would add the noise of independent draws). Measured on the announced 8x spike,
-        seeds 0-5: peak over C_m 3.3-4.6% (median 3.8) ordered by revenue estimate, 3.4-7.8%
-        (median 4.7) ordered by total relative cost.
+        subset would add the noise of independent draws).
     lam : (G,) array, optional
         The lambda in force, used to order the requests when the sample is cut.
     """
@@ -74,4 +72,5 @@ class Response:
         return cost.mean(axis=1), revenue.mean(axis=1)
 
     def cost(self, lam) -> np.ndarray:
+        """Mean estimated cost per request of each cluster at ``lam`` (``(G,)``)."""
         return self.evaluate(lam)[0]

@@ -64,6 +64,7 @@ class TelemetryResponse:
 
     @property
     def ready(self) -> bool:
+        """Whether it has ``min_ticks`` points: enough to steer on."""
         return len(self.points_) >= self.min_ticks
 
     def observe(self, qps: float, load: np.ndarray, lam: np.ndarray) -> None:
@@ -99,8 +100,10 @@ class TelemetryResponse:
         return ResponseCurve(lam_grid=lam, cost=cost, revenue=revenue)
 
     def state_dict(self) -> dict:
+        """The points in the window, as lists."""
         return {"points": [[p[0].tolist(), p[1].tolist()] for p in self.points_]}
 
     def load_state_dict(self, d: dict) -> None:
+        """Restore :meth:`state_dict`."""
         self.points_ = deque(((np.asarray(a, dtype=float), np.asarray(b, dtype=float)) for a, b in d["points"]),
                              maxlen=self.window)

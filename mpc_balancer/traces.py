@@ -57,10 +57,12 @@ class Trace:
 
     @property
     def start(self) -> pd.Timestamp:
+        """The first timestamp."""
         return self.series.index[0]
 
     @property
     def end(self) -> pd.Timestamp:
+        """The last timestamp."""
         return self.series.index[-1]
 
     def rate_per_s(self) -> pd.Series:
@@ -112,6 +114,7 @@ class Trace:
 
 
 def available() -> list[str]:
+    """Names of the bundled traces."""
     return sorted(BUNDLED)
 
 

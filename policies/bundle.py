@@ -24,6 +24,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (bundles record it for each array file)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -51,11 +51,13 @@ class StageSpec:
     sub_actions: dict[str, tuple]
 
     def actions(self) -> list[dict]:
+        """Every combination of the stage's sub-action values, as dicts."""
         keys = list(self.sub_actions)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(self.sub_actions[k] for k in keys))]
 
     @property
     def n_actions(self) -> int:
+        """Number of the stage's actions."""
         return int(np.prod([len(v) for v in self.sub_actions.values()]))
 
 
@@ -75,6 +77,8 @@ class CostParams:
 
 @dataclass(frozen=True)
 class RevenueParams:
+    """Parameters of the simulated ground-truth revenue (recall, channel overlap, pre-ranking sharpness)."""
+
     recall_scale: float = 120.0  # candidates at which recall reaches 1 - 1/e
     channel_overlap: float = 0.7  # each extra channel adds overlap**k new items
     prerank_sharpness: tuple = (3.0, 6.0)  # light, heavy: how well pre-ranking keeps good items
@@ -91,6 +95,7 @@ class RevenueParams:
 
 
 def default_stages() -> tuple[StageSpec, ...]:
+    """The three stages of the default cascade: retrieval, pre-ranking, ranking."""
     return (
         StageSpec("retrieval", "retrieval", {"channels": (1, 2, 3, 4), "queue": (50, 150, 450), "switch": (0, 1)}),
         StageSpec("prerank", "prerank", {"queue": (25, 75, 200, 500), "model": (0, 1)}),
@@ -134,10 +139,12 @@ class CascadeSpec:
 
     @property
     def clusters(self) -> tuple[str, ...]:
+        """Cluster names, one per stage, in stage order."""
         return tuple(s.cluster for s in self.stages)
 
     @classmethod
     def from_dict(cls, d: dict) -> CascadeSpec:
+        """The inverse of :meth:`to_dict`."""
         unknown = set(d) - {"stages", "costs", "revenue", "cost_table"}
         if unknown:
             raise ValueError(f"unknown cascade spec keys: {sorted(unknown)}")
@@ -150,6 +157,7 @@ class CascadeSpec:
         return cls(stages=stages, costs=costs, cost_table=table, revenue=_dc_from(RevenueParams, d.get("revenue", {}), "revenue"))
 
     def to_dict(self) -> dict:
+        """The spec as JSON-able values."""
         d = {"stages": [{"name": s.name, "cluster": s.cluster, "sub_actions": {k: list(v) for k, v in s.sub_actions.items()}}
                         for s in self.stages],
              "revenue": _jsonable(asdict(self.revenue))}
@@ -221,10 +229,12 @@ class Cascade:
     # -- structure ---------------------------------------------------------------------------
     @property
     def n_actions(self) -> int:
+        """Number of joint actions."""
         return len(self.actions)
 
     @property
     def clusters(self) -> tuple[str, ...]:
+        """Cluster names, in the order of every per-cluster array."""
         return self.spec.clusters
 
     def compose(self, stage_idx: np.ndarray) -> np.ndarray:
@@ -306,6 +316,7 @@ class Cascade:
         return np.column_stack([v, v * x[:, 1], v * x[:, 2]])
 
     def expected_revenue(self, features: np.ndarray, joint: np.ndarray) -> np.ndarray:
+        """E[revenue] per request of ``features (N, d)`` at joint actions ``joint (N,)`` (the ground truth)."""
         return self.expected_revenue_w(self.weights(features), joint)
 
     def expected_revenue_w(self, weights: np.ndarray, joint: np.ndarray) -> np.ndarray:

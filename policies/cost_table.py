@@ -60,6 +60,7 @@ class QueueCostTable:
         return out
 
     def to_dict(self) -> dict:
+        """The table as JSON-able values."""
         d = {"queue": [float(v) for v in self.queue], "cost_ms": [float(v) for v in self.cost_ms]}
         if self.spread_ms is not None:
             d["spread_ms"] = [float(v) for v in self.spread_ms]
@@ -67,6 +68,7 @@ class QueueCostTable:
 
     @classmethod
     def from_dict(cls, d, where: str) -> QueueCostTable:
+        """The inverse of :meth:`to_dict` (checked: ``ValueError`` naming the field)."""
         if not isinstance(d, dict):
             raise ValueError(f"cost table: {where} must be an object with queue and cost_ms, got {d!r}")
         unknown = set(d) - {"queue", "cost_ms", "spread_ms"}
@@ -119,6 +121,7 @@ class CostTable:
 
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """The table as JSON-able values, with its provenance."""
         return {
             "format": FORMAT, "version": VERSION, "unit": "cpu_ms_per_request",
             "provenance": self.provenance,
@@ -132,6 +135,7 @@ class CostTable:
 
     @classmethod
     def from_dict(cls, d) -> CostTable:
+        """The inverse of :meth:`to_dict` (checked: ``ValueError`` naming the field)."""
         if not isinstance(d, dict):
             raise ValueError(f"cost table must be a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:
@@ -170,6 +174,7 @@ class CostTable:
             degraded_cost_ms=tuple(floors), provenance=prov)
 
     def save(self, path: str | Path) -> None:
+        """Write the table as JSON to ``path`` (creating its folder)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")

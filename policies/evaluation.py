@@ -56,6 +56,7 @@ class EvalInstance:
 
 
 def make_instance(cascade: Cascade, seed: int, n: int = 4096) -> EvalInstance:
+    """An evaluation batch of ``n`` requests from the held-out stream ``seed``, with its quota and per-cluster budgets."""
     logs = generate_logs(cascade, n, seed=seed + EVAL_STREAM)
     true = cascade.weights(logs.features) @ cascade.phi
     quota = float(logs.cost.sum())

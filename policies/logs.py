@@ -79,9 +79,11 @@ class LoggedData:
         return np.column_stack([self.features, self.lam, self.funnel[:, :agent]])
 
     def subset(self, index) -> LoggedData:
+        """The rows ``index`` of every field."""
         return LoggedData(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     def split(self, valid_fraction: float, rng: np.random.Generator) -> tuple[LoggedData, LoggedData]:
+        """``(train, valid)``: a random ``valid_fraction`` of the rows held out."""
         perm = rng.permutation(len(self))
         k = int(round(len(self) * valid_fraction))
         return self.subset(perm[k:]), self.subset(perm[:k])

@@ -122,6 +122,8 @@ class OraclePolicy:
 
 @dataclass
 class BatchOptimum:
+    """The Lagrangian optimum of a batch under a budget per cluster (see :func:`batch_optimum`)."""
+
     actions: np.ndarray  # (N,) joint actions
     lam: np.ndarray  # (G,) multipliers
     revenue: float  # sum of expected revenue

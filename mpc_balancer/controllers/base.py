@@ -36,6 +36,7 @@ class ControlContext:
 
     @property
     def n_clusters(self) -> int:
+        """Number of clusters ``G``."""
         return len(self.clusters)
 
 
@@ -65,7 +66,24 @@ class Plan:
 
 
 class Controller:
-    """Base class: stores configuration; ``setup`` binds the context."""
+    """Base class of every central controller: stores configuration; ``setup`` binds the context.
+
+    Subclasses set the class attributes below, take their options in ``__init__`` (validated
+    there, stored as given) and implement :meth:`make_step`; learned state ends in ``_``.
+
+    Attributes
+    ----------
+    name : str
+        The name the registry and the logs use.
+    needs_forecast : bool
+        The Balancer passes a traffic forecast over ``horizon`` ticks to :meth:`make_step`.
+    needs_policy : bool
+        The controller bisects the policy's response: it needs a policy and request samples.
+    clairvoyant : bool
+        The simulator shows it the coming tick through :meth:`foresee` (the hindsight limit only).
+    horizon : int or None
+        Forecast steps a forecasting controller plans over.
+    """
 
     name = "controller"
     needs_forecast = False
@@ -74,6 +92,13 @@ class Controller:
     horizon: int | None = None  # steps of forecast a needs_forecast controller plans over
 
     def setup(self, context: ControlContext) -> Controller:
+        """Bind ``context`` (clusters, targets, capacities, policy, history); returns ``self``.
+
+        Raises
+        ------
+        ValueError
+            The controller needs a policy and ``context.policy`` is None.
+        """
         if self.needs_policy and context.policy is None:
             raise ValueError(f"controller {self.name!r} needs a policy (it bisects the policy's response); "
                              "without one use 'pid' or 'mpc' (telemetry-only)")
@@ -81,6 +106,23 @@ class Controller:
         return self
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:  # pragma: no cover
+        """Decide the coming tick's lambda.
+
+        Parameters
+        ----------
+        obs : Observation
+            The telemetry of the tick that just ended, in cluster order.
+        forecast : dict, optional
+            ``{"mean", "hi"}`` arrays over the horizon (``needs_forecast`` controllers).
+        response : Response, optional
+            The policy's response on the tick's request sample (``needs_policy`` controllers, and
+            the MPC when it has a policy).
+
+        Returns
+        -------
+        Plan
+            Lambda per cluster, a status (``"ok"`` or why not) and what the controller planned.
+        """
         raise NotImplementedError
 
     def notify_applied(self, lam: np.ndarray) -> None:
@@ -98,4 +140,5 @@ class Controller:
         """Restore :meth:`state_dict` into a controller set up with the same context."""
 
     def clip(self, lam: np.ndarray) -> np.ndarray:
+        """``lam`` clipped to the context's ``[lam_min, lam_max]``."""
         return np.clip(lam, self.ctx_.lam_min, self.ctx_.lam_max)

@@ -16,6 +16,19 @@ from .bisection import bisect_budget
 
 
 class DcafController(Controller):
+    """DCAF: lambda by bisection of the last request sample against the per-request budget (module doc).
+
+    Parameters
+    ----------
+    iterations : int
+        Bisection steps per tick (>= 1).
+    bracket : float
+        Half-width, in log lambda, of the warm bracket around the last lambda (> 0); widened to
+        the bounds where it does not bracket the budget.
+    margin : float
+        The budget is ``(1 - margin) C_m``, ``margin`` in ``[0, 1)``.
+    """
+
     name = "dcaf"
     needs_policy = True
 
@@ -29,6 +42,7 @@ class DcafController(Controller):
         self.iterations, self.bracket, self.margin = iterations, bracket, margin
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
+        """The lambda whose estimated cost on ``response`` fits the budget at the last QPS."""
         ctx = self.ctx_
         if response is None:
             return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: no request sample")

@@ -4,12 +4,11 @@ Every tick: (1) the response curve of each cluster is re-measured every ``curve_
 pool of the last ``pool_ticks`` request samples (the frontier's segments refresh the QP's ``A``
 values); (2) the load disturbance ``theta`` (measured / predicted load) is updated with gain
 ``offset_gain`` (offset-free MPC: true costs differ from the estimates, and ``theta`` learns by how
-much; 0.5 filters the 1% sensor noise, measured on the last day of each trace and the spike test
-against 0.8 and 0.3), and the load budget is tightened by the back-off ``b`` (below); (3) the QP
+much; a gain below 1 filters the load sensors' noise), and the load budget is tightened by the back-off ``b`` (below); (3) the QP
 over ``horizon`` ticks is solved warm by OSQP (or cvxpy, ``solver="cvxpy"``), with the frontier
 either as a fitted concave quadratic (``frontier="quadratic"``, default: ~50 ADMM iterations)
 or as its exact piecewise-linear epigraph (``frontier="pwl"``: LP-like, several hundred
-iterations, 10-50x slower; see benchmarks/bench_mpc.py);
+iterations; benchmarks/bench_mpc.py times both);
 (4) the applied lambda is the one whose cost per request equals the first planned ``u``: read off
 the curve; when some cluster's lambda moves by more than ``refine_above`` x (a spike, a step in
 the plan), it is refined by ``refine_steps`` joint bisection steps in log lambda on the request
@@ -27,8 +26,7 @@ ticks the updates telescope, so the mean of ``e`` is within ``(backoff_max - bac
 in adaptive conformal inference): the long-run nu of any trace converges to the target without a
 quantile tuned on one trace. ``b`` may go below zero (``backoff_min=-0.05``): the plan is made on
 the forecast's upper band, itself a margin, and where that band alone over-protects the chance
-constraint gives part of it back (measured: +0.2-0.6% revenue on the bundled traces, with nu
-still under the target). The margin answers the plan's own misses (the cost model, the
+constraint gives part of it back. The margin answers the plan's own misses (the cost model, the
 disturbance estimate, the sampled request mix): a tick counts only if its traffic stayed within the
 forecast's upper band (traffic beyond it is the band's miss, and the bands calibrate themselves),
 the nodes applied the lambda decided (their guard did not have to catch a burst) and lambda was
@@ -69,6 +67,68 @@ def backoff_update(b: np.ndarray, e: np.ndarray, counted: np.ndarray, target: fl
 
 
 class MpcController(Controller):
+    """The convex MPC: frontier from the policy's response, forecast-driven QP, offset-free (module doc).
+
+    Parameters
+    ----------
+    horizon : int
+        Ticks the QP plans over (>= 1).
+    objective : {"revenue", "tracking"}
+        Maximise planned revenue under the load budget, or track ``C_m`` (the paper's objective).
+    solver : {"osqp", "cvxpy"}
+        OSQP set up once and warm-started every tick, or cvxpy (a cross-check; slower).
+    frontier : {"quadratic", "pwl"}
+        The revenue frontier as a fitted concave quadratic, or as its exact piecewise-linear epigraph.
+    n_segments : int
+        Segments of the piecewise-linear frontier.
+    grid_points : int
+        Lambdas of the response curve measured on the request sample.
+    curve_every : int
+        Re-measure the response curve every this many ticks.
+    pool_ticks : int
+        Request samples of the last ticks pooled for the curve.
+    offset_gain : float
+        Gain of the load disturbance ``theta`` (measured / predicted load), in ``(0, 1]``.
+    time_limit_s : float
+        OSQP's time limit per solve.
+    rho, slack, alpha, beta : float
+        The QP's weights (:class:`~mpc_balancer.mpc.MpcWeights`): rate penalty on ``u``, slack
+        penalty, tracking discount, tracking rate penalty.
+    backoff_target : float
+        The chance constraint's target over-utilisation ``nu*`` (in ``[0, 1)``).
+    backoff_gain : float
+        Step of the back-off update ``b <- b + gain (e - nu*)`` (>= 0).
+    backoff_max, backoff_min, backoff_initial : float
+        Bounds of the back-off ``b`` and its value at set-up (``backoff_min`` in ``(-1, 0]``).
+    max_fall : float or None
+        Lambda falls at most this factor per tick (> 1; None: no limit). It may rise at once.
+    refine_steps : int
+        Joint bisection steps on the request sample when lambda moves a lot (>= 0).
+    refine_above : float
+        Refine when some cluster's lambda moves by more than this factor (>= 1).
+    response : {"auto", "sample", "telemetry"}
+        Where the response comes from: the policy on the request sample, cost curves learned from
+        telemetry, or the sample when there is one.
+    dither : float
+        Log-lambda amplitude of the exploration dither of telemetry-only control, in ``[0, 1]``.
+    telemetry_window, telemetry_halflife, telemetry_min_ticks, telemetry_elasticity
+        Options of the :class:`~mpc_balancer.telemetry_response.TelemetryResponse` (window and
+        half-life in ticks, points before it steers, the elasticity prior).
+    seed : int
+        Seed of the dither.
+
+    Attributes
+    ----------
+    theta_ : ndarray
+        The load disturbance per cluster.
+    backoff_ : ndarray
+        The back-off ``b`` per cluster.
+    curve_ : ResponseCurve or None
+        The response curve the last plan was made on.
+    mode_ : str
+        ``"sample"`` or ``"telemetry"``: where the last curve came from.
+    """
+
     name = "mpc"
     needs_forecast = True
 
@@ -125,6 +185,13 @@ class MpcController(Controller):
         TelemetryResponse(np.ones(1), **self.telemetry_options)  # validate early
 
     def setup(self, context: ControlContext) -> MpcController:
+        """Bind the context, build the telemetry response model and reset the state; returns ``self``.
+
+        Raises
+        ------
+        ValueError
+            ``response="sample"`` without a policy.
+        """
         super().setup(context)
         if self.response == "sample" and context.policy is None:
             raise ValueError("mpc: response='sample' needs a policy; use response='telemetry' (or 'auto') without one")
@@ -197,6 +264,13 @@ class MpcController(Controller):
             self._build(new.cost[:, 0])
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
+        """Update ``theta`` and the back-off, re-measure the curve, solve the QP warm, read off lambda.
+
+        The plan carries the planned lambdas and loads over the horizon; ``plan.info`` the largest
+        slack, ``theta``, the back-off and its target, OSQP's iterations and the curve's source.
+        A status other than ``"ok"`` (no forecast, warming up, solver failure) leaves the decision
+        to the Balancer's fallback.
+        """
         ctx = self.ctx_
         self.lam_out_ = None
         if forecast is None:
@@ -287,8 +361,8 @@ class MpcController(Controller):
         smaller lambda may already reach ``u0`` (a spike raising every lambda at once).
 
         Each cluster's bracket is cut while the others move, so at the end one may sit above ``u0``
-        at the joint point (measured: prerank +8.6% on a spike's first tick); up to two repair
-        passes then bisect only those clusters upward, the others held."""
+        at the joint point; up to two repair passes then bisect only those clusters upward, the
+        others held."""
         grid = self.grid_
         r2 = (grid[1] / grid[0]) ** 2
         lo, hi = np.maximum(lam / r2, grid[0]), np.minimum(lam * r2, grid[-1])
@@ -316,6 +390,8 @@ class MpcController(Controller):
             self.u_applied_, self.u_exact_ = u, False
 
     def state_dict(self) -> dict:
+        """``theta``, the back-off, the applied and planned costs, the request pool, the curve, the
+        telemetry model, the dither's generator and OSQP's warm start, as JSON-able values."""
         arr = lambda a: None if a is None else np.asarray(a).tolist()  # noqa: E731
         c = self.curve_
         return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
@@ -328,6 +404,7 @@ class MpcController(Controller):
                 "curve": None if c is None else {"lam_grid": c.lam_grid.tolist(), "cost": c.cost.tolist(), "revenue": c.revenue.tolist()}}
 
     def load_state_dict(self, d: dict) -> None:
+        """Restore :meth:`state_dict` into a controller set up with the same context."""
         opt = lambda a: None if a is None else np.asarray(a, dtype=float)  # noqa: E731
         self.theta_ = np.asarray(d["theta"], dtype=float)
         self.ticks_ = int(d["ticks"])

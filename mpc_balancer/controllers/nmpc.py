@@ -73,12 +73,14 @@ class DitheredPid(PidController):
         self.sigma, self.hold, self.seed = float(sigma), int(hold), int(seed)
 
     def setup(self, context: ControlContext) -> DitheredPid:
+        """Bind the context and seed the dither; returns ``self``."""
         super().setup(context)
         self.rng_ = np.random.default_rng(self.seed)
         self.dither_, self.ticks_ = np.zeros(context.n_clusters), 0
         return self
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
+        """The PID's lambda times ``exp(dither)``; a new dither every ``hold`` ticks."""
         plan = super().make_step(obs)
         if self.ticks_ % self.hold == 0:
             self.dither_ = self.rng_.normal(0.0, self.sigma, self.ctx_.n_clusters)
@@ -101,6 +103,7 @@ class TickSolution:
 
     @property
     def ok(self) -> bool:
+        """Whether the solver returned a usable plan."""
         return self.status == "ok"
 
 
@@ -300,6 +303,7 @@ class NmpcController(_LearnedDynamicsController):
         self.max_cpu_time, self.max_iter, self.tol, self.multistart = float(max_cpu_time), int(max_iter), float(tol), multistart
 
     def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> NmpcController:
+        """Bind the context, load or train the dynamics model and build the CasADi problem; returns ``self``."""
         super().setup(context, model)
         self._build()
         return self
@@ -387,11 +391,28 @@ class ShootingController(_LearnedDynamicsController):
         self.n_samples, self.sigma, self.sigma_step = int(n_samples), float(sigma), float(sigma_step)
 
     def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> ShootingController:
+        """Bind the context, load or train the dynamics model and seed the sampler; returns ``self``."""
         super().setup(context, model)
         self.rng_ = np.random.default_rng(self.seed + 1)
         return self
 
     def solve(self, load0, state, lam_prev) -> TickSolution:
+        """The best of the sampled lambda sequences under the learned dynamics.
+
+        Parameters
+        ----------
+        load0 : ndarray
+            Measured load per cluster.
+        state : ndarray
+            The traffic state the dynamics take (:func:`~mpc_balancer.dynamics.traffic_state`).
+        lam_prev : ndarray
+            The lambda applied last tick.
+
+        Returns
+        -------
+        TickSolution
+            Planned lambdas and loads, status and solve time.
+        """
         t0 = time.perf_counter()
         bad = self._check(load0, state, lam_prev)
         if bad:
@@ -413,8 +434,10 @@ class ShootingController(_LearnedDynamicsController):
         return sol
 
     def state_dict(self) -> dict:
+        """The base state and the sampler's generator state."""
         return super().state_dict() | {"rng": self.rng_.bit_generator.state}
 
     def load_state_dict(self, d: dict) -> None:
+        """Restore :meth:`state_dict`."""
         super().load_state_dict(d)
         self.rng_.bit_generator.state = d["rng"]

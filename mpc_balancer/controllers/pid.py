@@ -19,6 +19,25 @@ from .base import ControlContext, Controller, Observation, Plan
 
 
 class PidController(Controller):
+    """PID on the relative load error, in log lambda, with anti-windup (see the module doc).
+
+    Parameters
+    ----------
+    kp, ki, kd : float
+        Proportional, integral and derivative gains (>= 0) on ``e = (L - S) / C_m``.
+    lam0 : float
+        The lambda at zero error and zero integral (> 0).
+    margin : float
+        Setpoint ``S = (1 - margin) C_m``, in ``[0, 1)``.
+
+    Attributes
+    ----------
+    integral_ : ndarray
+        The accumulated error per cluster.
+    prev_error_ : ndarray
+        Last tick's error (for the derivative term).
+    """
+
     name = "pid"
 
     def __init__(self, kp: float = 0.5, ki: float = 1.0, kd: float = 0.0, lam0: float = 0.01, margin: float = 0.0):
@@ -32,6 +51,7 @@ class PidController(Controller):
         self.kp, self.ki, self.kd, self.lam0, self.margin = kp, ki, kd, lam0, margin
 
     def setup(self, context: ControlContext) -> PidController:
+        """Bind the context and zero the integral; returns ``self``."""
         super().setup(context)
         self.integral_ = np.zeros(context.n_clusters)
         self.prev_error_ = np.zeros(context.n_clusters)
@@ -39,9 +59,11 @@ class PidController(Controller):
         return self
 
     def notify_applied(self, lam: np.ndarray) -> None:
+        """Remember the lambda the Balancer applied (the integral continues from what the nodes did)."""
         self.applied_ = np.asarray(lam, dtype=float).copy()
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
+        """The PID's lambda from the measured load; ``info["error"]`` is the error per cluster."""
         ctx = self.ctx_
         if self.applied_ is not None and self.ki > 0:
             # what the nodes applied differs from what was decided (their guard): continue from it
@@ -67,6 +89,7 @@ class PidController(Controller):
                               - self.kd * (e - self.prev_error_)) / self.ki
 
     def state_dict(self) -> dict:
+        """Integral, previous error and last applied lambda, as lists."""
         return {"integral": self.integral_.tolist(), "prev_error": self.prev_error_.tolist(),
                 "applied": None if self.applied_ is None else self.applied_.tolist()}
 

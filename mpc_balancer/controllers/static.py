@@ -32,6 +32,29 @@ def peak_hour_qps(qps: np.ndarray, times: pd.DatetimeIndex) -> float:
 
 
 class StaticController(Controller):
+    """A fixed lambda from a stress test at the peak-hour QPS, with a downgrade ladder (module doc).
+
+    Parameters
+    ----------
+    recover_below : float
+        Step down a rung once every cluster is below ``recover_below * C_m`` (in ``(0, 1)``).
+    step : float
+        Each rung multiplies lambda by this (> 1).
+    max_rungs : int
+        Rungs of the ladder (>= 1).
+    iterations : int
+        Bisection steps of the stress test (>= 1).
+
+    Attributes
+    ----------
+    peak_qps_ : float
+        The stress test's QPS: the median over history days of each day's busiest hour.
+    base_lam_ : ndarray or None
+        The stress-tested lambda (set on the first request sample).
+    rung_ : int
+        The current rung of the ladder.
+    """
+
     name = "static"
     needs_policy = True
 
@@ -46,6 +69,7 @@ class StaticController(Controller):
         self.recover_below, self.step, self.max_rungs, self.iterations = recover_below, float(step), int(max_rungs), int(iterations)
 
     def setup(self, context: ControlContext) -> StaticController:
+        """Bind the context and read the peak-hour QPS from its history; returns ``self``."""
         super().setup(context)
         self.peak_qps_ = peak_hour_qps(context.history_qps, context.history_times)
         self.base_lam_: np.ndarray | None = None
@@ -53,6 +77,7 @@ class StaticController(Controller):
         return self
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
+        """The stress-tested lambda times ``step`` per rung; the first call runs the stress test on ``response``."""
         ctx = self.ctx_
         if self.base_lam_ is None:
             if response is None:
@@ -77,8 +102,10 @@ class StaticController(Controller):
                     info={"rung": self.rung_, "peak_qps": self.peak_qps_})
 
     def state_dict(self) -> dict:
+        """The stress-tested lambda and the rung."""
         return {"base_lam": None if self.base_lam_ is None else self.base_lam_.tolist(), "rung": self.rung_}
 
     def load_state_dict(self, d: dict) -> None:
+        """Restore :meth:`state_dict`."""
         self.base_lam_ = None if d["base_lam"] is None else np.asarray(d["base_lam"], dtype=float)
         self.rung_ = int(d["rung"])

@@ -1,4 +1,4 @@
-"""Convex receding-horizon MPC for the revenue-cost multipliers (DESIGN.md, "The convex MPC")."""
+"""Convex receding-horizon MPC for the revenue-cost multipliers (the formulation: :mod:`.problem`)."""
 from .problem import OBJECTIVES, MpcData, MpcProblem, MpcWeights, QuadraticMpcProblem, frontier_data, frontier_quadratic
 from .solvers import CvxpyMpcSolver, MpcSolution, OsqpMpcSolver
 

@@ -38,6 +38,22 @@ OBJECTIVES = ("revenue", "tracking")
 
 @dataclass(frozen=True)
 class MpcWeights:
+    """Weights of the MPC's objective (all finite and >= 0).
+
+    Attributes
+    ----------
+    rho : float
+        Rate penalty of the revenue objective, per ``(change / u_scale)^2``.
+    slack : float
+        Penalty per unit of load over ``C_m`` per step (far above any frontier slope).
+    alpha : float
+        Discount of the tracking objective, in ``(0, 1]``.
+    beta : float
+        Rate penalty of the tracking objective.
+    discount : float
+        Revenue discount ``w_k = discount^k``, in ``(0, 1]``.
+    """
+
     rho: float = 0.05  # rate penalty (revenue objective), per (change / u_scale)^2
     slack: float = 50.0  # penalty per unit of load over C_m per step (>> any frontier slope)
     alpha: float = 0.97  # tracking discount
@@ -69,9 +85,11 @@ class MpcData:
 
     @property
     def u_max(self) -> np.ndarray:
+        """The frontier's last breakpoint per cluster (the most cost per request the plan may use)."""
         return self.u_min + self.widths.sum(axis=1)
 
     def validate(self, G: int, H: int, J: int) -> None:
+        """``ValueError`` naming the field unless every array has the shape for ``G`` clusters, ``H`` steps, ``J`` segments."""
         shapes = (("qps", (H,)), ("qps_hi", (H,)), ("capacity", (G,)), ("target", (G,)), ("offset", (G,)),
                   ("u_prev", (G,)), ("u_min", (G,)), ("widths", (G, J)), ("slopes", (G, J)))
         for name, shape in shapes:
@@ -176,6 +194,7 @@ class MpcProblem:
         return P
 
     def q_vector(self, data: MpcData) -> np.ndarray:
+        """The QP's linear term for this tick's data (OSQP ``q``)."""
         H, w = self.H, self.weights
         q = np.zeros(self.n)
         rate = w.rho if self.objective == "revenue" else w.beta
@@ -193,6 +212,7 @@ class MpcProblem:
         return q
 
     def bounds(self, data: MpcData) -> tuple[np.ndarray, np.ndarray]:
+        """The QP's constraint bounds ``(l, u)`` for this tick's data (OSQP ``l <= A x <= u``)."""
         G, H = self.G, self.H
         l = np.full(self.m, -np.inf)
         u = np.full(self.m, np.inf)
@@ -214,12 +234,15 @@ class MpcProblem:
         return x[self.iu]
 
     def planned_revenue(self, x: np.ndarray, data: MpcData, r_min: np.ndarray) -> np.ndarray:
+        """``(G, H)`` planned revenue per request of solution ``x``, from the frontier's ``r_min`` and segments."""
         return r_min[:, None] + (x[self.idelta] * data.slopes[:, None, :]).sum(axis=2)
 
     def slack(self, x: np.ndarray, data: MpcData | None = None) -> np.ndarray:
+        """``(G, H)`` load slack of solution ``x`` (cost-per-request units)."""
         return x[self.is_]
 
     def validate(self, data: MpcData) -> None:
+        """Check ``data``'s shapes against the problem's (see :meth:`MpcData.validate`)."""
         data.validate(self.G, self.H, self.J)
 
     def shift(self, x: np.ndarray) -> np.ndarray:
@@ -233,6 +256,7 @@ class MpcProblem:
         return out
 
     def objective_value(self, x: np.ndarray, data: MpcData) -> float:
+        """The QP's objective ``x' P x / 2 + q' x`` at ``x`` (for cross-checks between solvers)."""
         P = self.P_matrix(data)
         Pfull = P + sp.triu(P, k=1).T
         return float(0.5 * x @ (Pfull @ x) + self.q_vector(data) @ x)
@@ -297,6 +321,7 @@ class QuadraticMpcProblem:
         self.D = sp.block_diag([Dk] * G, format="csc")
 
     def validate(self, data: MpcData) -> None:
+        """Check ``data``'s shapes against the problem's (any number of segments)."""
         data.validate(self.G, self.H, data.widths.shape[1])
 
     def _curvature(self, data: MpcData) -> np.ndarray:
@@ -330,6 +355,7 @@ class QuadraticMpcProblem:
         return P
 
     def q_vector(self, data: MpcData) -> np.ndarray:
+        """The QP's linear term for this tick's data (OSQP ``q``)."""
         G, H, w = self.G, self.H, self.weights
         rate = w.rho if self.objective == "revenue" else w.beta
         q = np.zeros((G, H))
@@ -346,25 +372,31 @@ class QuadraticMpcProblem:
         return q.ravel()
 
     def load_cap(self, data: MpcData) -> np.ndarray:
+        """``(G, H)`` cost per request at which the planned load reaches ``C_m`` minus the offset."""
         return (data.target - data.offset)[:, None] * data.capacity[:, None] / np.maximum(data.qps_hi[None, :], 1e-9)
 
     def bounds(self, data: MpcData) -> tuple[np.ndarray, np.ndarray]:
+        """Box bounds ``(lo, hi)`` on ``u``: the frontier's range, capped at the load cap."""
         cap = self.load_cap(data)
         lo = np.repeat(data.u_min[:, None], self.H, axis=1)
         hi = np.minimum(data.u_max[:, None], np.maximum(cap, lo))
         return lo.ravel(), hi.ravel()
 
     def planned_cost(self, x: np.ndarray, data: MpcData) -> np.ndarray:
+        """``(G, H)`` planned cost per request ``u`` of solution ``x``."""
         return x.reshape(self.G, self.H)
 
     def slack(self, x: np.ndarray, data: MpcData) -> np.ndarray:
+        """``(G, H)`` planned cost per request above the load cap."""
         return np.maximum(x.reshape(self.G, self.H) - self.load_cap(data), 0.0)
 
     def shift(self, x: np.ndarray) -> np.ndarray:
+        """The plan one step later (last step repeated): the warm start."""
         v = x.reshape(self.G, self.H)
         return np.concatenate([v[:, 1:], v[:, -1:]], axis=1).ravel()
 
     def objective_value(self, x: np.ndarray, data: MpcData) -> float:
+        """The QP's objective ``x' P x / 2 + q' x`` at ``x`` (for cross-checks between solvers)."""
         P = self.P_matrix(data)
         Pfull = P + sp.triu(P, k=1).T
         return float(0.5 * x @ (Pfull @ x) + self.q_vector(data) @ x)

@@ -20,6 +20,20 @@ OK_STATUSES = ("solved",)
 
 @dataclass
 class MpcSolution:
+    """One solve's result.
+
+    Attributes
+    ----------
+    u : ndarray, shape (G, H)
+        Planned cost per request.
+    slack : ndarray, shape (G, H)
+        Load slack, in cost-per-request units.
+    status : str
+        The solver's status (``ok`` statuses in ``OK_STATUSES``).
+    solve_time_s : float
+        Wall time of the solve.
+    """
+
     u: np.ndarray  # (G, H) planned cost per request
     slack: np.ndarray  # (G, H) load slack (cost-per-request units)
     status: str
@@ -29,6 +43,7 @@ class MpcSolution:
 
     @property
     def ok(self) -> bool:
+        """Whether the status is one of the solver's success statuses."""
         return self.status in OK_STATUSES
 
 
@@ -46,6 +61,7 @@ class OsqpMpcSolver:
         self.reset()
 
     def reset(self) -> None:
+        """Forget the OSQP workspace and the warm start (the next solve sets up again)."""
         self._solver, self._x, self._y = None, None, None
 
     def warm_state(self) -> dict | None:
@@ -53,6 +69,13 @@ class OsqpMpcSolver:
         return None if self._x is None else {"x": self._x.tolist(), "y": self._y.tolist()}
 
     def load_warm_state(self, state: dict) -> None:
+        """Warm-start the next solve from :meth:`warm_state`'s output.
+
+        Raises
+        ------
+        ValueError
+            ``x`` or ``y`` has the wrong shape for this problem.
+        """
         x, y = np.asarray(state["x"], dtype=float), np.asarray(state["y"], dtype=float)
         if x.shape != (self.problem.n,) or y.shape != (self.problem.m,):
             raise ValueError(f"warm start must have x of shape ({self.problem.n},) and y of shape ({self.problem.m},), "
@@ -60,6 +83,7 @@ class OsqpMpcSolver:
         self._x, self._y = x, y
 
     def solve(self, data: MpcData) -> MpcSolution:
+        """Update the workspace with this tick's data and solve warm; a failure is a status, never an exception."""
         p = self.problem
         p.validate(data)
         t0 = time.perf_counter()
@@ -115,6 +139,7 @@ class CvxpyMpcSolver:
         """Nothing to restore (see :meth:`warm_state`)."""
 
     def solve(self, data: MpcData) -> MpcSolution:
+        """Build and solve the same QP with cvxpy (a cross-check of the OSQP path)."""
         import cvxpy as cp
 
         p = self.problem

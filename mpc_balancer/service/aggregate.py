@@ -19,6 +19,8 @@ from ..telemetry import Telemetry
 
 @dataclass(frozen=True)
 class NodeReport:
+    """One node's telemetry for one tick, as the service received it."""
+
     node: str
     time: pd.Timestamp
     qps: float
@@ -28,11 +30,13 @@ class NodeReport:
     received: float  # wall clock (s since the epoch) at acceptance
 
     def to_json(self) -> dict:
+        """The report as JSON-able values (for the store)."""
         return {"node": self.node, "time": self.time.isoformat(), "qps": self.qps, "load": self.load, "lam": self.lam,
                 "features": self.features, "received": self.received}
 
     @classmethod
     def from_json(cls, d: dict) -> NodeReport:
+        """The inverse of :meth:`to_json`."""
         return cls(node=d["node"], time=pd.Timestamp(d["time"]), qps=float(d["qps"]), load=dict(d["load"]),
                    lam=dict(d["lam"]), features=d["features"], received=float(d["received"]))
 

@@ -47,6 +47,8 @@ class HistorySpec:
 
 @dataclass(frozen=True)
 class ServeConfig:
+    """The service's configuration, read and checked from TOML by :func:`load_config`."""
+
     path: Path
     clusters: dict
     controller: str
@@ -70,18 +72,22 @@ class ServeConfig:
 
     @property
     def cluster_names(self) -> tuple:
+        """Cluster names in configuration order (the order of every array)."""
         return tuple(self.clusters)
 
     @property
     def lam_min(self) -> float:
+        """Lower bound of lambda (``[balancer] lam_min``, default 1e-5)."""
         return float(self.balancer_options.get("lam_min", 1e-5))
 
     @property
     def lam_max(self) -> float:
+        """Upper bound of lambda (``[balancer] lam_max``, default 10)."""
         return float(self.balancer_options.get("lam_max", 10.0))
 
     @property
     def max_load(self) -> float:
+        """Largest plausible load fraction (``[balancer] max_load``, default 10)."""
         return float(self.balancer_options.get("max_load", 10.0))
 
     def fingerprint(self) -> dict:

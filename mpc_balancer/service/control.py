@@ -89,6 +89,7 @@ class ControlService:
 
     # -- life cycle -----------------------------------------------------------------------------
     def setup(self) -> ControlService:
+        """Open the store, build or restore the Balancer, and mark the service ready; returns ``self``."""
         c = self.config
         self.store = StateStore(c.state_db).open()
         if self.refit:
@@ -152,10 +153,12 @@ class ControlService:
         return self
 
     def close(self) -> None:
+        """Close the state store."""
         self.store.close()
 
     # -- decisions ------------------------------------------------------------------------------
     def safe_lam(self, lam: dict) -> dict:
+        """The lambda the configured safe mode gives when the service cannot decide."""
         c = self.config
         if c.safe == "lam_max":
             return {k: c.lam_max for k in c.cluster_names}
@@ -196,11 +199,13 @@ class ControlService:
         return body
 
     def decision(self) -> dict:
+        """The current decision; ``NotReady`` before the first one."""
         if self.current is None:
             raise NotReady("no decision issued yet")
         return self.current
 
     def decisions(self, after: int, limit: int) -> list[dict]:
+        """Stored decisions after version ``after``, at most ``limit``."""
         return [{k: v for k, v in d.items() if k != "_base"} for d in self.store.decisions(after, limit)]
 
     # -- telemetry ------------------------------------------------------------------------------
@@ -212,6 +217,7 @@ class ControlService:
             raise Conflict(f"time {t} is not after the last stepped tick {self._last_tick}: that tick is closed")
 
     def report(self, r: NodeReport) -> dict:
+        """Accept one node's report for a tick; the tick closes and steps once ``expected_nodes`` reported (else on the service's clock)."""
         with self._lock:
             self._check_open(r.time)
             self.store.add_report(r.time.isoformat(), r.node, r.to_json())
@@ -270,6 +276,7 @@ class ControlService:
 
     # -- overrides ------------------------------------------------------------------------------
     def set_override(self, lam: dict, until: datetime, by: str, reason: str) -> dict:
+        """Force ``lam`` until ``until`` (audited); ``NotReady`` while restoring."""
         with self._lock:
             if not self.ready:
                 raise NotReady(self.failure or "restoring state")
@@ -282,6 +289,7 @@ class ControlService:
             return self._publish(self._base, renew=False, renew_override=True)
 
     def clear_override(self, by: str, reason: str, action: str = "clear") -> dict:
+        """End the active override (audited); ``LookupError`` if none is active."""
         with self._lock:
             if self._override is None:
                 raise LookupError("no override is active")
@@ -291,6 +299,7 @@ class ControlService:
             return self._publish(self._base, renew=False)
 
     def audit_log(self, limit: int) -> list[dict]:
+        """The last ``limit`` audit entries (overrides set, cleared, expired)."""
         return self.store.audit_log(limit)
 
     # -- the service's own clock ------------------------------------------------------------------

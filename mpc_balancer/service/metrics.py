@@ -49,6 +49,7 @@ class ServiceMetrics:
         return float("nan") if t is None else time.time() - t
 
     def on_decision(self, body: dict, count: bool = True) -> None:
+        """Record a decision's lambdas (and count it by status unless ``count`` is false)."""
         for c, v in body["lam"].items():
             self.lam.labels(c).set(v)
         if count:
@@ -59,4 +60,5 @@ class ServiceMetrics:
                 self.peak_load.labels(c).set(max(row[g] for row in plan["load"]))
 
     def render(self) -> bytes:
+        """The metrics in Prometheus' text format."""
         return generate_latest(self.registry)

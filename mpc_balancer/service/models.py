@@ -47,6 +47,8 @@ class OverrideIn(BaseModel):
 
 
 class PlanOut(BaseModel):
+    """The controller's plan in a decision: lambdas and loads per horizon step."""
+
     lam: list[list[float]]
     load: list[list[float]] | None = None
 

@@ -44,6 +44,7 @@ class StateStore:
         self.path = Path(path)
 
     def open(self) -> StateStore:
+        """Open (or create) the database in WAL mode; returns ``self``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db_ = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -56,6 +57,7 @@ class StateStore:
         return self
 
     def close(self) -> None:
+        """Close the database."""
         with self.lock_:
             self.db_.close()
 
@@ -80,10 +82,12 @@ class StateStore:
 
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str):
+        """The JSON value stored under ``key`` (None if absent)."""
         row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else json.loads(row[0])
 
     def set_meta(self, key: str, value) -> None:
+        """Store a JSON value under ``key``."""
         self._transaction([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))])
 
     def check_fingerprint(self, fingerprint: dict) -> None:
@@ -99,10 +103,12 @@ class StateStore:
 
     # -- decisions and checkpoints --------------------------------------------------------------
     def last_decision(self) -> dict | None:
+        """The latest stored decision (None if none)."""
         row = self._one("SELECT body FROM decisions ORDER BY version DESC LIMIT 1")
         return None if row is None else json.loads(row[0])
 
     def decisions(self, after: int = 0, limit: int = 100) -> list[dict]:
+        """Decisions with version above ``after``, oldest first, at most ``limit``."""
         rows = self._all("SELECT body FROM decisions WHERE version > ? ORDER BY version LIMIT ?", (after, limit))
         return [json.loads(r[0]) for r in rows]
 
@@ -112,6 +118,7 @@ class StateStore:
                 (body["version"], body["time"], body["status"], body["issued_at"], json.dumps(body)))
 
     def add_decision(self, body: dict) -> None:
+        """Store one decision in its own transaction."""
         self._transaction([self._decision_row(body)])
 
     def commit_step(self, body: dict, state: dict, qps: float, n_reports: int) -> None:
@@ -132,14 +139,17 @@ class StateStore:
         return None if row is None else (json.loads(row[0]), row[1], row[2])
 
     def discard_checkpoint(self) -> None:
+        """Drop the checkpoint and what binds it (fingerprint, history end): the next start refits."""
         self._transaction([("DELETE FROM checkpoint", ()), ("DELETE FROM meta WHERE key IN ('fingerprint', 'history_until')", ())])
 
     # -- reports and ticks ----------------------------------------------------------------------
     def add_report(self, tick_time: str, node: str, body: dict) -> None:
+        """Store a node's report for the open tick ``tick_time`` (replacing that node's earlier one)."""
         self._transaction([("INSERT OR REPLACE INTO reports (tick_time, node, body) VALUES (?, ?, ?)",
                             (tick_time, node, json.dumps(body)))])
 
     def pending_reports(self) -> list[dict]:
+        """The reports of ticks not stepped yet, by tick time and node (restored after a restart)."""
         return [json.loads(r[0]) for r in self._all("SELECT body FROM reports ORDER BY tick_time, node")]
 
     def ticks(self, until: str | None = None) -> list[tuple[str, float]]:
@@ -160,6 +170,7 @@ class StateStore:
         ])
 
     def audit_log(self, limit: int = 100) -> list[dict]:
+        """The last ``limit`` audit entries, newest first."""
         rows = self._all("SELECT id, at, action, by, lam, until, reason FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [{"id": i, "at": at, "action": a, "by": by, "lam": None if lam is None else json.loads(lam), "until": u,
                  "reason": r} for i, at, a, by, lam, u, r in rows]

@@ -55,8 +55,8 @@ class ValueModel:
     request side is a separate MLP per agent reading and per hypernetwork (``request="separate"``,
     ``hidden=64``, two channels per agent). The shipped serving bundle shares one narrower trunk
     among them with one channel per agent (``request="shared"``, ``hidden=24``, ``channels=1``:
-    ``mpc-balancer train``'s defaults), about 25x fewer request-side multiply-adds (0.9k vs 22.7k
-    per request) at Return% 98.83 +- 0.27 (``policies evaluate --algos pretrained``).
+    ``mpc-balancer train``'s defaults), far fewer request-side multiply-adds; its Return% is what
+    ``mpc-balancer policies evaluate --algos pretrained`` prints (figures in the README).
     """
 
     def __init__(self, algo: str = "awrq", *, steps: int = 3000, batch_size: int = 2048, lr: float = 3e-3,
@@ -70,6 +70,7 @@ class ValueModel:
         self.request = request  # AWRQ-Mixer's request side: "separate" MLPs or one "shared" trunk
 
     def get_params(self) -> dict:
+        """The constructor's parameters (scikit-learn style)."""
         return {k: getattr(self, k) for k in ("algo", "steps", "batch_size", "lr", "heads", "channels", "hidden", "aw",
                                               "smc", "vgca", "aw_temperature", "target_tau", "sample_weight", "seed", "verbose",
                                               "request")}
@@ -96,6 +97,20 @@ class ValueModel:
         return {"hidden": self.hidden}
 
     def fit(self, logs: LoggedData, cascade: Cascade | None = None) -> ValueModel:
+        """Train on logged requests (torch, CPU, one thread).
+
+        Parameters
+        ----------
+        logs : LoggedData
+            Requests, the actions taken and the realised revenue.
+        cascade : Cascade, optional
+            The cascade whose cost table and action grid the model decides over (the default cascade when None).
+
+        Returns
+        -------
+        ValueModel
+            ``self``, with ``net_``, ``feature_mean_``, ``feature_scale_``, ``history_`` and ``fit_seconds_``.
+        """
         import torch
 
         from .nets import build_network

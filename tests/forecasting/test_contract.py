@@ -20,7 +20,7 @@ def test_fit_predict_update_shapes_and_band_order(model, traffic):
         f = model.predict(h)
         assert isinstance(f, Forecast)
         assert set(f.keys()) == {"mean", "lo-80", "hi-80", "lo-95", "hi-95"}
-        for k in f:
+        for k in f.keys():  # noqa: SIM118 -- a Forecast has keys() and no __iter__
             assert f[k].shape == (h,) and np.isfinite(f[k]).all()
         assert np.all(f["lo-95"] <= f["lo-80"] + 1e-9)
         assert np.all(f["lo-80"] <= f["mean"] + 1e-9)
@@ -48,7 +48,7 @@ def test_seasonal_naive_update_equals_refit(traffic):
     a = SeasonalNaive("daily").fit(traffic.iloc[:-30]).update(traffic.iloc[-30:].to_numpy())
     b = SeasonalNaive("daily").fit(traffic)
     fa, fb = a.predict(30), b.predict(30)
-    for k in fa:
+    for k in fa.keys():  # noqa: SIM118 -- a Forecast has keys() and no __iter__
         np.testing.assert_allclose(fa[k], fb[k])
     # the point forecast is literally yesterday
     np.testing.assert_allclose(fb["mean"][:24], traffic.to_numpy()[-24:])
