@@ -16,6 +16,7 @@ is left out, i.e. at its default, and :func:`dumps` writes it as a comment.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
@@ -63,7 +64,8 @@ def controller_names() -> list[str]:
 
 
 def controller_defaults(name: str) -> dict:
-    """Every keyword option of controller ``name`` with its default, in signature order.
+    """Every keyword option of controller ``name`` with its default, in signature order (the
+    fields of its ``settings_class`` if it has one).
 
     Options passed on to a base class through ``**kwargs`` are collected along the MRO (the most
     derived class's default wins)."""
@@ -71,6 +73,9 @@ def controller_defaults(name: str) -> dict:
 
     if name not in REGISTRY:
         raise ConfigError(f"unknown controller {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    settings = getattr(REGISTRY[name], "settings_class", None)
+    if settings is not None:  # a controller whose options are a settings dataclass (the MPC)
+        return {f.name: f.default for f in dataclasses.fields(settings)}
     out: dict = {}
     for cls in REGISTRY[name].__mro__:
         init = cls.__dict__.get("__init__")

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import numbers
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,8 +67,13 @@ def backoff_update(b: np.ndarray, e: np.ndarray, counted: np.ndarray, target: fl
     return np.clip(b + np.where(counted, gain * (np.asarray(e, dtype=float) - target), 0.0), b_min, b_max)
 
 
-class MpcController(Controller):
-    """The convex MPC: frontier from the policy's response, forecast-driven QP, offset-free (module doc).
+@dataclass(frozen=True)
+class MpcSettings:
+    """The convex MPC's settings, grouped and validated in one place (do-mpc style).
+
+    :class:`MpcController` takes these fields as keyword arguments; a config file's ``[mpc]``
+    table and ``--set mpc.KEY=VALUE`` name them too. Every field is checked when the settings are
+    made (``ValueError`` naming the field and the value).
 
     Parameters
     ----------
@@ -117,8 +123,101 @@ class MpcController(Controller):
     seed : int
         Seed of the dither.
 
+    """
+
+    horizon: int = 30
+    objective: str = "revenue"
+    solver: str = "osqp"
+    frontier: str = "quadratic"
+    n_segments: int = 8
+    grid_points: int = 12
+    curve_every: int = 1
+    pool_ticks: int = 1
+    offset_gain: float = 0.5
+    time_limit_s: float = 0.05
+    rho: float = 0.05
+    slack: float = 50.0
+    alpha: float = 0.97
+    beta: float = 0.05
+    backoff_target: float = 0.003
+    backoff_gain: float = 0.15
+    backoff_max: float = 0.3
+    backoff_initial: float = 0.02
+    backoff_min: float = -0.05
+    max_fall: float | None = 4.0
+    refine_steps: int = 8
+    refine_above: float = 2.0
+    response: str = "auto"
+    dither: float = 0.02
+    telemetry_window: int = 1440
+    telemetry_halflife: float = 720.0
+    telemetry_min_ticks: int = 30
+    telemetry_elasticity: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 -- normalised once, here
+        if self.solver not in ("osqp", "cvxpy"):
+            raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {self.solver!r}")
+        if self.frontier not in ("quadratic", "pwl"):
+            raise ValueError(f"frontier must be 'quadratic' (fitted, fast) or 'pwl' (exact epigraph), got {self.frontier!r}")
+        for k in ("horizon", "n_segments", "grid_points", "curve_every", "pool_ticks"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, np.integer)) and v >= 1):
+                raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+            set_(k, int(v))
+        if not 0 < self.offset_gain <= 1:
+            raise ValueError(f"offset_gain must be in (0, 1], got {self.offset_gain!r}")
+        b_min = self.backoff_min
+        for k, ok in (("backoff_target", lambda v: 0 <= v < 1), ("backoff_gain", lambda v: v >= 0),
+                      ("backoff_max", lambda v: 0 <= v < 1), ("backoff_min", lambda v: -1 < v <= 0),
+                      ("backoff_initial", lambda v: b_min <= v <= self.backoff_max)):
+            v = getattr(self, k)
+            if not (isinstance(v, numbers.Real) and np.isfinite(v) and ok(v)):
+                raise ValueError(f"{k} out of range: {v!r} (backoff_target, backoff_max in [0, 1), backoff_min in (-1, 0], "
+                                 "backoff_gain >= 0, backoff_min <= backoff_initial <= backoff_max)")
+            set_(k, float(v))
+        if self.max_fall is not None and not (isinstance(self.max_fall, numbers.Real) and self.max_fall > 1):
+            raise ValueError(f"max_fall must be > 1 (or None: no limit), got {self.max_fall!r}")
+        if not (isinstance(self.refine_steps, (int, np.integer)) and self.refine_steps >= 0):
+            raise ValueError(f"refine_steps must be an integer >= 0, got {self.refine_steps!r}")
+        if not self.refine_above >= 1:
+            raise ValueError(f"refine_above must be >= 1, got {self.refine_above!r}")
+        set_("refine_steps", int(self.refine_steps))
+        set_("refine_above", float(self.refine_above))
+        MpcProblem(1, 1, 1, self.objective, self.weights)  # the weights and the objective
+        if self.response not in RESPONSES:
+            raise ValueError(f"response must be one of {RESPONSES}, got {self.response!r}")
+        if not (isinstance(self.dither, numbers.Real) and 0 <= self.dither <= 1):
+            raise ValueError(f"dither must be in [0, 1] (log-lambda amplitude), got {self.dither!r}")
+        set_("dither", float(self.dither))
+        set_("seed", int(self.seed))
+        TelemetryResponse(np.ones(1), **self.telemetry_options)  # the telemetry model's options
+
+    @property
+    def weights(self) -> MpcWeights:
+        """The QP's weights."""
+        return MpcWeights(rho=self.rho, slack=self.slack, alpha=self.alpha, beta=self.beta)
+
+    @property
+    def telemetry_options(self) -> dict:
+        """The :class:`~mpc_balancer.telemetry_response.TelemetryResponse` options."""
+        return {"window": self.telemetry_window, "halflife": self.telemetry_halflife,
+                "min_ticks": self.telemetry_min_ticks, "elasticity": self.telemetry_elasticity}
+
+
+class MpcController(Controller):
+    """The convex MPC: frontier from the policy's response, forecast-driven QP, offset-free (module doc).
+
+    Parameters
+    ----------
+    **settings
+        The fields of :class:`MpcSettings` (all keyword, all optional), validated there.
+
     Attributes
     ----------
+    settings : MpcSettings
+        The settings, as given (validated).
     theta_ : ndarray
         The load disturbance per cluster.
     backoff_ : ndarray
@@ -131,58 +230,15 @@ class MpcController(Controller):
 
     name = "mpc"
     needs_forecast = True
+    settings_class = MpcSettings  # the options a config file or --set may give: its fields
 
-    def __init__(self, horizon: int = 30, objective: str = "revenue", solver: str = "osqp", frontier: str = "quadratic",
-                 n_segments: int = 8,
-                 grid_points: int = 12, curve_every: int = 1, pool_ticks: int = 1, offset_gain: float = 0.5,
-                 time_limit_s: float = 0.05, rho: float = 0.05, slack: float = 50.0, alpha: float = 0.97, beta: float = 0.05,
-                 backoff_target: float = 0.003, backoff_gain: float = 0.15, backoff_max: float = 0.3,
-                 backoff_initial: float = 0.02, backoff_min: float = -0.05, max_fall: float | None = 4.0,
-                 refine_steps: int = 8, refine_above: float = 2.0, response: str = "auto", dither: float = 0.02,
-                 telemetry_window: int = 1440, telemetry_halflife: float = 720.0, telemetry_min_ticks: int = 30,
-                 telemetry_elasticity: float = 0.1, seed: int = 0):
-        if solver not in ("osqp", "cvxpy"):
-            raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {solver!r}")
-        if frontier not in ("quadratic", "pwl"):
-            raise ValueError(f"frontier must be 'quadratic' (fitted, fast) or 'pwl' (exact epigraph), got {frontier!r}")
-        self.frontier = frontier
-        for k, v in {"horizon": horizon, "n_segments": n_segments, "grid_points": grid_points, "curve_every": curve_every,
-                     "pool_ticks": pool_ticks}.items():
-            if not (isinstance(v, (int, np.integer)) and v >= 1):
-                raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
-        if not 0 < offset_gain <= 1:
-            raise ValueError(f"offset_gain must be in (0, 1], got {offset_gain!r}")
-        self.horizon, self.objective, self.solver, self.n_segments = int(horizon), objective, solver, int(n_segments)
-        self.grid_points, self.curve_every, self.pool_ticks = int(grid_points), int(curve_every), int(pool_ticks)
-        self.offset_gain = offset_gain
-        for k, v, ok in (("backoff_target", backoff_target, 0 <= backoff_target < 1), ("backoff_gain", backoff_gain, backoff_gain >= 0),
-                         ("backoff_max", backoff_max, 0 <= backoff_max < 1), ("backoff_min", backoff_min, -1 < backoff_min <= 0),
-                         ("backoff_initial", backoff_initial, backoff_min <= backoff_initial <= backoff_max)):
-            if not (isinstance(v, numbers.Real) and np.isfinite(v) and ok):
-                raise ValueError(f"{k} out of range: {v!r} (backoff_target, backoff_max in [0, 1), backoff_min in (-1, 0], "
-                                 "backoff_gain >= 0, backoff_min <= backoff_initial <= backoff_max)")
-        self.time_limit_s = time_limit_s
-        self.backoff_target, self.backoff_gain = float(backoff_target), float(backoff_gain)
-        self.backoff_max, self.backoff_initial = float(backoff_max), float(backoff_initial)
-        self.backoff_min = float(backoff_min)
-        if max_fall is not None and not (isinstance(max_fall, numbers.Real) and max_fall > 1):
-            raise ValueError(f"max_fall must be > 1 (or None: no limit), got {max_fall!r}")
-        self.max_fall = max_fall
-        if not (isinstance(refine_steps, (int, np.integer)) and refine_steps >= 0):
-            raise ValueError(f"refine_steps must be an integer >= 0, got {refine_steps!r}")
-        if not refine_above >= 1:
-            raise ValueError(f"refine_above must be >= 1, got {refine_above!r}")
-        self.refine_steps, self.refine_above = int(refine_steps), float(refine_above)
-        self.weights = MpcWeights(rho=rho, slack=slack, alpha=alpha, beta=beta)
-        MpcProblem(1, 1, 1, objective, self.weights)  # validate objective early
-        if response not in RESPONSES:
-            raise ValueError(f"response must be one of {RESPONSES}, got {response!r}")
-        if not (isinstance(dither, numbers.Real) and 0 <= dither <= 1):
-            raise ValueError(f"dither must be in [0, 1] (log-lambda amplitude), got {dither!r}")
-        self.response, self.dither, self.seed = response, float(dither), int(seed)
-        self.telemetry_options = {"window": telemetry_window, "halflife": telemetry_halflife,
-                                  "min_ticks": telemetry_min_ticks, "elasticity": telemetry_elasticity}
-        TelemetryResponse(np.ones(1), **self.telemetry_options)  # validate early
+    def __init__(self, **settings):
+        self.settings = MpcSettings(**settings)
+
+    @property
+    def horizon(self) -> int:
+        """Ticks the QP plans over (``settings.horizon``)."""
+        return self.settings.horizon
 
     def setup(self, context: ControlContext) -> MpcController:
         """Bind the context, build the telemetry response model and reset the state; returns ``self``.
@@ -193,17 +249,17 @@ class MpcController(Controller):
             ``response="sample"`` without a policy.
         """
         super().setup(context)
-        if self.response == "sample" and context.policy is None:
+        if self.settings.response == "sample" and context.policy is None:
             raise ValueError("mpc: response='sample' needs a policy; use response='telemetry' (or 'auto') without one")
-        self.grid_ = default_grid(context.lam_min, context.lam_max, self.grid_points)
+        self.grid_ = default_grid(context.lam_min, context.lam_max, self.settings.grid_points)
         hist = np.asarray(context.history_qps, dtype=float)
         hist = hist[np.isfinite(hist) & (hist > 0)]
         self.qps_ref_ = float(np.percentile(hist, 99)) if hist.size else 1.0
-        self.telemetry_ = TelemetryResponse(context.capacity, **self.telemetry_options)
-        self.rng_ = np.random.default_rng(self.seed)
+        self.telemetry_ = TelemetryResponse(context.capacity, **self.settings.telemetry_options)
+        self.rng_ = np.random.default_rng(self.settings.seed)
         self.problem_ = self.solver_ = None  # built on the first curve: the rate penalty's scale comes from it
         self.u_scale_: np.ndarray | None = None
-        self.pool_: deque = deque(maxlen=self.pool_ticks)
+        self.pool_: deque = deque(maxlen=self.settings.pool_ticks)
         self.curve_: ResponseCurve | None = None
         self.mode_: str | None = None  # "sample" or "telemetry": where the current curve came from
         self.theta_ = np.ones(context.n_clusters)
@@ -213,7 +269,7 @@ class MpcController(Controller):
         self.u_exact_ = False  # u_applied_ was measured on the sample (a refined tick), not read off the curve
         self.sample_: Response | None = None  # the policy's response on the pool the curve was measured on
         self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
-        self.backoff_ = np.full(context.n_clusters, self.backoff_initial)
+        self.backoff_ = np.full(context.n_clusters, self.settings.backoff_initial)
         self.qps_hi_: float | None = None  # the upper forecast of the tick that just ended
         self.ticks_ = 0
         return self
@@ -222,25 +278,24 @@ class MpcController(Controller):
         """The QP and its solver, set up once; the rate penalty is relative to ``u_scale`` (each
         cluster's cost per request at the smallest lambda on the first curve: its most expensive
         allocation)."""
-        G = self.ctx_.n_clusters
+        G, s = self.ctx_.n_clusters, self.settings
         self.u_scale_ = np.maximum(np.asarray(u_scale, dtype=float), 1e-9)
-        if self.frontier == "pwl":
-            self.problem_ = MpcProblem(G, self.horizon, self.n_segments, self.objective, self.weights, self.u_scale_)
+        if s.frontier == "pwl":
+            self.problem_ = MpcProblem(G, s.horizon, s.n_segments, s.objective, s.weights, self.u_scale_)
         else:
-            self.problem_ = QuadraticMpcProblem(G, self.horizon, self.objective, self.weights, self.u_scale_)
-        self.solver_ = (OsqpMpcSolver(self.problem_, time_limit_s=self.time_limit_s) if self.solver == "osqp"
-                        else CvxpyMpcSolver(self.problem_))
+            self.problem_ = QuadraticMpcProblem(G, s.horizon, s.objective, s.weights, self.u_scale_)
+        self.solver_ = OsqpMpcSolver(self.problem_, time_limit_s=s.time_limit_s) if s.solver == "osqp" else CvxpyMpcSolver(self.problem_)
 
     # ----------------------------------------------------------------------------------------
     def _mode(self, obs: Observation) -> str:
-        if self.response == "telemetry" or self.ctx_.policy is None:
+        if self.settings.response == "telemetry" or self.ctx_.policy is None:
             return "telemetry"
         if obs.features is None:
-            return "telemetry" if self.response == "auto" else ""
+            return "telemetry" if self.settings.response == "auto" else ""
         return "sample"
 
     def _refresh_curve(self, lam: np.ndarray, mode: str) -> None:
-        if self.curve_ is not None and self.mode_ == mode and self.ticks_ % self.curve_every != 0:
+        if self.curve_ is not None and self.mode_ == mode and self.ticks_ % self.settings.curve_every != 0:
             return
         if mode == "sample":
             self.sample_ = Response(self.ctx_.policy, np.concatenate(list(self.pool_)), max_requests=None)
@@ -276,7 +331,7 @@ class MpcController(Controller):
         if forecast is None:
             return Plan(lam=self.clip(obs.lam), controller=self.name, status="error: no forecast")
         lam_now = self.clip(np.asarray(obs.lam, dtype=float))
-        if self.response != "sample":  # only a telemetry curve reads these points
+        if self.settings.response != "sample":  # only a telemetry curve reads these points
             self.telemetry_.observe(obs.qps, obs.load, lam_now)
         mode = self._mode(obs)
         if not mode:
@@ -302,13 +357,14 @@ class MpcController(Controller):
             predicted = obs.qps * u_last / ctx.capacity
             ok = predicted > 1e-3
             ratio = np.where(ok, np.asarray(obs.load) / np.maximum(predicted, 1e-12), self.theta_)
-            self.theta_ += self.offset_gain * (np.clip(ratio, 0.2, 5.0) - self.theta_)
+            self.theta_ += self.settings.offset_gain * (np.clip(ratio, 0.2, 5.0) - self.theta_)
             if (self.planned_ is not None and self.ticks_ > 30 and self.qps_hi_ is not None
                     and obs.qps <= self.qps_hi_):  # the plan's own tick, after the start-up transient
                 e = np.maximum(np.asarray(obs.load, dtype=float) - ctx.target, 0.0) / ctx.target
+                s = self.settings
                 self.backoff_ = backoff_update(self.backoff_, e, lam_now < ctx.lam_max * (1 - 1e-9),
-                                               self.backoff_target, self.backoff_gain, self.backoff_max, self.backoff_min)
-        fr = [frontier_data(*curve.hull(g), self.n_segments) for g in range(G)]
+                                               s.backoff_target, s.backoff_gain, s.backoff_max, s.backoff_min)
+        fr = [frontier_data(*curve.hull(g), self.settings.n_segments) for g in range(G)]
         u_min = np.array([f[0] for f in fr])
         mean, hi = np.asarray(forecast["mean"][:H], dtype=float), np.asarray(forecast["hi"][:H], dtype=float)
         if len(mean) < H:
@@ -324,15 +380,15 @@ class MpcController(Controller):
             return Plan(lam=lam_now, controller=self.name, status=f"error: solver {sol.status}", solve_time_s=sol.solve_time_s)
         u0 = sol.u[:, 0]
         lam = self.clip(np.array([curve.lam_for_cost(g, u0[g]) for g in range(G)]))
-        refine = (self.refine_steps > 0 and self.sample_ is not None
-                  and np.max(np.abs(np.log(lam / lam_now))) > np.log(self.refine_above))
+        refine = (self.settings.refine_steps > 0 and self.sample_ is not None
+                  and np.max(np.abs(np.log(lam / lam_now))) > np.log(self.settings.refine_above))
         if refine:
             lam = self._refine(lam, u0)
-        if mode == "telemetry" and self.dither > 0:
-            lam = self.clip(lam * np.exp(self.rng_.uniform(-self.dither, self.dither, G)))  # exploration
-        if self.max_fall is not None:
+        if mode == "telemetry" and self.settings.dither > 0:
+            lam = self.clip(lam * np.exp(self.rng_.uniform(-self.settings.dither, self.settings.dither, G)))  # exploration
+        if self.settings.max_fall is not None:
             # asymmetric slew limit: lambda may rise at once (shed load) but falls at most max_fall x per tick
-            lam = np.maximum(lam, lam_now / self.max_fall)
+            lam = np.maximum(lam, lam_now / self.settings.max_fall)
         if refine:
             self.u_applied_ = self._sample_cost(lam)  # measured on the sample, not interpolated
         else:
@@ -347,7 +403,7 @@ class MpcController(Controller):
         return Plan(lam=lam, controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
                     lam_plan=lam_plan, load_plan=load_plan,
                     info={"slack_max": float(np.max(sol.slack)), "theta": self.theta_.tolist(), "backoff": self.backoff_.tolist(),
-                          "backoff_target": self.backoff_target, "iterations": sol.iterations, "response": mode})
+                          "backoff_target": self.settings.backoff_target, "iterations": sol.iterations, "response": mode})
 
     def _sample_cost(self, lam: np.ndarray) -> np.ndarray:
         """Mean estimated cost per request of each cluster at ``lam`` on the curve's request pool."""
@@ -368,7 +424,7 @@ class MpcController(Controller):
         lo, hi = np.maximum(lam / r2, grid[0]), np.minimum(lam * r2, grid[-1])
         active = np.ones(len(lam), dtype=bool)
         for _ in range(3):
-            for _ in range(self.refine_steps):
+            for _ in range(self.settings.refine_steps):
                 mid = np.where(active, np.sqrt(lo * hi), hi)
                 over = self._sample_cost(mid) > u0
                 lo, hi = np.where(active & over, mid, lo), np.where(active & ~over, mid, hi)
@@ -413,7 +469,7 @@ class MpcController(Controller):
         self.lam_applied_ = opt(d.get("lam_applied"))
         self.qps_hi_ = d.get("qps_hi")
         self.backoff_ = np.asarray(d["backoff"], dtype=float)
-        self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.pool_ticks)
+        self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.settings.pool_ticks)
         cp = d["curve_pool"]
         self.sample_ = None if cp is None else Response(self.ctx_.policy, np.asarray(cp, dtype=float), max_requests=None)
         self.mode_ = d["mode"]

@@ -1,9 +1,10 @@
 """The service's TOML configuration, typed and validated.
 
 The file is read, and the controller's options are checked, by :mod:`mpc_balancer.config`, as
-``simulate --config`` reads its ``[mpc]`` table. Every error names the file, the key and the value (``serve.toml: [service] lease_s must be a
-number > 0, got -1``); unknown keys are rejected. Relative paths (state database, token files,
-a trace CSV, a policy bundle path) are relative to the config file's directory.
+``simulate --config`` reads its ``[mpc]`` table. Every error names the file, the key and the
+value (``serve.toml: [service] lease_s must be a number > 0, got -1``); unknown keys are rejected.
+Relative paths (state database, token files, a trace CSV, a policy bundle path) are relative to
+the config file's directory.
 
 Layout (see ``examples/serve.toml``)::
 

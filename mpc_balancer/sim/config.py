@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from ..config import (GUARD, ConfigError, check_options, check_table, controller_defaults, controller_names,
-                      dumps, guard_defaults)
+from ..config import GUARD, ConfigError, check_options, check_table, controller_defaults, controller_names, dumps, guard_defaults
 
 PLANT = "plant"
 
