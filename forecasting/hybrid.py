@@ -213,6 +213,11 @@ class HybridForecaster:
             self.refit()
         return self
 
+    @property
+    def next_timestamp(self):
+        """Timestamp (``pandas.Timestamp``) of the step after the last observed one."""
+        return self.sarima_.next_timestamp
+
     def skip(self, k: int):
         """Advance over ``k`` missing steps (a telemetry gap) in bounded time: the online
         calibration rolls over at most one horizon of them, the SARIMA part skips the rest."""

@@ -72,6 +72,11 @@ class SeasonalNaive:
         """Nothing to refit: the history is the model. Returns self."""
         return self
 
+    @property
+    def next_timestamp(self):
+        """Timestamp (``pandas.Timestamp``) of the step after the last observed one."""
+        return self.grid_.start + self.n_ * self.grid_.freq
+
     def state_dict(self) -> dict:
         """The retained history as JSON (see :mod:`forecasting.state`)."""
         if not hasattr(self, "y_"):

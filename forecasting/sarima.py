@@ -398,4 +398,5 @@ class SarimaForecaster:
 
     @property
     def next_timestamp(self) -> pd.Timestamp:
+        """Timestamp of the step after the last observed one."""
         return self.grid_.start + self.n_ * self.grid_.freq

@@ -93,9 +93,11 @@ class Balancer:
     ----------
     controller : Controller
         The central controller (:mod:`mpc_balancer.controllers`).
-    forecaster : TickForecaster, optional
-        The traffic forecaster of controllers that declare ``needs_forecast``; a
-        :class:`~mpc_balancer.forecast.TickForecaster` with its defaults when None.
+    forecaster : TickForecaster or forecasting model, optional
+        The traffic forecast of controllers that declare ``needs_forecast``: a
+        :class:`~mpc_balancer.forecast.TickForecaster`, or a model of the ``forecasting`` contract,
+        which is wrapped in one (``TickForecaster(model=...)``); a ``TickForecaster`` with its
+        defaults when None.
     fallback : bool
         Run the PID in the shadow and fall back to it when the controller fails.
     max_ratio : float
@@ -152,6 +154,17 @@ class Balancer:
         check_sample_size(response_requests, "response_requests")
         if not time_budget_s > 0:
             raise ValueError(f"time_budget_s must be > 0, got {time_budget_s!r}")
+        if forecaster is not None:
+            from .forecast import TickForecaster, check_model
+
+            if not isinstance(forecaster, TickForecaster):
+                try:
+                    check_model(forecaster)
+                except ValueError as e:
+                    raise ValueError(f"forecaster must be a TickForecaster or a forecasting model: {e}") from None
+                if isinstance(forecaster, str):
+                    raise ValueError(f"forecaster must be a TickForecaster or a forecasting model, got {forecaster!r}")
+                forecaster = TickForecaster(model=forecaster)
         self._lock = threading.Lock()  # one tick at a time: step and checkpoints may come from several threads
         self._late: Future | None = None  # a controller call that overran its budget and may still run
         self.controller, self.forecaster, self.fallback, self.max_ratio = controller, forecaster, fallback, max_ratio

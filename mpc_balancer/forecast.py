@@ -37,17 +37,65 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 MODELS = ("sarima", "hybrid", "seasonal_naive")
+# what TickForecaster calls on its slow model: the forecasting contract, with its online part
+# (and the property next_timestamp: the step after the last observation)
+MODEL_METHODS = ("fit", "predict", "update", "skip", "refit", "state_dict", "load_state_dict")
+
+
+def check_model(model) -> None:
+    """``ValueError`` naming ``model`` unless it is a model name or follows the ``forecasting``
+    contract the tick forecaster drives (:data:`MODEL_METHODS`)."""
+    if isinstance(model, str):
+        if model not in MODELS:
+            raise ValueError(f"forecast model must be one of {MODELS} or a forecasting model, got {model!r}")
+        return
+    missing = [m for m in MODEL_METHODS if not callable(getattr(model, m, None))]
+    if not hasattr(type(model), "next_timestamp"):
+        missing.append("next_timestamp")
+    if missing:
+        raise ValueError(f"forecast model {type(model).__name__} does not follow the forecasting contract: "
+                         f"no {', '.join(missing)} (see forecasting's module doc)")
 
 
 class TickForecaster:
-    """H-step QPS forecast (mean and an upper quantile) at the control period."""
+    """H-step QPS forecast (mean and an upper quantile) at the control period: the Balancer's
+    adapter over a ``forecasting`` model (see the module doc).
+
+    Parameters
+    ----------
+    model : str or forecasting model
+        ``"sarima"``, ``"hybrid"`` or ``"seasonal_naive"`` (built with ``history_days`` and the
+        events), or an unfitted model of the ``forecasting`` contract (``fit``, ``predict``,
+        ``update``, ``skip``, ``refit``, ``state_dict``, ``load_state_dict``, ``next_timestamp``),
+        copied for every fit;
+        it keeps its own events and history window.
+    step : str
+        The slow model's step (default ``"5min"``): ticks are averaged into buckets of this length.
+    band : {80, 95}
+        The upper band issued as ``"hi"``.
+    nowcast_decay : float
+        Per-tick decay, in ``[0, 1]``, of the nowcast's correction over the horizon.
+    calib_window, min_calib, warm_calib, calib_horizon, aci_gain
+        The band's calibration: scored ticks kept, needed before use, replayed at ``fit``,
+        horizon steps scored, and the adaptive conformal step.
+    events : EventCalendar, path or list of Event, optional
+        Announced events (named models only).
+    history_days : float
+        History the named models retain and refit on.
+    refit_every : int or None
+        Refit the slow model every this many buckets (None: never).
+    max_fill : int
+        A gap of at most this many buckets is filled as missing observations; a longer one is skipped.
+    refit_in_background : bool
+        Refit in a thread (the result is swapped in before the next bucket, so forecasts do not
+        depend on the thread's timing).
+    """
 
     def __init__(self, model: str = "sarima", step: str = "5min", band: int = 80, nowcast_decay: float = 0.97,
                  calib_window: int = 1440, min_calib: int = 120, events=None, history_days: float = 28.0,
                  refit_every: int | None = 288, warm_calib: int = 360, calib_horizon: int = 96,
                  aci_gain: float = 0.005, max_fill: int = 12, refit_in_background: bool = True):
-        if model not in MODELS:
-            raise ValueError(f"forecast model must be one of {MODELS}, got {model!r}")
+        check_model(model)
         if band not in (80, 95):
             raise ValueError(f"band must be 80 or 95, got {band!r}")
         if not 0 <= nowcast_decay <= 1:
@@ -73,6 +121,8 @@ class TickForecaster:
         import forecasting as fc
 
         # refits are scheduled here (every ``refit_every`` buckets, off the tick path), not by the model
+        if not isinstance(self.model, str):
+            return copy.deepcopy(self.model)  # a fresh copy of the given model for every fit
         days = self.history_days  # the window the model retains (and refits on)
         if self.model == "seasonal_naive":
             return fc.SeasonalNaive(season="daily", max_history_days=days)
@@ -307,13 +357,16 @@ class TickForecaster:
         not by the ticks observed."""
         from forecasting.state import pack
         pending = [[pack(t, "i8"), pack(m), pack(b)] for t, m, b in self.pending_]
-        return {"model_name": self.model, "period_s": self.period_s_, "next_bucket": self.next_bucket_.value,
+        return {"model_name": self._model_name(), "period_s": self.period_s_, "next_bucket": self.next_bucket_.value,
                 "bucket": pack(self.bucket_), "last_qps": self.last_qps_, "last_time": self.last_time_.value,
                 "pending": pending, "errors": pack(self.errors_), "err_rows": self.err_rows_,
                 "margin": None if self.margin_ is None else pack(self.margin_), "aci_level": pack(self.level_),
                 "ticks": self.ticks_,
                 "since_refit": self.since_refit_, "refit_pending": self.refit_ is not None,
                 "model": self.model_.state_dict()}
+
+    def _model_name(self) -> str:
+        return self.model if isinstance(self.model, str) else type(self.model).__name__
 
     def load_state_dict(self, d, path: str = "forecaster") -> None:
         """Restore :meth:`state_dict` into a forecaster fitted on the same history. Every field is
@@ -322,7 +375,7 @@ class TickForecaster:
         from forecasting.state import StateError, StateReader
 
         s = StateReader(d, path)
-        s.string("model_name", (self.model,))
+        s.string("model_name", (self._model_name(),))
         if s.number("period_s", 0.0) != self.period_s_:
             raise StateError(f"{s.name('period_s')} is {s.raw('period_s')!r}, this forecaster's is {self.period_s_}")
         step_ns = self.step.value

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 import mpc_balancer as mb
+from forecasting import SeasonalNaive
+from mpc_balancer.forecast import TickForecaster
 from mpc_balancer.sim.simulator import Simulator
 from mpc_balancer.telemetry_response import TelemetryResponse
 from mpc_balancer.traces import load_trace
@@ -347,34 +349,51 @@ def test_a_failing_policy_falls_back_to_the_pid(mode, needle, n):
     assert re.search(needle, d.reason), d.reason
 
 
-class BrokenForecaster:
-    def fit(self, qps, times, period_s):
-        return self
+class FailingModel(SeasonalNaive):
+    """A model of the forecasting contract that fits, then fails in operation (``failing`` on)."""
 
-    def observe(self, time, qps):
-        raise ValueError("y has 361 non-missing points")
+    failing = False
 
-    def predict(self, h):  # pragma: no cover - never reached
-        raise AssertionError
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, d, path="forecaster"):
-        pass
+    def predict(self, h, X_future=None, level=(80, 95)):
+        if type(self).failing:
+            raise ValueError("y has 361 non-missing points")
+        return super().predict(h, X_future, level)
 
 
-def test_a_failing_forecaster_falls_back_and_recovers_nothing_raises():
+def test_a_failing_forecaster_falls_back_and_recovers_nothing_raises(monkeypatch):
     policy = SeparablePolicy(2)
-    bal = mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=1500.0) for c in policy.clusters},
-                             policy=policy, history=history(), forecaster=BrokenForecaster(), horizon=10)
+    make = lambda: mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=1500.0) for c in policy.clusters},  # noqa: E731
+                                      policy=policy, history=history(), forecaster=FailingModel("daily"), horizon=10)
+    bal = make()
+    monkeypatch.setattr(FailingModel, "failing", True)
     for k in range(3):
         d = tick(bal, k)
         assert d.status == "fallback" and "forecaster raised ValueError: y has 361" in d.reason
-    restored = mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=1500.0) for c in policy.clusters},
-                                  policy=policy, history=history(), forecaster=BrokenForecaster(), horizon=10)
+    monkeypatch.setattr(FailingModel, "failing", False)
+    restored = make()
     restored.load_state_dict(json.loads(json.dumps(bal.state_dict())))
     assert restored.ticks_ == 3 and restored.counts_ == bal.counts_
+    assert tick(restored, 3).lam == tick(bal, 3).lam  # both forecast again, from the same state
+
+
+def test_a_forecasting_model_is_wrapped_in_the_tick_forecaster():
+    """One forecaster contract: a forecasting model given to the Balancer runs exactly as the same
+    model named in a TickForecaster; anything else is refused, naming what is missing."""
+    policy = SeparablePolicy(2)
+    clusters = {c: mb.Cluster(capacity=1500.0) for c in policy.clusters}
+    given = mb.Balancer.create("mpc", clusters=clusters, policy=policy, history=history(),
+                               forecaster=SeasonalNaive("daily", max_history_days=28.0), horizon=10)
+    named = mb.Balancer.create("mpc", clusters=clusters, policy=policy, history=history(),
+                               forecaster=TickForecaster(model="seasonal_naive"), horizon=10)
+    assert isinstance(given.forecaster, TickForecaster) and given.forecaster.model_ is not given.forecaster.model
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        x = np.column_stack([rng.normal(0, 0.5, 200), rng.uniform(0.5, 1.5, (200, 2))])
+        a, b = (tick(bal, k, qps=1000.0 + 40 * k, features=x) for bal in (given, named))
+        assert a.status == b.status == "ok" and a.lam == b.lam, (a.reason, b.reason)
+    with pytest.raises(ValueError, match="forecaster must be a TickForecaster or a forecasting model: .*no update, skip"):
+        mb.Balancer.create("mpc", clusters=clusters, policy=policy, history=history(),
+                           forecaster=type("OnlyFit", (), {"fit": lambda self, y: self, "predict": lambda self, h: None})())
 
 
 def test_time_must_move_forward():

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -160,3 +162,24 @@ def test_adaptive_band_miss_rate_telescopes_to_the_level_moved():
             assert np.mean(misses) - 0.2 == pytest.approx((levels[-1] - level0) / (gain * len(misses)), abs=1e-12)
     assert cover[0.0] < 0.75  # the plain window quantile lags the shift
     assert abs(cover[0.02] - 0.8) < 0.03
+
+
+@pytest.mark.parametrize("model", ["seasonal_naive", "given"])
+def test_checkpoint_round_trip_of_a_seasonal_naive_slow_model(model):
+    """A TickForecaster over SeasonalNaive (named, or a model instance) restores its checkpoint and
+    forecasts as the original (SeasonalNaive had no next_timestamp, so this raised AttributeError)."""
+    from forecasting import SeasonalNaive
+
+    t = pd.date_range("2024-01-01", periods=4 * 1440, freq="1min")
+    q = 1000 + 300 * np.sin(np.arange(len(t)) / 1440 * 2 * np.pi)
+    make = (lambda: TickForecaster(model="seasonal_naive")) if model == "seasonal_naive" else \
+        (lambda: TickForecaster(model=SeasonalNaive("daily")))
+    f = make().fit(q, t, 60)
+    for k in range(7):
+        f.observe(t[-1] + pd.Timedelta(minutes=k + 1), 1000.0 + 10 * k)
+        f.predict(10)
+    g = make().fit(q, t, 60)
+    g.load_state_dict(json.loads(json.dumps(f.state_dict())))
+    a, b = f.predict(10), g.predict(10)
+    np.testing.assert_array_equal(a["mean"], b["mean"])
+    np.testing.assert_array_equal(a["hi"], b["hi"])
