@@ -389,7 +389,8 @@ def test_a_forecasting_model_is_wrapped_in_the_tick_forecaster():
     rng = np.random.default_rng(0)
     for k in range(8):
         x = np.column_stack([rng.normal(0, 0.5, 200), rng.uniform(0.5, 1.5, (200, 2))])
-        a, b = (tick(bal, k, qps=1000.0 + 40 * k, features=x) for bal in (given, named))
+        load = {"c0": 0.8 + 0.01 * k, "c1": 0.85 - 0.005 * k}  # live readings move (a flat one is a stuck sensor)
+        a, b = (tick(bal, k, qps=1000.0 + 40 * k, load=load, features=x) for bal in (given, named))
         assert a.status == b.status == "ok" and a.lam == b.lam, (a.reason, b.reason)
     with pytest.raises(ValueError, match="forecaster must be a TickForecaster or a forecasting model: .*no update, skip"):
         mb.Balancer.create("mpc", clusters=clusters, policy=policy, history=history(),
