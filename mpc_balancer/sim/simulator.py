@@ -210,6 +210,7 @@ class Simulator:
             it = tqdm(it, total=T, desc=name, unit="tick", leave=False, mininterval=0.5)
         N = self.subticks
         dt = period / N
+        alpha_dt = plant.lag_alpha(dt)
         guard = NodeGuard(target=plant.target, lam_max=balancer.ctx_.lam_max, **self.guard)
         sub_load, sub_arrivals = np.zeros((T, N, G)), np.zeros((T, N), dtype=np.int64)
         guard_cost, guard_subticks = np.zeros(T), np.zeros((T, G), dtype=np.int64)
@@ -233,26 +234,28 @@ class Simulator:
             w = cas.weights(x)
             decided = held if dec is None else dec.lam_vector  # without a decision the nodes keep their lambda
             lam_c = held = decided if faults is None else faults.applied(k, decided, held)
-            acts: dict = {}  # actions per distinct lambda within the tick (the guard's raises)
-            rev_of: dict = {}
+            # per distinct lambda within the tick (the central one and the guard's raises): the
+            # actions and what they give the plant whatever the load, decided once
+            served: dict = {}
+
+            def serve(lam_s: np.ndarray):
+                key = lam_s.tobytes()
+                if key not in served:
+                    served[key] = plant.served(policy.act(x, lam_s), w)
+                return served[key]
+
             log_lam = np.zeros(G)
             tick = {"revenue": 0.0, "served": 0, "degraded": 0, "dropped": 0}
             for j in range(N):
                 lam_j = guard.apply(lam_c)
-                key = lam_j.tobytes()
-                if key not in acts:
-                    acts[key] = policy.act(x, lam_j)
-                out = plant.step(split[j] / dt, int(split[j]), acts[key], w, tsec + j * dt, u, noise, dt_s=dt)
+                sv = serve(lam_j)
+                out = plant.step(split[j] / dt, int(split[j]), sv.actions, w, tsec + j * dt, u, noise, dt_s=dt,
+                                 served=sv, alpha=alpha_dt)
                 guard.observe(out.true_load)
                 on = guard.active
                 if on.any():  # what the guard's downgrade gave up on these requests (no overload counted)
-                    ck = lam_c.tobytes()
-                    if ck not in acts:
-                        acts[ck] = policy.act(x, lam_c)
-                    for kk in (ck, key):
-                        if kk not in rev_of:
-                            rev_of[kk] = float(cas.expected_revenue_w(w, acts[kk]).sum()) / max(len(x), 1)
-                    guard_cost[k] += (rev_of[ck] - rev_of[key]) * split[j]
+                    central = serve(lam_c)
+                    guard_cost[k] += (central.revenue_per_request - sv.revenue_per_request) * split[j]
                     guard_subticks[k] += on
                 sub_load[k, j], log_lam = out.true_load, log_lam + np.log(lam_j)
                 for f in tick:
