@@ -350,7 +350,7 @@ class PolicyRuntime:
         return z @ self.psi.T.astype(self.dtype) + b[:, None]
 
     # -- decisions -------------------------------------------------------------------------------
-    def _decide(self, z: np.ndarray, lam, boxes: "_ChunkBoxes | None" = None) -> np.ndarray:
+    def _decide(self, z: np.ndarray, lam, boxes: _ChunkBoxes | None = None) -> np.ndarray:
         lam = check_lambda(lam, self.cost.shape[0])
         pen = (lam @ self._cost_c).astype(self.dtype)
         if len(z) >= self.PRUNE_MIN_BATCH:
@@ -369,7 +369,7 @@ class PolicyRuntime:
         lk *= 65535.0 / (hi - lo) if hi > lo else 0.0
         return np.argsort(lk.astype(np.uint16), kind="stable")
 
-    def _chunk_boxes(self, z: np.ndarray) -> "_ChunkBoxes":
+    def _chunk_boxes(self, z: np.ndarray) -> _ChunkBoxes:
         """The lambda-free part of :meth:`_grouped_argmax` for the batch ``z``: its chunks and their
         bounding boxes, the bounds' products with ``psi``. Computed once per read-only sample."""
         n, P = z.shape
@@ -392,7 +392,7 @@ class PolicyRuntime:
         return _ChunkBoxes(order=order, zct=zct, upper=upper, lower=lower, reach=hi @ psi_abs_max,
                            mid=mid, rad=rad, mid_scores=mid @ psi_t)
 
-    def _grouped_argmax(self, z: np.ndarray, pen: np.ndarray, boxes: "_ChunkBoxes | None" = None) -> np.ndarray:
+    def _grouped_argmax(self, z: np.ndarray, pen: np.ndarray, boxes: _ChunkBoxes | None = None) -> np.ndarray:
         """Exact ``argmax(z @ psi_t - pen)`` (indices into the candidates) for a large batch, over far fewer candidates per request.
 
         Requests are sorted by the scale of ``z`` and cut into chunks of ``CHUNK``. Over a chunk's

@@ -140,7 +140,7 @@ class Plant:
         return ServedActions(actions=actions, mean_cost=self.cascade.cost[:, actions].mean(axis=1), revenue=rev, revenue_sum=rev.sum())
 
     def step(self, qps: float, arrivals: int, actions: np.ndarray, weights: np.ndarray, t_seconds: float,
-             u: np.ndarray, noise: np.ndarray, dt_s: float | None = None, served: "ServedActions | None" = None,
+             u: np.ndarray, noise: np.ndarray, dt_s: float | None = None, served: ServedActions | None = None,
              alpha: float | None = None) -> TickOutcome:
         """Advance ``dt_s`` seconds (default: one control period) at ``qps`` with the requests'
         chosen ``actions``; ``arrivals`` requests arrive in that time.
