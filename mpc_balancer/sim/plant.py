@@ -158,11 +158,11 @@ class Plant:
             alpha = self.alpha if dt_s is None else self.lag_alpha(dt_s)
         self.load = alpha * self.load + (1 - alpha) * demand
         L = self.load
-        deg_frac = np.where(L > 1, 1 - 1 / np.maximum(L, 1e-12), 0.0)
-        drop_frac = np.where(L > self.config.drop_load, 1 - self.config.drop_load / np.maximum(L, 1e-12), 0.0)
-        # the same (late-in-queue) requests are the first to be shed at every cluster: rank by u
         n = len(actions)
-        if deg_frac.max() > 0.0:  # (drop_load > 1: no drop without degradation)
+        if (L > 1).any():  # overload (drop_load > 1: no drop without it)
+            deg_frac = np.where(L > 1, 1 - 1 / np.maximum(L, 1e-12), 0.0)
+            drop_frac = np.where(L > self.config.drop_load, 1 - self.config.drop_load / np.maximum(L, 1e-12), 0.0)
+            # the same (late-in-queue) requests are the first to be shed at every cluster: rank by u
             dropped = u < drop_frac.max()
             deg_mask = (u[:, None] < deg_frac[None, :]) & ~dropped[:, None]
             final = actions
@@ -175,7 +175,8 @@ class Plant:
             rev = cas.expected_revenue_w(weights, final) if final is not actions else served.revenue.copy()
             rev[dropped] = 0.0
             rev_sum = rev.sum()
-        else:  # no overload: every request is served at its chosen action
+        else:  # every request is served at its chosen action
+            deg_frac = drop_frac = np.zeros(len(L))
             rev_sum = served.revenue_sum
         # counts: rounding the cumulative fractions keeps served + degraded + dropped == arrivals
         n_drop = int(round(arrivals * float(drop_frac.max())))
