@@ -37,9 +37,11 @@ the key have separate MLPs) -- runs as one fused chain of matrix products
 
 Sweeps: ``respond_many(features, lams)`` answers many lambdas on one sample in one call (the MPC's
 response curve is 36 of them per tick). For a read-only sample the request profiles, the
-lambda-free scores ``z . psi`` of small batches and the last single decision are cached, so a sweep
-costs one subtraction and one argmax per lambda (:mod:`policies.sweep`), and the controller's first
-``respond`` on the sample the plant just served at the same lambda costs nothing. Every path takes
+lambda-free scores ``z . psi`` of small batches (the chunks and their bounding boxes of large ones)
+and the last single decision are cached, so a sweep costs one subtraction and one argmax per lambda
+(:mod:`policies.sweep`), a large batch decided at several lambdas (the plant's sub-ticks under the
+guard, a bisection) only the bounds and the survivors' scores per lambda, and the controller's
+first ``respond`` on the sample the plant just served at the same lambda costs nothing. Every path takes
 the same floating-point steps as a single decision: the actions are identical.
 """
 from __future__ import annotations
@@ -473,9 +475,9 @@ class PolicyRuntime:
         return lambda lam: self._decide(z, lam, boxes)
 
     def _cached_profiles(self, features) -> list:
-        """``[z, b, scores, last]`` of a request batch: its request profiles, the lambda-free scores
-        ``z @ psi`` of a small batch or the chunk boxes of a large one (filled in by :meth:`_lambda_free`) and the last single decision
-        ``(lambda bytes, actions)``. A controller sweeps lambda over one request sample, and the
+        """``[z, b, lambda-free part, last]`` of a request batch: its request profiles, the scores
+        ``z @ psi`` of a small batch or the chunk boxes of a large one (filled in by
+        :meth:`_lambda_free`) and the last single decision ``(lambda bytes, actions)``. A controller sweeps lambda over one request sample, and the
         simulator's plant acts on the sample the controller reads next: when ``features`` is the same
         read-only array, owning its data, as in the previous call, the entry is reused (anything
         else -- a writeable array, a view of another array -- is recomputed every call, since its

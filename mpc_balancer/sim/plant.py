@@ -137,25 +137,23 @@ class Plant:
     def served(self, actions: np.ndarray, weights: np.ndarray) -> ServedActions:
         """The load-independent part of :meth:`step` for ``actions`` on requests of revenue ``weights``."""
         rev = self.cascade.expected_revenue_w(weights, actions)
-        return ServedActions(actions=actions, mean_cost=self.cascade.cost[:, actions].mean(axis=1), revenue=rev, revenue_sum=rev.sum())
+        return ServedActions(actions=actions, mean_cost=self.cascade.cost[:, actions].mean(axis=1), revenue=rev,
+                             revenue_sum=rev.sum())
 
     def step(self, qps: float, arrivals: int, actions: np.ndarray, weights: np.ndarray, t_seconds: float,
-             u: np.ndarray, noise: np.ndarray, dt_s: float | None = None, served: ServedActions | None = None,
-             alpha: float | None = None) -> TickOutcome:
+             u: np.ndarray, noise: np.ndarray, dt_s: float | None = None, served: ServedActions | None = None) -> TickOutcome:
         """Advance ``dt_s`` seconds (default: one control period) at ``qps`` with the requests'
         chosen ``actions``; ``arrivals`` requests arrive in that time.
 
         ``served`` (:meth:`served` of these ``actions`` and ``weights``) holds what depends only on
         them (their mean estimated cost and revenue), computed once when several sub-ticks serve
-        the same actions; ``alpha`` is :meth:`lag_alpha` of ``dt_s``, computed once per run. Both give the
-        very numbers the step computes without them."""
+        the same actions: the very numbers the step computes without it."""
         cas = self.cascade
         if served is None:
             served = self.served(actions, weights)
         factor = self.cost_factor(t_seconds)
         demand = qps * served.mean_cost * factor / self.capacity
-        if alpha is None:
-            alpha = self.alpha if dt_s is None else self.lag_alpha(dt_s)
+        alpha = self.alpha if dt_s is None else self.lag_alpha(dt_s)
         self.load = alpha * self.load + (1 - alpha) * demand
         L = self.load
         n = len(actions)

@@ -210,7 +210,6 @@ class Simulator:
             it = tqdm(it, total=T, desc=name, unit="tick", leave=False, mininterval=0.5)
         N = self.subticks
         dt = period / N
-        alpha_dt = plant.lag_alpha(dt)
         guard = NodeGuard(target=plant.target, lam_max=balancer.ctx_.lam_max, **self.guard)
         sub_load, sub_arrivals = np.zeros((T, N, G)), np.zeros((T, N), dtype=np.int64)
         guard_cost, guard_subticks = np.zeros(T), np.zeros((T, G), dtype=np.int64)
@@ -240,8 +239,7 @@ class Simulator:
             for j in range(N):
                 lam_j = guard.apply(lam_c)
                 sv = serve.at(lam_j)
-                out = plant.step(split[j] / dt, int(split[j]), sv.actions, w, tsec + j * dt, u, noise, dt_s=dt,
-                                 served=sv, alpha=alpha_dt)
+                out = plant.step(split[j] / dt, int(split[j]), sv.actions, w, tsec + j * dt, u, noise, dt_s=dt, served=sv)
                 guard.observe(out.true_load)
                 on = guard.active
                 if on.any():  # what the guard's downgrade gave up on these requests (no overload counted)
