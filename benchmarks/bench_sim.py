@@ -15,8 +15,9 @@ forecaster update/predict,
 response curve, QP build, QP solve, refinement, the fallback PID in the shadow, and bookkeeping (the
 rest of ``Balancer.step``), each as mean / p99 / max milliseconds per tick (exclusive time: a phase
 called inside another counts once). With ``--baseline`` the same script runs in a subprocess on the
-code in DIR, its figures are printed beside these, and the MPC's decisions are compared on
-``--compare-days`` at each of ``--compare-seeds`` (lambda trajectories, revenue, mu, nu).
+code in DIR, its figures are printed beside these, and the decisions of ``--compare-controllers``
+(default: the MPC) are compared on ``--compare-days`` of each of ``--compare-traces`` at each of
+``--compare-seeds`` (lambda and revenue every tick, revenue, mu, nu).
 
 Timing on a shared machine: pin with ``taskset -c 0`` and quote ``uptime`` beside the figures.
 """
@@ -178,12 +179,18 @@ def measure(a) -> dict:
             psim.run(make_controller("mpc"), policy)
         res["phases"] = prof.table()
         res["phase_ticks"] = len(prof.ticks)
-    for seed in [int(s) for s in a.compare_seeds.split(",") if s] if a.compare_days > 0 else []:
-        csim = build_simulator(ExperimentConfig(trace=a.trace, days=a.compare_days, n_requests=a.requests, policy=a.policy, seed=seed))
-        run = csim.run(make_controller("mpc"), policy)
-        m = run.metrics()
-        lam = run.log[[f"lambda_{c}" for c in run.clusters]].to_numpy()
-        res["decisions"][str(seed)] = {"revenue": m["revenue"], "mu": m["mu"], "nu": m["nu"], "lam": lam.tolist()}
+    seeds = [int(s) for s in a.compare_seeds.split(",") if s] if a.compare_days > 0 else []
+    for trace in [t for t in (a.compare_traces or a.trace).split(",") if t]:
+        for seed in seeds:
+            csim = build_simulator(ExperimentConfig(trace=trace, days=a.compare_days, n_requests=a.requests, policy=a.policy,
+                                                    seed=seed))
+            for name in [c for c in a.compare_controllers.split(",") if c]:
+                run = csim.run(make_controller(name), policy)
+                m = run.metrics()
+                lam = run.log[[f"lambda_{c}" for c in run.clusters]].to_numpy()
+                res["decisions"][f"{trace} {name} seed {seed}"] = {
+                    "revenue": m["revenue"], "mu": m["mu"], "nu": m["nu"], "lam": lam.tolist(),
+                    "tick_revenue": run.log["revenue"].tolist()}
     return res
 
 
@@ -216,15 +223,18 @@ def print_results(cur: dict, base: dict | None) -> None:
                 line += f"{'| ':>5}{o['mean_ms']:>8.3f}{o['p99_ms']:>8.2f}{o['max_ms']:>8.1f}"
             print(line)
     if base and cur["decisions"]:
-        print("\nMPC decisions against the baseline (same traffic and requests; seed: lambda identical / max relative "
-              "lambda difference, revenue, mu, nu current vs baseline)")
-        for seed, r in cur["decisions"].items():
-            o = b["decisions"][seed]
+        print("\ndecisions against the baseline (same traffic and requests): lambda every tick and revenue every tick "
+              "identical, max relative lambda difference, revenue, mu, nu current vs baseline (identical: bit for bit)")
+        for run, r in cur["decisions"].items():
+            o = b["decisions"].get(run)
+            if o is None:
+                print(f"{run}: not in the baseline's figures")
+                continue
             la, lb = np.asarray(r["lam"]), np.asarray(o["lam"])
             rel = float(np.max(np.abs(la / lb - 1))) if la.shape == lb.shape else float("nan")
-            print(f"seed {seed}: identical={bool(np.array_equal(la, lb))}  max rel diff {rel:.2e}  revenue {r['revenue']:.6e} vs "
-                  f"{o['revenue']:.6e} ({100 * (r['revenue'] / o['revenue'] - 1):+.4f}%)  mu {r['mu']:.5f} vs {o['mu']:.5f}  "
-                  f"nu {r['nu']:.5f} vs {o['nu']:.5f}")
+            same = np.array_equal(la, lb) and r.get("tick_revenue") == o.get("tick_revenue", r.get("tick_revenue"))
+            print(f"{run}: identical={same}  max rel diff {rel:.2e}  revenue {r['revenue']!r} vs {o['revenue']!r} "
+                  f"({100 * (r['revenue'] / o['revenue'] - 1):+.4f}%)  mu {r['mu']!r} vs {o['mu']!r}  nu {r['nu']!r} vs {o['nu']!r}")
 
 
 def main():
@@ -241,6 +251,9 @@ def main():
     ap.add_argument("--baseline-repeats", type=int, default=None, help="repeats for the baseline (default: --repeats)")
     ap.add_argument("--compare-days", type=float, default=1.0)
     ap.add_argument("--compare-seeds", default="0,1,2")
+    ap.add_argument("--compare-traces", default=None, help="traces of the decision comparison (default: --trace), e.g. "
+                    "nasa,elb,nyc-taxi")
+    ap.add_argument("--compare-controllers", default="mpc", help="controllers whose decisions are compared (e.g. mpc,pid,hindsight)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--emit", default=None, help=argparse.SUPPRESS)  # subprocess mode: write the measurements here
     a = ap.parse_args()

@@ -106,6 +106,8 @@ class NodeGuard:
         ratio = np.asarray(load, dtype=float) / self.target
         ratio = np.where(np.isfinite(ratio), ratio, 1.0)  # a broken meter neither raises nor releases
         over = ratio > 1.0
+        if not over.any() and not self.floor.any():
+            return  # idle and no overload: the floor stays at zero
         if self.rule == "proportional":
             step = np.minimum(np.power(np.maximum(ratio, 1.0), self.gain), self.max_step)
         else:

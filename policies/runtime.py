@@ -37,13 +37,16 @@ the key have separate MLPs) -- runs as one fused chain of matrix products
 
 Sweeps: ``respond_many(features, lams)`` answers many lambdas on one sample in one call (the MPC's
 response curve is 36 of them per tick). For a read-only sample the request profiles, the
-lambda-free scores ``z . psi`` of small batches and the last single decision are cached, so a sweep
-costs one subtraction and one argmax per lambda (:mod:`policies.sweep`), and the controller's first
-``respond`` on the sample the plant just served at the same lambda costs nothing. Every path takes
+lambda-free scores ``z . psi`` of small batches (the chunks and their bounding boxes of large ones)
+and the last single decision are cached, so a sweep costs one subtraction and one argmax per lambda
+(:mod:`policies.sweep`), a large batch decided at several lambdas (the plant's sub-ticks under the
+guard, a bisection) only the bounds and the survivors' scores per lambda, and the controller's
+first ``respond`` on the sample the plant just served at the same lambda costs nothing. Every path takes
 the same floating-point steps as a single decision: the actions are identical.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +121,21 @@ def _dominance_free(psi: np.ndarray, cost: np.ndarray) -> np.ndarray:
         ge[a] = False
         keep[a] = not ge.any()
     return np.flatnonzero(keep)
+
+
+@dataclass(frozen=True)
+class _ChunkBoxes:
+    """A large batch sorted by scale into chunks, with each chunk's bounding box and the box's score
+    bounds without the penalty (see :meth:`PolicyRuntime._grouped_argmax`)."""
+
+    order: np.ndarray  # (n,) the batch's order by scale
+    zct: np.ndarray  # (P, C, CHUNK) the request profiles, chunk by chunk (the last padded)
+    upper: np.ndarray  # (C, m) an upper bound of every action's score over the chunk
+    lower: np.ndarray  # (C, m) a lower bound
+    reach: np.ndarray  # (C,) the largest score term in the chunk
+    mid: np.ndarray  # (C, P) the box's centre
+    rad: np.ndarray  # (C, P) its half-widths
+    mid_scores: np.ndarray  # (C, m) the centre's scores
 
 
 class PolicyRuntime:
@@ -334,11 +352,11 @@ class PolicyRuntime:
         return z @ self.psi.T.astype(self.dtype) + b[:, None]
 
     # -- decisions -------------------------------------------------------------------------------
-    def _decide(self, z: np.ndarray, lam) -> np.ndarray:
+    def _decide(self, z: np.ndarray, lam, boxes: _ChunkBoxes | None = None) -> np.ndarray:
         lam = check_lambda(lam, self.cost.shape[0])
         pen = (lam @ self._cost_c).astype(self.dtype)
         if len(z) >= self.PRUNE_MIN_BATCH:
-            return self._cand[self._grouped_argmax(z, pen)]
+            return self._cand[self._grouped_argmax(z, pen, boxes)]
         scores = z @ self._psi_t
         scores -= pen
         return self._cand[np.argmax(scores, axis=1)]
@@ -353,21 +371,9 @@ class PolicyRuntime:
         lk *= 65535.0 / (hi - lo) if hi > lo else 0.0
         return np.argsort(lk.astype(np.uint16), kind="stable")
 
-    def _grouped_argmax(self, z: np.ndarray, pen: np.ndarray) -> np.ndarray:
-        """Exact ``argmax(z @ psi_t - pen)`` (indices into the candidates) for a large batch, over far fewer candidates per request.
-
-        Requests are sorted by the scale of ``z`` and cut into chunks of ``CHUNK``. Over a chunk's
-        bounding box ``[lo, hi]`` of ``z``, an action's score lies between
-        ``lo . psi+ + hi . psi- - pen`` and ``hi . psi+ + lo . psi- - pen`` (``psi+``/``psi-`` the
-        positive/negative parts); an action whose upper bound is below the best lower bound in the
-        chunk cannot be any member's argmax. Tighter, an action that scores below the best-lower-bound
-        action ``r`` everywhere in the box (``max_z z . (psi_a - psi_r) < pen_a - pen_r``) cannot
-        either; only the rest are scored. A chunk with one survivor takes it without scoring (the
-        common case); up to ``LOOP_CHUNKS`` chunks with several are scored one by one over their own
-        survivors, more in ``GROUPS`` groups of similar survivor counts, each padded to its largest
-        count (padding repeats a survivor). Survivors stay in index order, so ties resolve as in the
-        full argmax.
-        """
+    def _chunk_boxes(self, z: np.ndarray) -> _ChunkBoxes:
+        """The lambda-free part of :meth:`_grouped_argmax` for the batch ``z``: its chunks and their
+        bounding boxes, the bounds' products with ``psi``. Computed once per read-only sample."""
         n, P = z.shape
         CH = self.CHUNK
         C = -(-n // CH)
@@ -382,28 +388,52 @@ class PolicyRuntime:
         lo, hi = zct.min(axis=2).T, zct.max(axis=2).T  # (C, P) bounding boxes
         upper = hi @ psi_pos
         upper += lo @ psi_neg
-        upper -= pen
         lower = lo @ psi_pos
         lower += hi @ psi_neg
-        lower -= pen
+        mid, rad = (hi + lo) * 0.5, (hi - lo) * 0.5
+        return _ChunkBoxes(order=order, zct=zct, upper=upper, lower=lower, reach=hi @ psi_abs_max,
+                           mid=mid, rad=rad, mid_scores=mid @ psi_t)
+
+    def _grouped_argmax(self, z: np.ndarray, pen: np.ndarray, boxes: _ChunkBoxes | None = None) -> np.ndarray:
+        """Exact ``argmax(z @ psi_t - pen)`` (indices into the candidates) for a large batch, over far fewer candidates per request.
+
+        Requests are sorted by the scale of ``z`` and cut into chunks of ``CHUNK``. Over a chunk's
+        bounding box ``[lo, hi]`` of ``z``, an action's score lies between
+        ``lo . psi+ + hi . psi- - pen`` and ``hi . psi+ + lo . psi- - pen`` (``psi+``/``psi-`` the
+        positive/negative parts); an action whose upper bound is below the best lower bound in the
+        chunk cannot be any member's argmax. Tighter, an action that scores below the best-lower-bound
+        action ``r`` everywhere in the box (``max_z z . (psi_a - psi_r) < pen_a - pen_r``) cannot
+        either; only the rest are scored. A chunk with one survivor takes it without scoring (the
+        common case); up to ``LOOP_CHUNKS`` chunks with several are scored one by one over their own
+        survivors, more in ``GROUPS`` groups of similar survivor counts, each padded to its largest
+        count (padding repeats a survivor). Survivors stay in index order, so ties resolve as in the
+        full argmax.
+        """
+        n = len(z)
+        CH = self.CHUNK
+        C = -(-n // CH)
+        psi_t = self._psi_t
+        bx = self._chunk_boxes(z) if boxes is None else boxes
+        order, zct, mid, rad = bx.order, bx.zct, bx.mid, bx.rad
+        upper = bx.upper - pen
+        lower = bx.lower - pen
         ref = lower.argmax(axis=1)  # per chunk, the action with the best worst case
         best_lower = lower.max(axis=1, keepdims=True)
         # slack for rounding (it never drops the argmax), relative to the largest term any score in the
         # chunk can hold; the test is written as "not below" so that a chunk whose bounds are NaN (a
         # request whose z overflowed to inf) keeps every action and is scored in full
-        magnitude = hi @ psi_abs_max + np.abs(pen).max() + 1.0
+        magnitude = bx.reach + np.abs(pen).max() + 1.0
         slack = (1e-9 if self.dtype == np.float64 else 1e-4) * magnitude[:, None]
         keep = ~(upper < best_lower - slack)
         # tighter, pairwise: drop a if it scores below ref everywhere in the box, i.e.
         # max_z z . (psi_a - psi_ref) < pen_a - pen_ref (the shared part of the two scores cancels)
         # with mid = (hi + lo) / 2, rad = (hi - lo) / 2: max_z z . d = mid . d + rad . |d|
         psi = psi_t.T
-        mid, rad = (hi + lo) * 0.5, (hi - lo) * 0.5
         psi_ref = psi[ref]
         d = psi[None, :, :] - psi_ref[:, None, :]  # (C, m, P)
         np.abs(d, out=d)
         gain = (d @ rad[:, :, None])[..., 0]
-        gain += mid @ psi_t
+        gain += bx.mid_scores
         gain -= pen
         gain += (pen[ref] - (mid * psi_ref).sum(axis=1))[:, None]
         keep &= ~(gain < -slack)
@@ -441,13 +471,15 @@ class PolicyRuntime:
     def bind(self, features):
         """``lam -> actions`` for a fixed batch: the request-side networks run once."""
         z = self.request_profiles(features)[0]
-        return lambda lam: self._decide(z, lam)
+        boxes = self._chunk_boxes(z) if len(z) >= self.PRUNE_MIN_BATCH else None
+        return lambda lam: self._decide(z, lam, boxes)
 
     def _cached_profiles(self, features) -> list:
-        """``[z, b, scores, last]`` of a request batch: its request profiles, the lambda-free scores
-        ``z @ psi`` (small batches, filled in by :meth:`_sweep_scores`) and the last single decision
-        ``(lambda bytes, actions)``. A controller sweeps lambda over one request sample, and the
-        simulator's plant acts on the sample the controller reads next: when ``features`` is the same
+        """``[z, b, lambda-free part, last]`` of a request batch: its request profiles, the scores
+        ``z @ psi`` of a small batch or the chunk boxes of a large one (filled in by
+        :meth:`_lambda_free`) and the last single decision ``(lambda bytes, actions)``. A controller
+        sweeps lambda over one request sample, and the simulator's plant acts on the sample the
+        controller reads next: when ``features`` is the same
         read-only array, owning its data, as in the previous call, the entry is reused (anything
         else -- a writeable array, a view of another array -- is recomputed every call, since its
         values may have changed in place)."""
@@ -455,27 +487,27 @@ class PolicyRuntime:
         if cached is not None and features is cached:
             return entry
         z, b = self.request_profiles(features)
-        entry = [z, b, None, None]
+        entry = [z, b, None, None]  # scores (small batches) or chunk boxes (large) are filled in when needed
         if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
             self._respond_cache = (features, entry)
         return entry
 
-    def _sweep_scores(self, entry: list) -> np.ndarray | None:
-        """The lambda-free scores ``z @ psi`` of a small batch (None for batches that take the pruned
-        path): the same product :meth:`_decide` computes, so the actions are the same bits."""
-        if len(entry[0]) >= self.PRUNE_MIN_BATCH:
-            return None
+    def _lambda_free(self, entry: list):
+        """The lambda-free part of a decision on the entry's batch: the scores ``z @ psi`` of a small
+        batch (the same product :meth:`_decide` computes, so the actions are the same bits), the
+        :class:`_ChunkBoxes` of a batch that takes the pruned path."""
         if entry[2] is None:
-            entry[2] = entry[0] @ self._psi_t
+            entry[2] = self._chunk_boxes(entry[0]) if len(entry[0]) >= self.PRUNE_MIN_BATCH else entry[0] @ self._psi_t
         return entry[2]
 
     def _actions(self, entry: list, lams: np.ndarray) -> np.ndarray:
         """Actions ``(K, N)`` at every lambda row (a repeated single lambda is answered from the entry)."""
         if len(lams) == 1 and entry[3] is not None and entry[3][0] == lams[0].tobytes():
             return entry[3][1][None, :]
-        scores = self._sweep_scores(entry)
-        if scores is None:
-            a = np.stack([self._decide(entry[0], lam) for lam in lams]) if len(lams) else np.empty((0, len(entry[0])), np.int64)
+        scores = self._lambda_free(entry)
+        if isinstance(scores, _ChunkBoxes):
+            a = (np.stack([self._decide(entry[0], lam, scores) for lam in lams]) if len(lams)
+                 else np.empty((0, len(entry[0])), np.int64))
         else:
             a = self._cand[sweep_argmax(scores, self._cost_c, lams)]
         if len(lams) == 1:

@@ -85,6 +85,21 @@ def unconstrained_cost(cascade: Cascade, n: int = 4096, lam: float = 1e-5) -> np
     return cascade.cost[:, a].mean(axis=1)
 
 
+@dataclass(frozen=True)
+class ServedActions:
+    """What one set of chosen actions gives the plant whatever the load: the mean estimated cost per
+    request per cluster, and each request's expected revenue at its action (and their sum)."""
+
+    actions: np.ndarray  # (n,) joint action of each request
+    mean_cost: np.ndarray  # (G,)
+    revenue: np.ndarray  # (n,)
+    revenue_sum: np.float64
+
+    @property
+    def revenue_per_request(self) -> float:
+        return float(self.revenue_sum) / max(len(self.actions), 1)
+
+
 class Plant:
     """The clusters. ``step`` advances one tick; all randomness comes from the arrays passed in,
     so every controller of a comparison sees the same noise."""
@@ -119,31 +134,48 @@ class Plant:
         """Share of the load kept over ``dt_s`` seconds: ``L <- alpha L + (1 - alpha) D``."""
         return float(np.exp(-dt_s / self.config.lag_s)) if self.config.lag_s > 0 else 0.0
 
+    def served(self, actions: np.ndarray, weights: np.ndarray) -> ServedActions:
+        """The load-independent part of :meth:`step` for ``actions`` on requests of revenue ``weights``."""
+        rev = self.cascade.expected_revenue_w(weights, actions)
+        return ServedActions(actions=actions, mean_cost=self.cascade.cost[:, actions].mean(axis=1), revenue=rev,
+                             revenue_sum=rev.sum())
+
     def step(self, qps: float, arrivals: int, actions: np.ndarray, weights: np.ndarray, t_seconds: float,
-             u: np.ndarray, noise: np.ndarray, dt_s: float | None = None) -> TickOutcome:
+             u: np.ndarray, noise: np.ndarray, dt_s: float | None = None, served: ServedActions | None = None) -> TickOutcome:
         """Advance ``dt_s`` seconds (default: one control period) at ``qps`` with the requests'
-        chosen ``actions``; ``arrivals`` requests arrive in that time."""
+        chosen ``actions``; ``arrivals`` requests arrive in that time.
+
+        ``served`` (:meth:`served` of these ``actions`` and ``weights``) holds what depends only on
+        them (their mean estimated cost and revenue), computed once when several sub-ticks serve
+        the same actions: the very numbers the step computes without it."""
         cas = self.cascade
+        if served is None:
+            served = self.served(actions, weights)
         factor = self.cost_factor(t_seconds)
-        demand = qps * cas.cost[:, actions].mean(axis=1) * factor / self.capacity
+        demand = qps * served.mean_cost * factor / self.capacity
         alpha = self.alpha if dt_s is None else self.lag_alpha(dt_s)
         self.load = alpha * self.load + (1 - alpha) * demand
         L = self.load
-        deg_frac = np.where(L > 1, 1 - 1 / np.maximum(L, 1e-12), 0.0)
-        drop_frac = np.where(L > self.config.drop_load, 1 - self.config.drop_load / np.maximum(L, 1e-12), 0.0)
-        # the same (late-in-queue) requests are the first to be shed at every cluster: rank by u
-        dropped = u < drop_frac.max()
-        deg_mask = (u[:, None] < deg_frac[None, :]) & ~dropped[:, None]
-        final = actions
-        if deg_mask.any():
-            final = actions.copy()
-            for g in range(len(L)):
-                rows = np.flatnonzero(deg_mask[:, g])
-                if rows.size:
-                    final[rows] = cas.degrade(final[rows], g)
-        rev = cas.expected_revenue_w(weights, final)
-        rev[dropped] = 0.0
         n = len(actions)
+        if (L > 1).any():  # overload (drop_load > 1: no drop without it)
+            deg_frac = np.where(L > 1, 1 - 1 / np.maximum(L, 1e-12), 0.0)
+            drop_frac = np.where(L > self.config.drop_load, 1 - self.config.drop_load / np.maximum(L, 1e-12), 0.0)
+            # the same (late-in-queue) requests are the first to be shed at every cluster: rank by u
+            dropped = u < drop_frac.max()
+            deg_mask = (u[:, None] < deg_frac[None, :]) & ~dropped[:, None]
+            final = actions
+            if deg_mask.any():
+                final = actions.copy()
+                for g in range(len(L)):
+                    rows = np.flatnonzero(deg_mask[:, g])
+                    if rows.size:
+                        final[rows] = cas.degrade(final[rows], g)
+            rev = cas.expected_revenue_w(weights, final) if final is not actions else served.revenue.copy()
+            rev[dropped] = 0.0
+            rev_sum = rev.sum()
+        else:  # every request is served at its chosen action
+            deg_frac = drop_frac = np.zeros(len(L))
+            rev_sum = served.revenue_sum
         # counts: rounding the cumulative fractions keeps served + degraded + dropped == arrivals
         n_drop = int(round(arrivals * float(drop_frac.max())))
         n_deg = int(round(arrivals * float(deg_frac.max()))) - n_drop
@@ -151,7 +183,7 @@ class Plant:
             load=L * (1 + self.config.load_noise * noise),
             true_load=L.copy(),
             demand=demand,
-            revenue=float(rev.sum() * arrivals / max(n, 1)),
+            revenue=float(rev_sum * arrivals / max(n, 1)),
             served=arrivals - n_drop - n_deg,
             degraded=n_deg,
             dropped=n_drop,

@@ -34,7 +34,7 @@ from ..guard import GUARD_SETTINGS, NodeGuard
 from ..telemetry import Telemetry
 from ..traffic import Traffic
 from .disturbances import Disturbances
-from .plant import Plant, PlantConfig
+from .plant import Plant, PlantConfig, ServedActions
 
 SAMPLINGS = ("stratified", "iid")
 
@@ -233,26 +233,18 @@ class Simulator:
             w = cas.weights(x)
             decided = held if dec is None else dec.lam_vector  # without a decision the nodes keep their lambda
             lam_c = held = decided if faults is None else faults.applied(k, decided, held)
-            acts: dict = {}  # actions per distinct lambda within the tick (the guard's raises)
-            rev_of: dict = {}
+            serve = TickActions(policy, plant, x, w)
             log_lam = np.zeros(G)
             tick = {"revenue": 0.0, "served": 0, "degraded": 0, "dropped": 0}
             for j in range(N):
                 lam_j = guard.apply(lam_c)
-                key = lam_j.tobytes()
-                if key not in acts:
-                    acts[key] = policy.act(x, lam_j)
-                out = plant.step(split[j] / dt, int(split[j]), acts[key], w, tsec + j * dt, u, noise, dt_s=dt)
+                sv = serve.at(lam_j)
+                out = plant.step(split[j] / dt, int(split[j]), sv.actions, w, tsec + j * dt, u, noise, dt_s=dt, served=sv)
                 guard.observe(out.true_load)
                 on = guard.active
                 if on.any():  # what the guard's downgrade gave up on these requests (no overload counted)
-                    ck = lam_c.tobytes()
-                    if ck not in acts:
-                        acts[ck] = policy.act(x, lam_c)
-                    for kk in (ck, key):
-                        if kk not in rev_of:
-                            rev_of[kk] = float(cas.expected_revenue_w(w, acts[kk]).sum()) / max(len(x), 1)
-                    guard_cost[k] += (rev_of[ck] - rev_of[key]) * split[j]
+                    central = serve.at(lam_c)
+                    guard_cost[k] += (central.revenue_per_request - sv.revenue_per_request) * split[j]
                     guard_subticks[k] += on
                 sub_load[k, j], log_lam = out.true_load, log_lam + np.log(lam_j)
                 for f in tick:
@@ -290,6 +282,22 @@ class Simulator:
         return SimResult(controller=name, log=log, clusters=cas.clusters, target=plant.target.copy(), wall_s=wall,
                          subtick_load=sub_load, subtick_arrivals=sub_arrivals,
                          extra={"decisions": dict(balancer.counts_), "subticks": N, "guard": self.guard["rule"], **extra})
+
+
+class TickActions:
+    """One tick's requests served at each distinct lambda of its sub-ticks (the central one, the
+    guard's raises): the policy's actions and what they give the plant whatever the load
+    (:meth:`Plant.served`), decided once per lambda."""
+
+    def __init__(self, policy, plant: Plant, features: np.ndarray, weights: np.ndarray):
+        self.policy, self.plant, self.features, self.weights = policy, plant, features, weights
+        self.served: dict = {}
+
+    def at(self, lam: np.ndarray) -> ServedActions:
+        key = lam.tobytes()
+        if key not in self.served:
+            self.served[key] = self.plant.served(self.policy.act(self.features, lam), self.weights)
+        return self.served[key]
 
 
 def split_arrivals(arrivals: int, profile: np.ndarray) -> np.ndarray:

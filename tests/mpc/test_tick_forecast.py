@@ -3,9 +3,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpc_balancer.cli import main
-from mpc_balancer.forecast import TickForecaster
+from mpc_balancer.forecast import TickForecaster, column_quantiles
 from mpc_balancer.sim.scenarios import spike_events, spike_metrics, spike_trace
 
 
@@ -183,3 +185,19 @@ def test_checkpoint_round_trip_of_a_seasonal_naive_slow_model(model):
     a, b = f.predict(10), g.predict(10)
     np.testing.assert_array_equal(a["mean"], b["mean"])
     np.testing.assert_array_equal(a["hi"], b["hi"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_band_quantiles_in_one_sort_are_numpys_quantile_per_step(data):
+    """The calibrated margin's quantiles (all horizon steps in one sort) are np.quantile's, bit for
+    bit: values with ties, NaNs (unscored ticks), levels at and between the ends."""
+    m = data.draw(st.integers(1, 6))
+    n = data.draw(st.integers(1, 40))
+    vals = st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.sampled_from([0.0, 0.5, -0.25]), st.just(np.nan))
+    E = np.array(data.draw(st.lists(vals, min_size=n * m, max_size=n * m)), dtype=float).reshape(n, m)
+    E[0, np.isnan(E).all(axis=0)] = 1.0  # every step has a value
+    levels = np.array(data.draw(st.lists(st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.5, 0.8, 1.0])),
+                                         min_size=m, max_size=m)))
+    expect = [np.quantile(E[:, k][~np.isnan(E[:, k])], levels[k]) for k in range(m)]
+    np.testing.assert_array_equal(column_quantiles(E, levels), expect)
