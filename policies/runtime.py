@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import REQUEST_KINDS, read_bundle
+from .bundle import KIND, REQUEST_KINDS, read_bundle
 from .cascade import DEFAULT_CLUSTERS
 from .oracle import check_lambda
 from .sweep import check_lambdas, repeat_rows, sweep_argmax
@@ -206,6 +206,9 @@ class PolicyRuntime:
         system's current estimate, e.g. a TestBench measurement; the value network is unchanged.
         """
         arrays, meta, path = read_bundle(name_or_path)
+        if meta["kind"] != KIND:
+            raise ValueError(f"policy bundle {str(name_or_path)!r} is a {meta['kind']!r} bundle: load it with "
+                             "policies.runtime.load_runtime")
         name = path.stem if str(name_or_path) != "pretrained" else "pretrained"
         return cls(arrays, meta, name=name, dtype=dtype, cost=cost)
 
@@ -539,3 +542,14 @@ class PolicyRuntime:
 
     def __repr__(self) -> str:
         return f"PolicyRuntime({self.name!r}, actions={self.n_actions}, candidates={len(self._cand)}, dtype={self.dtype.name})"
+
+
+def load_runtime(name_or_path: str | Path = "pretrained", cost=None):
+    """The numpy runtime of any bundle kind: :class:`PolicyRuntime` for AWRQ-Mixer, or
+    :class:`policies.joint_runtime.JointQRuntime` for one agent over the joint action (REM, DQN)."""
+    from .joint_runtime import JointQRuntime
+
+    arrays, meta, path = read_bundle(name_or_path)
+    if meta["kind"] == KIND:
+        return PolicyRuntime(arrays, meta, name=path.stem if str(name_or_path) != "pretrained" else "pretrained", cost=cost)
+    return JointQRuntime(arrays, meta, name=path.stem, cost=cost)

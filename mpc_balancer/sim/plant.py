@@ -73,6 +73,8 @@ class TickOutcome:
     degraded: int
     dropped: int
     degraded_by_cluster: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    actions: np.ndarray | None = None  # the sampled requests' joint actions as served (after degradation)
+    shed: np.ndarray | None = None  # which sampled requests were dropped (bool)
 
 
 def unconstrained_cost(cascade: Cascade, n: int = 4096, lam: float = 1e-5) -> np.ndarray:
@@ -188,4 +190,6 @@ class Plant:
             degraded=n_deg,
             dropped=n_drop,
             degraded_by_cluster=deg_frac,
+            actions=final,
+            shed=dropped,
         )
