@@ -6,18 +6,29 @@ same traffic, request samples and outcome draws for a given (trace, seed):
 ============== ==================================== ====================================== ==============
 arm            per request                          lambda                                 node guard
 ============== ==================================== ====================================== ==============
-static         one rule for all requests            one stress-tested lambda per hour of   proportional
-               (:class:`policies.rules.             day (history's hourly QPS at the 95th
-               UniformRulePolicy`, rules valued by  percentile + 10%), predefined
-               the AWRQ-Mixer's own estimates)      downgrades over C_m (``static``,
+static         single-agent value model (the        one stress-tested lambda per hour of   proportional
+               shipped DQN bundle, DCAF's           day (history's hourly QPS at the 95th
+               estimator)                           percentile + 10%), predefined
+                                                    downgrades over C_m (``static``,
                                                     ``rule="hourly"``)
-dcaf           single-agent value model (the        bisection on the last tick's sample    maxpower
-               shipped DQN bundle)                  at the last QPS (``dcaf``)
+dcaf           the same DQN bundle                  bisection on the last tick's sample    maxpower
+                                                    at the last QPS (``dcaf``)
 rl_mpca        one centralised REM agent over the   PID on measured load (``pid``)         proportional
                joint action (shipped REM bundle)
 marca_feedback AWRQ-Mixer (shipped pretrained)      PID (``pid``)                          proportional
 marca_mpc      AWRQ-Mixer (shipped pretrained)      MPC (``mpc``)                          proportional
+static_rules   one rule for all requests            as static                              proportional
+               (:class:`policies.rules.
+               UniformRulePolicy`, rules valued by
+               the AWRQ-Mixer's own estimates)
 ============== ==================================== ====================================== ==============
+
+Static and DCAF share their value model, so that DCAF's gain over Static is its lambda control
+(per tick, on the last sample, with MaxPower) against a fixed hourly schedule, as the paper's
++3.67% measures. ``static_rules`` is the stricter reading of "fixed allocation rules" (no
+per-request model at all: the same joint action for every request of the hour); ``ab`` runs it as
+a reference row of the markdown table and ``results.json`` (the ``--json`` document holds the
+paper's five arms, relative to ``static``).
 
 No arm reads the simulator's ground truth: the static rules come from the history's traffic and the
 value model's estimates, the controllers from telemetry, forecasts and their policy's own
@@ -47,7 +58,7 @@ from .outcomes import AdOutcomes
 TABLES = ("ab", "table3")
 METRICS = ("revenue", "gmv", "impressions", "clicks", "ctr")
 NAMES = {"static": "Static", "dcaf": "DCAF", "rl_mpca": "RL-MPCA", "marca_feedback": "MaRCA-Feedback",
-         "marca_mpc": "MaRCA-MPC"}
+         "marca_mpc": "MaRCA-MPC", "static_rules": "(Static, uniform rules)"}
 # the paper's figures (MaRCA, arXiv 2512.24325): A/B revenue relative to Static, %, and Table 3
 PAPER_AB_REVENUE = {"static": 0.0, "dcaf": 3.67, "rl_mpca": 12.16, "marca_feedback": 14.93, "marca_mpc": 16.67}
 PAPER_TABLE3 = {"marca_feedback": {"mu": 92.33, "nu": 2.91}, "marca_mpc": {"mu": 95.29, "nu": 0.64}}
@@ -66,13 +77,15 @@ class Arm:
 
 
 ARMS = {
-    "static": Arm("rules", "static", options={"rule": "hourly"}),
+    "static": Arm("dqn", "static", options={"rule": "hourly"}),
     "dcaf": Arm("dqn", "dcaf", guard="maxpower"),
     "rl_mpca": Arm("rem", "pid"),
     "marca_feedback": Arm("pretrained", "pid"),
     "marca_mpc": Arm("pretrained", "mpc"),
+    "static_rules": Arm("rules", "static", options={"rule": "hourly"}),
 }
 TABLE_ARMS = {"ab": tuple(ARMS), "table3": ("marca_feedback", "marca_mpc")}
+PAPER_ARMS = ("static", "dcaf", "rl_mpca", "marca_feedback", "marca_mpc")  # the arms of the --json document
 
 
 @dataclass
@@ -148,7 +161,7 @@ def run_pair(trace: str, seed: int, days: float, arms: tuple[str, ...], n_reques
         sim = sims[arm.guard]
         if arm.policy not in policies:
             if arm.policy == "rules":
-                learned = policies.get("pretrained") or make_policy("pretrained", sim.cascade)
+                learned = policies["pretrained"] if "pretrained" in policies else make_policy("pretrained", sim.cascade)
                 policies["rules"] = rule_policy(learned, sim.cascade)
             else:
                 policies[arm.policy] = make_policy(arm.policy, sim.cascade)
@@ -240,6 +253,8 @@ def json_document(doc: dict) -> dict:
     (``table3``'s mu and nu also carry ``clusters``: ``{cluster: {"mean", "std"}}``)."""
     arms = {}
     for arm, row in doc["arms"].items():
+        if arm not in PAPER_ARMS:
+            continue
         arms[arm] = {f"{k}_pct": dict(row[f"{k}_pct"]) for k in METRICS}
         for k in ("mu", "nu"):
             arms[arm][k] = dict(row[k]) if doc["table"] == "table3" else {"mean": row[k]["mean"], "std": row[k]["std"]}
@@ -268,7 +283,7 @@ def _ab_table(title: str, arms: dict, doc: dict) -> str:
         mu, nu = row["mu"], row["nu"]
         lines.append(f"| {NAMES[arm]} | " + " | ".join(cells)
                      + f" | {100 * mu['mean']:.2f} ± {100 * mu['std']:.2f} | {100 * nu['mean']:.3f} ± {100 * nu['std']:.3f}"
-                     + f" | {PAPER_AB_REVENUE[arm]:+.2f} |")
+                     + (f" | {PAPER_AB_REVENUE[arm]:+.2f} |" if arm in PAPER_AB_REVENUE else " | |"))
     return "\n".join(lines)
 
 
@@ -301,7 +316,7 @@ def plot_bars(doc: dict, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     arms = doc["arms"]
-    names = list(arms)
+    names = [a for a in arms if a in PAPER_ARMS]  # the reference row (uniform rules) would set the scale
     if doc["table"] == "ab":
         keys, labels, scale = [f"{k}_pct" for k in METRICS], ["Revenue", "GMV", "Impressions", "Clicks", "CTR"], 1.0
         ylabel = "relative to Static, %"
