@@ -28,7 +28,7 @@ PCT = [f"{k}_pct" for k in METRICS]
 def ab(tmp_path_factory):
     """``paper ab`` on 0.1 days of elb, two seeds, 150 requests a tick: (its --json, its --out results.json)."""
     d = tmp_path_factory.mktemp("ab")
-    rc = main(["paper", "ab", "--traces", "elb", "--seeds", "0-1", "--days", "0.1", "--requests", "150",
+    rc = main(["paper", "ab", "--traces", "elb", "--seeds", "0-1", "--days", "0.1", "--requests", "150", "--jobs", "1",
                "--json", str(d / "ab.json"), "--out", str(d / "out")])
     assert rc == 0
     assert (d / "out" / "bars.png").stat().st_size > 0 and "| MaRCA-MPC |" in (d / "out" / "table.md").read_text()
@@ -70,7 +70,7 @@ def test_ab_runs_every_arm_and_the_metrics_are_consistent(ab):
 
 def test_table3_has_the_two_marca_arms_with_per_cluster_mu_nu(tmp_path):
     rc = main(["paper", "table3", "--traces", "nasa", "--seeds", "3", "--days", "0.05", "--requests", "100",
-               "--json", str(tmp_path / "t3.json")])
+               "--jobs", "2", "--json", str(tmp_path / "t3.json")])
     assert rc == 0
     doc = json.loads((tmp_path / "t3.json").read_text())
     assert doc["table"] == "table3" and list(doc["arms"]) == ["marca_feedback", "marca_mpc"]
