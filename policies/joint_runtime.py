@@ -27,6 +27,7 @@ import numpy as np
 from .bundle import read_bundle
 from .cascade import DEFAULT_CLUSTERS
 from .oracle import check_lambda
+from .runtime import check_features
 from .sweep import check_lambdas
 
 
@@ -76,15 +77,6 @@ class JointQRuntime:
         arrays, meta, path = read_bundle(name_or_path)
         return cls(arrays, meta, name=path.stem, cost=cost)
 
-    def _check_features(self, features) -> np.ndarray:
-        x = np.asarray(features, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != len(self.features):
-            raise ValueError(f"features must have shape (n, {len(self.features)}) with columns {self.features}, got {x.shape}")
-        if not np.isfinite(x).all():
-            r, c = (int(i) for i in np.argwhere(~np.isfinite(x))[0])
-            raise ValueError(f"features row {r} is not finite: column {self.features[c]!r} is {x[r, c]}")
-        return x
-
     def predict_revenue(self, features) -> np.ndarray:
         """Estimated revenue of every joint action, (N, A) float64."""
         return self._forward(features).astype(np.float64)
@@ -92,7 +84,7 @@ class JointQRuntime:
     def _forward(self, features) -> np.ndarray:
         """The network in float32 (as trained): the first layer in float64 (it holds the folded
         normalisation), the wide output layer, which is the cost, in float32."""
-        x = self._check_features(features)
+        x = check_features(features, self.features)
         h = np.maximum(x @ self._w0 + self._b0, 0.0)
         h = np.maximum(h @ self._w1 + self._b1, 0.0).astype(np.float32)
         q = h @ self._w2

@@ -110,6 +110,18 @@ def action_profiles(p: dict, n_agents: int, heads: int, channels: int) -> np.nda
     return np.concatenate(cols, axis=1)
 
 
+def check_features(features, names: tuple[str, ...]) -> np.ndarray:
+    """``features`` as a float64 (n, len(names)) array of finite values, or a ``ValueError`` naming
+    the row and the column."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise ValueError(f"features must have shape (n, {len(names)}) with columns {names}, got {x.shape}")
+    if not np.isfinite(x).all():
+        r, c = (int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise ValueError(f"features row {r} is not finite: column {names[c]!r} is {x[r, c]}")
+    return x
+
+
 def _dominance_free(psi: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Indices of actions no other action weakly dominates in (psi >=, cost <=); ties keep the lowest index."""
     A = len(psi)
@@ -214,13 +226,7 @@ class PolicyRuntime:
 
     # -- request side ----------------------------------------------------------------------------
     def _check_features(self, features) -> np.ndarray:
-        x = np.asarray(features, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != len(self.features):
-            raise ValueError(f"features must have shape (n, {len(self.features)}) with columns {self.features}, got {x.shape}")
-        if not np.isfinite(x).all():
-            r, c = (int(i) for i in np.argwhere(~np.isfinite(x))[0])
-            raise ValueError(f"features row {r} is not finite: column {self.features[c]!r} is {x[r, c]}")
-        return x
+        return check_features(features, self.features)
 
     def _request_networks(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
         """The request-side MLPs as lists of torch-layout ``(weight (out, in), bias)`` layers, ReLU
