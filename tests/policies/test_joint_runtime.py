@@ -75,3 +75,14 @@ def test_shipped_rem_and_dqn_bundles_load_and_match_torch(cascade):
         np.testing.assert_allclose(rt.predict_revenue(x), ref, rtol=2e-4, atol=1e-6 * np.abs(ref).max())
     with pytest.raises(ValueError, match="'joint-q' bundle: load it with"):
         PolicyRuntime.load("rem")
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_shipped_joint_bundle():
+    """``policies evaluate --algos pretrained --bundle rem``: the REM bundle against the exact oracle
+    (a worse allocation than the exact optimum, far better than none)."""
+    from policies.evaluation import evaluate, format_tables
+
+    res = evaluate(["pretrained"], seeds=1, quick=True, bundle="rem", log=lambda msg: None)
+    assert 50 < res["algos"]["pretrained"]["return_pct_mean"] < 100.5
+    assert "bundle rem" in format_tables(res)
