@@ -47,7 +47,7 @@ class AdOutcomes:
         u = rng.random((2, n))
         return u[0], u[1], self.gmv_ratio * np.exp(self.gmv_sigma * rng.standard_normal(n))
 
-    def recorder(self, ticks: int) -> "OutcomeRecorder":
+    def recorder(self, ticks: int) -> OutcomeRecorder:
         return OutcomeRecorder(self, ticks)
 
 

@@ -72,7 +72,7 @@ class JointQRuntime:
         self._buf = None  # scores buffer of the last batch size
 
     @classmethod
-    def load(cls, name_or_path, cost=None) -> "JointQRuntime":
+    def load(cls, name_or_path, cost=None) -> JointQRuntime:
         """Load a ``joint-q`` bundle by name (e.g. ``"rem"``, shipped) or path; checks its sha256."""
         arrays, meta, path = read_bundle(name_or_path)
         return cls(arrays, meta, name=path.stem, cost=cost)

@@ -35,7 +35,7 @@ class UniformRulePolicy:
         self.value, self.cost, self.clusters = value, cost, tuple(clusters)
 
     @classmethod
-    def from_policy(cls, policy, features: np.ndarray) -> "UniformRulePolicy":
+    def from_policy(cls, policy, features: np.ndarray) -> UniformRulePolicy:
         """Rules valued by ``policy.predict_revenue`` (a learned runtime's own estimate) averaged
         over ``features``, with the policy's cost table."""
         return cls(policy.predict_revenue(features).mean(axis=0), policy.cost, policy.clusters)

@@ -34,7 +34,14 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from ..paper import PaperConfig, format_table, json_document, parse_seeds, run_table, write_outputs
+    from ..paper import (
+        PaperConfig,
+        format_table,
+        json_document,
+        parse_seeds,
+        run_table,
+        write_outputs,
+    )
     from ..traces import load_trace
 
     traces = tuple(name_list(args.traces))

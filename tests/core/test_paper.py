@@ -155,7 +155,7 @@ def test_uniform_rules_are_one_action_per_tick_and_monotone_in_lambda():
     for lam in np.geomspace(1e-5, 10, 40):
         a = rules.act(x, np.full(3, lam))
         assert (a == a[0]).all()
-        cost, rev = rules.respond(x, np.full(3, lam))
+        cost, _ = rules.respond(x, np.full(3, lam))
         np.testing.assert_array_equal(cost, np.tile(CAS.cost[:, a[0]], (50, 1)))
         if prev is not None:  # a higher lambda never selects a rule that costs more on any cluster... in total
             assert CAS.cost[:, a[0]].sum() <= prev + 1e-12
@@ -190,7 +190,7 @@ def test_static_hourly_rule_reads_the_history_per_hour_and_fits_c_m_there():
 
             plan = st.make_step(Observation(t=k, time=t, qps=1.0, load=ctx.target * 0.5, lam=np.full(3, 0.01), features=x),
                                 response=resp)
-            load = lambda lam: st.stress_qps_[t.hour] * resp.cost(lam) / ctx.capacity  # noqa: E731
+            load = lambda lam: st.stress_qps_[t.hour] * resp.cost(lam) / ctx.capacity
             assert np.all(load(plan.lam) <= ctx.target * (1 + 1e-9))
             assert np.any(load(plan.lam / 1.1) > ctx.target)
         if k == 60:

@@ -57,9 +57,9 @@ def test_policy_protocol_respond_and_respond_many(tiny_joint, cascade):
 
 
 def test_shipped_rem_and_dqn_bundles_load_and_match_torch(cascade):
-    from policies.training.export import load_joint_network
-
     import torch
+
+    from policies.training.export import load_joint_network
 
     assert {"pretrained", "rem", "dqn"} <= set(shipped_bundles())
     for name, heads in (("rem", 4), ("dqn", 1)):
