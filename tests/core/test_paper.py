@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mpc_balancer.cli import main
-from mpc_balancer.controllers import StaticController
+from mpc_balancer.controllers import Observation, StaticController
 from mpc_balancer.controllers.static import hourly_qps
 from mpc_balancer.outcomes import AdOutcomes
 from mpc_balancer.paper import ARMS, METRICS, PaperConfig, aggregate, parse_seeds
@@ -186,13 +186,11 @@ def test_static_hourly_rule_reads_the_history_per_hour_and_fits_c_m_there():
         if k in (0, 60):
             resp = Response(pol, x, max_requests=None)
             t = sim.times[k]
-            from mpc_balancer.controllers import Observation
-
             plan = st.make_step(Observation(t=k, time=t, qps=1.0, load=ctx.target * 0.5, lam=np.full(3, 0.01), features=x),
                                 response=resp)
-            load = lambda lam: st.stress_qps_[t.hour] * resp.cost(lam) / ctx.capacity
-            assert np.all(load(plan.lam) <= ctx.target * (1 + 1e-9))
-            assert np.any(load(plan.lam / 1.1) > ctx.target)
+            qps = st.stress_qps_[t.hour]
+            assert np.all(qps * resp.cost(plan.lam) / ctx.capacity <= ctx.target * (1 + 1e-9))
+            assert np.any(qps * resp.cost(plan.lam / 1.1) / ctx.capacity > ctx.target)
         if k == 60:
             break
     assert sorted(st.base_lam_) == sorted({sim.times[0].hour, sim.times[60].hour})
