@@ -16,7 +16,7 @@ dcaf           the same DQN bundle                  bisection on the last tick's
 rl_mpca        one centralised REM agent over the   PID on measured load (``pid``)         proportional
                joint action (shipped REM bundle)
 marca_feedback AWRQ-Mixer (shipped pretrained)      PID (``pid``)                          proportional
-marca_mpc      AWRQ-Mixer (shipped pretrained)      MPC (``mpc``)                          proportional
+marca_mpc      AWRQ-Mixer (shipped pretrained)      MPC (``mpc``, no solver time limit)    proportional
 static_rules   one rule for all requests            as static                              proportional
                (:class:`policies.rules.
                UniformRulePolicy`, rules valued by
@@ -81,7 +81,9 @@ ARMS = {
     "dcaf": Arm("dqn", "dcaf", guard="maxpower"),
     "rl_mpca": Arm("rem", "pid"),
     "marca_feedback": Arm("pretrained", "pid"),
-    "marca_mpc": Arm("pretrained", "mpc"),
+    # OSQP's per-solve time limit lifted: otherwise a solve cut short on a busy machine changes the run
+    # (measured: 1e-4 relative revenue between two runs of one pair), and the table is to be rerun exactly
+    "marca_mpc": Arm("pretrained", "mpc", options={"time_limit_s": 0.0}),
     "static_rules": Arm("rules", "static", options={"rule": "hourly"}),
 }
 TABLE_ARMS = {"ab": tuple(ARMS), "table3": ("marca_feedback", "marca_mpc")}
@@ -214,6 +216,30 @@ def run_table(cfg: PaperConfig, log=print) -> dict:
     return doc
 
 
+def table_from_runs(path: str | Path, table: str) -> dict:
+    """``table`` summarised from the per-pair totals of an earlier run's ``results.json`` (``--out``),
+    e.g. Table 3 from the A/B's MaRCA-Feedback and MaRCA-MPC runs, which are the very runs
+    ``table3`` makes (same traffic, requests, policy, controller and guard per (trace, seed))."""
+    import json
+
+    try:
+        src = json.loads(Path(path).read_text(encoding="utf-8"))
+        traces, seeds, days, pairs = src["traces"], src["seeds"], src["days"], src["pairs"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--from {path}: not a results.json of mpc-balancer paper ({type(e).__name__}: {e})") from None
+    cfg = PaperConfig(table=table, traces=tuple(traces), seeds=tuple(seeds), days=float(days),
+                      n_requests=int(src.get("requests", 1000)))
+    missing = sorted({a for p in pairs for a in cfg.arms if a not in p.get("arms", {})})
+    if missing or not pairs:
+        raise ValueError(f"--from {path}: its runs lack the arms {missing or list(cfg.arms)} of {table}")
+    kept = [{**p, "arms": {a: p["arms"][a] for a in cfg.arms}} for p in pairs]
+    for p in kept:
+        p["cpu_s"] = float(sum(m.get("cpu_s", 0.0) for m in p["arms"].values()))
+    doc = summarize(cfg, kept)
+    doc["wall_s"], doc["cpu_s"], doc["from"] = 0.0, float(sum(p["cpu_s"] for p in kept)), str(path)
+    return doc
+
+
 def _mean_std(values) -> dict:
     v = np.asarray(values, dtype=float)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=0))}
@@ -241,7 +267,7 @@ def summarize(cfg: PaperConfig, pairs: list[dict]) -> dict:
     """The full results: ``{"table", "traces", "seeds", "days", "arms"}``, plus ``per_trace`` (the
     same per trace) and ``pairs`` (every run's totals); :func:`json_document` is the ``--json`` part."""
     doc = {"table": cfg.table, "traces": list(cfg.traces), "seeds": list(cfg.seeds), "days": float(cfg.days),
-           "arms": aggregate(pairs, cfg.arms)}
+           "arms": aggregate(pairs, cfg.arms), "requests": cfg.n_requests}
     doc["per_trace"] = {t: aggregate([p for p in pairs if p["trace"] == t], cfg.arms) for t in cfg.traces}
     doc["pairs"] = pairs
     return doc
@@ -274,8 +300,8 @@ def format_table(doc: dict) -> str:
 
 
 def _ab_table(title: str, arms: dict, doc: dict) -> str:
-    lines = [f"A/B, {title}: relative to Static, %, mean ± std over {_pairs(doc, title)} "
-             f"({doc['days']:g} days each)", "",
+    lines = [(f"A/B, {title}: relative to Static, %, mean ± std over {_pairs(doc, title)} "
+              f"({doc['days']:g} days each)"), "",
              "| Method | Revenue | GMV | Impressions | Clicks | CTR | mu | nu | paper revenue |",
              "|---|---|---|---|---|---|---|---|---|"]
     for arm, row in arms.items():
@@ -289,8 +315,8 @@ def _ab_table(title: str, arms: dict, doc: dict) -> str:
 
 def _table3(title: str, arms: dict, doc: dict) -> str:
     clusters = list(next(iter(arms.values()))["mu"]["clusters"])
-    lines = [f"Table 3, {title}: mu and nu (%) per sub-tick, mean ± std over {_pairs(doc, title)} "
-             f"({doc['days']:g} days each)", "",
+    lines = [(f"Table 3, {title}: mu and nu (%) per sub-tick, mean ± std over {_pairs(doc, title)} "
+              f"({doc['days']:g} days each)"), "",
              "| Method | mu | nu | " + " | ".join(f"{c} mu | {c} nu" for c in clusters) + " | paper mu | paper nu |",
              "|---|---|---|" + "---|---|" * len(clusters) + "---|---|"]
     for arm, row in arms.items():

@@ -16,8 +16,8 @@ def register(sub) -> None:
     p = sub.add_parser("paper", help="MaRCA's headline tables in closed loop: the A/B (ab) and feedback vs MPC (table3)")
     psub = p.add_subparsers(dest="paper_command", metavar="TABLE")
     psub.required = True
-    for table, text in (("ab", "Static, DCAF, RL-MPCA, MaRCA-Feedback, MaRCA-MPC: revenue, GMV, impressions, clicks, "
-                                "CTR relative to Static"),
+    for table, text in (("ab", ("Static, DCAF, RL-MPCA, MaRCA-Feedback, MaRCA-MPC: revenue, GMV, impressions, clicks, "
+                                 "CTR relative to Static")),
                         ("table3", "MaRCA-Feedback vs MaRCA-MPC: mu and nu per cluster")):
         t = psub.add_parser(table, help=text, description=text + "; mean +- std over traces x seeds.")
         t.add_argument("--traces", default="nasa,elb,nyc-taxi", help="comma list of traces (default: nasa,elb,nyc-taxi)")
@@ -27,6 +27,9 @@ def register(sub) -> None:
         t.add_argument("--requests", type=_positive(int, 1_000_000), default=1000, help="sampled requests per tick (default: 1000)")
         t.add_argument("--jobs", type=_positive(int, 64), default=DEFAULT_JOBS,
                        help=f"processes, one (trace, seed) pair at a time each (default: {DEFAULT_JOBS})")
+        t.add_argument("--from", dest="from_runs", metavar="RESULTS_JSON",
+                       help="summarise the runs of an earlier --out DIR/results.json instead of running (e.g. table3 "
+                            "from the A/B's MaRCA arms: the same runs); --traces, --seeds, --days are then the file's")
         t.add_argument("--json", help="write the table as JSON to this file")
         t.add_argument("--out", help="directory for table.md, bars.png and results.json (every run's totals)")
         declare_outputs(t, files=("--json",), dirs=("--out",))
@@ -40,16 +43,20 @@ def _run(args) -> int:
         json_document,
         parse_seeds,
         run_table,
+        table_from_runs,
         write_outputs,
     )
     from ..traces import load_trace
 
-    traces = tuple(name_list(args.traces))
-    for t in traces:
-        load_trace(t)  # fail fast on a bad trace name
-    cfg = PaperConfig(table=args.table, traces=traces, seeds=parse_seeds(args.seeds), days=args.days,
-                      n_requests=args.requests, jobs=args.jobs)
-    doc = run_table(cfg)
+    if args.from_runs:
+        doc = table_from_runs(args.from_runs, args.table)
+    else:
+        traces = tuple(name_list(args.traces))
+        for t in traces:
+            load_trace(t)  # fail fast on a bad trace name
+        cfg = PaperConfig(table=args.table, traces=traces, seeds=parse_seeds(args.seeds), days=args.days,
+                          n_requests=args.requests, jobs=args.jobs)
+        doc = run_table(cfg)
     print(format_table(doc))
     print(f"wall {doc['wall_s']:.0f}s, CPU {doc['cpu_s']:.0f}s over {len(doc['pairs'])} (trace, seed) pairs")
     if args.json:

@@ -32,11 +32,11 @@ def ab(tmp_path_factory):
                "--json", str(d / "ab.json"), "--out", str(d / "out")])
     assert rc == 0
     assert (d / "out" / "bars.png").stat().st_size > 0 and "| MaRCA-MPC |" in (d / "out" / "table.md").read_text()
-    return json.loads((d / "ab.json").read_text()), json.loads((d / "out" / "results.json").read_text())
+    return json.loads((d / "ab.json").read_text()), json.loads((d / "out" / "results.json").read_text()), d / "out" / "results.json"
 
 
 def test_ab_json_schema_is_the_issues(ab):
-    doc, _ = ab
+    doc = ab[0]
     assert set(doc) == {"table", "traces", "seeds", "days", "arms"}
     assert doc["table"] == "ab" and doc["traces"] == ["elb"] and doc["seeds"] == [0, 1] and doc["days"] == 0.1
     assert list(doc["arms"]) == ["static", "dcaf", "rl_mpca", "marca_feedback", "marca_mpc"]
@@ -49,7 +49,7 @@ def test_ab_json_schema_is_the_issues(ab):
 
 
 def test_ab_runs_every_arm_and_the_metrics_are_consistent(ab):
-    _, full = ab
+    full = ab[1]
     assert len(full["pairs"]) == 2
     for pair in full["pairs"]:
         arms = pair["arms"]
@@ -68,11 +68,22 @@ def test_ab_runs_every_arm_and_the_metrics_are_consistent(ab):
         assert full["arms"][arm]["revenue_pct"]["std"] == pytest.approx(np.std(pct), rel=1e-9, abs=1e-12)
 
 
-def test_table3_has_the_two_marca_arms_with_per_cluster_mu_nu(tmp_path):
-    rc = main(["paper", "table3", "--traces", "nasa", "--seeds", "3", "--days", "0.05", "--requests", "100",
-               "--jobs", "2", "--json", str(tmp_path / "t3.json")])
+def test_table3_has_the_two_marca_arms_with_per_cluster_mu_nu(ab, tmp_path):
+    """table3 run on its own (two processes) gives the A/B's MaRCA runs bit for bit, and --from
+    summarises them from the A/B's results.json to the same document."""
+    rc = main(["paper", "table3", "--traces", "elb", "--seeds", "0-1", "--days", "0.1", "--requests", "150",
+               "--jobs", "2", "--json", str(tmp_path / "t3.json"), "--out", str(tmp_path / "t3")])
     assert rc == 0
     doc = json.loads((tmp_path / "t3.json").read_text())
+    ab_full = ab[1]
+    mine = json.loads((tmp_path / "t3" / "results.json").read_text())
+    for p, q in zip(mine["pairs"], ab_full["pairs"]):
+        for arm in ("marca_feedback", "marca_mpc"):
+            for k in ("revenue", "gmv", "impressions", "clicks", "mu", "nu", "clusters"):
+                assert p["arms"][arm][k] == q["arms"][arm][k], (arm, k)
+    rc = main(["paper", "table3", "--from", str(ab[2]), "--json", str(tmp_path / "from.json")])
+    assert rc == 0
+    assert json.loads((tmp_path / "from.json").read_text()) == doc
     assert doc["table"] == "table3" and list(doc["arms"]) == ["marca_feedback", "marca_mpc"]
     for row in doc["arms"].values():
         assert set(row) == set(PCT) | {"mu", "nu"}
