@@ -1,4 +1,4 @@
-"""``mpc-balancer paper ab|table3``: MaRCA's online A/B and Table 3 in closed loop (see mpc_balancer/paper.py)."""
+"""``mpc-balancer paper ab|table3``: MaRCA's online A/B and Table 3 in closed loop (see mpc_balancer/sim/paper.py)."""
 from __future__ import annotations
 
 from ..jsonio import write_json
@@ -37,7 +37,7 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from ..paper import (
+    from ..sim.paper import (
         PaperConfig,
         format_table,
         json_document,

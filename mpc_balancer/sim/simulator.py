@@ -119,7 +119,7 @@ class Simulator:
             raise ValueError(f"unknown guard settings {sorted(unknown)} (known: {sorted(GUARD_SETTINGS)})")
         NodeGuard(target=(1.0,), **self.guard)  # validate early
         self.disturbances = disturbances or Disturbances()
-        self.outcomes = outcomes  # optional per-request outcome recorder (mpc_balancer.outcomes.AdOutcomes)
+        self.outcomes = outcomes  # optional per-request outcome recorder (mpc_balancer.sim.outcomes.AdOutcomes)
         if n_requests < 1:
             raise ValueError(f"n_requests must be >= 1, got {n_requests!r}")
         if sampling not in SAMPLINGS:

@@ -60,7 +60,7 @@ class OutcomeRecorder:
         self._tick, self._draws = None, None
 
     def observe(self, tick: int, features: np.ndarray, weights: np.ndarray, outcome, arrivals: int) -> None:
-        """Add a sub-tick: ``outcome`` (the plant's :class:`~mpc_balancer.plant.TickOutcome`) carries the
+        """Add a sub-tick: ``outcome`` (the plant's :class:`~mpc_balancer.sim.plant.TickOutcome`) carries the
         sampled requests' served actions and which were dropped; ``arrivals`` requests arrived in it."""
         n = len(features)
         if n == 0 or arrivals == 0:

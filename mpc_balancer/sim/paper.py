@@ -33,7 +33,7 @@ paper's five arms, relative to ``static``).
 No arm reads the simulator's ground truth: the static rules come from the history's traffic and the
 value model's estimates, the controllers from telemetry, forecasts and their policy's own
 ``respond``. The metrics are the plant's: revenue (expected revenue of the served actions),
-impressions, clicks and the GMV proxy of :mod:`mpc_balancer.outcomes`, CTR = clicks /
+impressions, clicks and the GMV proxy of :mod:`mpc_balancer.sim.outcomes`, CTR = clicks /
 impressions, and MaRCA's mu and nu per cluster per sub-tick.
 
 ``ab`` reports each arm relative to Static on the same (trace, seed) (``*_pct`` = 100 (arm /
@@ -49,10 +49,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .controllers import make_controller
+from ..controllers import make_controller
+from ..forecast import TickForecaster
+from ..jsonio import write_json
 from .experiment import ExperimentConfig, build_simulator, make_policy
-from .forecast import TickForecaster
-from .jsonio import write_json
 from .outcomes import AdOutcomes
 
 TABLES = ("ab", "table3")
