@@ -178,6 +178,7 @@ class Plant:
         else:  # every request is served at its chosen action
             deg_frac = drop_frac = np.zeros(len(L))
             rev_sum = served.revenue_sum
+            final, dropped = actions, np.zeros(n, dtype=bool)
         # counts: rounding the cumulative fractions keeps served + degraded + dropped == arrivals
         n_drop = int(round(arrivals * float(drop_frac.max())))
         n_deg = int(round(arrivals * float(deg_frac.max()))) - n_drop
