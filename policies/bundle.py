@@ -18,6 +18,7 @@ import numpy as np
 FORMAT_VERSION = 1
 REQUEST_KINDS = ("separate", "shared")  # AWRQ-Mixer request side: separate MLPs or one shared trunk
 KIND = "awrq-mixer"
+KINDS = (KIND, "joint-q")  # AWRQ-Mixer (PolicyRuntime) and one agent over the joint action, DQN/REM (JointQRuntime)
 REQUIRED_META = ("format_version", "kind", "npz_file", "npz_sha256", "features", "normalisation", "actions",
                  "lambda_range", "architecture", "training")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -30,6 +31,11 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def shipped_bundles() -> tuple[str, ...]:
+    """Names of the bundles shipped in ``policies/data`` (``pretrained``, ...)."""
+    return tuple(sorted(q.stem for q in DATA_DIR.glob("*.npz")))
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -49,17 +55,19 @@ def resolve(name_or_path: str | Path) -> Path:
         p = p.with_name(p.name + ".json")
     if not p.exists():
         raise FileNotFoundError(f"policy bundle {str(name_or_path)!r} not found (looked for {p}; "
-                                f"shipped bundles: {', '.join(sorted(q.stem for q in DATA_DIR.glob('*.npz'))) or 'none'})")
+                                f"shipped bundles: {', '.join(shipped_bundles()) or 'none'})")
     return p
 
 
-def write_bundle(stem: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
-    """Write ``stem.npz`` and ``stem.json``; returns the JSON path."""
+def write_bundle(stem: str | Path, arrays: dict[str, np.ndarray], meta: dict, kind: str = KIND) -> Path:
+    """Write ``stem.npz`` and ``stem.json`` for a network of ``kind`` (one of ``KINDS``); returns the JSON path."""
+    if kind not in KINDS:
+        raise ValueError(f"bundle kind must be one of {KINDS}, got {kind!r}")
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     npz = stem.with_name(stem.name + ".npz")
     np.savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
-    meta = {"format_version": FORMAT_VERSION, "kind": KIND, **meta, "npz_file": npz.name, "npz_sha256": sha256_file(npz)}
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, **meta, "npz_file": npz.name, "npz_sha256": sha256_file(npz)}
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"bundle metadata is missing {missing}")
@@ -80,9 +88,9 @@ def read_bundle(name_or_path: str | Path) -> tuple[dict[str, np.ndarray], dict, 
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"policy bundle {path}: metadata is missing {missing}")
-    if meta["format_version"] != FORMAT_VERSION or meta["kind"] != KIND:
+    if meta["format_version"] != FORMAT_VERSION or meta["kind"] not in KINDS:
         raise ValueError(f"policy bundle {path}: unsupported format {meta['kind']!r} v{meta['format_version']} "
-                         f"(this runtime reads {KIND!r} v{FORMAT_VERSION})")
+                         f"(this runtime reads {' and '.join(map(repr, KINDS))} v{FORMAT_VERSION})")
     for key in ("npz_file", "npz_sha256"):
         if not isinstance(meta[key], str):
             raise ValueError(f"policy bundle {path}: metadata {key} must be a string, got {meta[key]!r}")

@@ -119,9 +119,9 @@ def evaluate(algos: list[str], seeds: int = 3, quick: bool = False, bundle: str 
         for algo in algos:
             t0 = time.perf_counter()
             if algo == "pretrained":
-                from .runtime import PolicyRuntime
+                from .runtime import load_runtime
 
-                pred = PolicyRuntime.load(bundle).predict_revenue(inst.features)
+                pred = load_runtime(bundle).predict_revenue(inst.features)
             else:
                 pred = model_for(algo, seed, budget).fit(logs, cascade).predict_revenue(inst.features)
             m = score(cascade, inst, pred)
@@ -139,7 +139,7 @@ def evaluate(algos: list[str], seeds: int = 3, quick: bool = False, bundle: str 
                      "return_oracle_pct_std": float(col("return_oracle_pct").std(ddof=0)),
                      "return_pooled_pct_mean": float(col("return_pooled_pct").mean()), "seeds": len(ms),
                      "seconds_mean": float(col("seconds").mean())}
-    return {"algos": out, "budget": budget, "eval_requests": 4096, "wall_s": time.perf_counter() - t_start}
+    return {"algos": out, "budget": budget, "eval_requests": 4096, "bundle": bundle, "wall_s": time.perf_counter() - t_start}
 
 
 def format_tables(results: dict) -> str:
@@ -149,7 +149,8 @@ def format_tables(results: dict) -> str:
 
     def row(a):
         m = algos[a]
-        return (f"{NAMES.get(a, a):<22}{m['return_pct_mean']:>8.2f} +- {m['return_pct_std']:<4.2f}"
+        name = f"bundle {results['bundle']}" if a == "pretrained" and results.get("bundle", "pretrained") != "pretrained" else NAMES.get(a, a)
+        return (f"{name:<22}{m['return_pct_mean']:>8.2f} +- {m['return_pct_std']:<4.2f}"
                 f"{m['return_oracle_pct_mean']:>12.2f} +- {m['return_oracle_pct_std']:<4.2f}{m['regret_pct_mean']:>9.2f}"
                 f"{m['return_pooled_pct_mean']:>9.2f}"
                 f"{m['spearman_mean']:>8.4f}{m['seeds']:>6d}")

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import REQUEST_KINDS, read_bundle
+from .bundle import KIND, REQUEST_KINDS, read_bundle
 from .cascade import DEFAULT_CLUSTERS
 from .oracle import check_lambda
 from .sweep import check_lambdas, repeat_rows, sweep_argmax
@@ -108,6 +108,18 @@ def action_profiles(p: dict, n_agents: int, heads: int, channels: int) -> np.nda
         out = (h @ p[f"agent_heads.{i}.weight"].T + p[f"agent_heads.{i}.bias"]).reshape(len(h), heads, channels)
         cols.append(np.einsum("k,nkj->nj", p["head_weights"], out)[p[f"prefix_{i}"].astype(np.int64)])
     return np.concatenate(cols, axis=1)
+
+
+def check_features(features, names: tuple[str, ...]) -> np.ndarray:
+    """``features`` as a float64 (n, len(names)) array of finite values, or a ``ValueError`` naming
+    the row and the column."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise ValueError(f"features must have shape (n, {len(names)}) with columns {names}, got {x.shape}")
+    if not np.isfinite(x).all():
+        r, c = (int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise ValueError(f"features row {r} is not finite: column {names[c]!r} is {x[r, c]}")
+    return x
 
 
 def _dominance_free(psi: np.ndarray, cost: np.ndarray) -> np.ndarray:
@@ -206,18 +218,15 @@ class PolicyRuntime:
         system's current estimate, e.g. a TestBench measurement; the value network is unchanged.
         """
         arrays, meta, path = read_bundle(name_or_path)
+        if meta["kind"] != KIND:
+            raise ValueError(f"policy bundle {str(name_or_path)!r} is a {meta['kind']!r} bundle: load it with "
+                             "policies.runtime.load_runtime")
         name = path.stem if str(name_or_path) != "pretrained" else "pretrained"
         return cls(arrays, meta, name=name, dtype=dtype, cost=cost)
 
     # -- request side ----------------------------------------------------------------------------
     def _check_features(self, features) -> np.ndarray:
-        x = np.asarray(features, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != len(self.features):
-            raise ValueError(f"features must have shape (n, {len(self.features)}) with columns {self.features}, got {x.shape}")
-        if not np.isfinite(x).all():
-            r, c = (int(i) for i in np.argwhere(~np.isfinite(x))[0])
-            raise ValueError(f"features row {r} is not finite: column {self.features[c]!r} is {x[r, c]}")
-        return x
+        return check_features(features, self.features)
 
     def _request_networks(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
         """The request-side MLPs as lists of torch-layout ``(weight (out, in), bias)`` layers, ReLU
@@ -539,3 +548,14 @@ class PolicyRuntime:
 
     def __repr__(self) -> str:
         return f"PolicyRuntime({self.name!r}, actions={self.n_actions}, candidates={len(self._cand)}, dtype={self.dtype.name})"
+
+
+def load_runtime(name_or_path: str | Path = "pretrained", cost=None):
+    """The numpy runtime of any bundle kind: :class:`PolicyRuntime` for AWRQ-Mixer, or
+    :class:`policies.joint_runtime.JointQRuntime` for one agent over the joint action (REM, DQN)."""
+    from .joint_runtime import JointQRuntime
+
+    arrays, meta, path = read_bundle(name_or_path)
+    if meta["kind"] == KIND:
+        return PolicyRuntime(arrays, meta, name=path.stem if str(name_or_path) != "pretrained" else "pretrained", cost=cost)
+    return JointQRuntime(arrays, meta, name=path.stem, cost=cost)

@@ -17,7 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # modules of mpc_balancer.cli, each with register(subparsers)
-COMMAND_MODULES = ("simulate", "scenarios", "tune", "config", "forecast", "policies", "testbench", "mtorl", "serve")
+COMMAND_MODULES = ("simulate", "scenarios", "tune", "config", "forecast", "policies", "testbench", "mtorl", "serve", "paper")
 
 
 from .outputs import check_outputs  # noqa: E402

@@ -15,7 +15,9 @@ def register(sub) -> None:
     t = sub.add_parser("train", help="train a per-request value model on generated logs and write a policy bundle",
                        description="Generate logs from the cascade under the behaviour policy, train AWRQ-Mixer "
                                    "(torch, one thread) and write <out>/<name>.npz + <name>.json for PolicyRuntime.")
-    t.add_argument("--algo", default="awrq", choices=["awrq"], help="only AWRQ-Mixer has a runtime bundle format")
+    t.add_argument("--algo", default="awrq", choices=["awrq", "rem", "dqn"],
+                   help="awrq: AWRQ-Mixer (default); rem, dqn: one agent over the joint action (the RL-MPCA and "
+                        "single-agent baselines), served by the joint-q runtime")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="output directory")
     t.add_argument("--name", default="pretrained", help="bundle file stem (default: pretrained)")
@@ -25,7 +27,8 @@ def register(sub) -> None:
     t.add_argument("--request", default="shared", choices=REQUEST_KINDS,
                    help="request side: one trunk shared by the agents and the mixer (default, faster to serve) "
                         "or separate MLPs per agent reading and hypernetwork")
-    t.add_argument("--hidden", type=int, default=24, help="request-side hidden width (default: 24)")
+    t.add_argument("--hidden", type=int, default=24,
+                   help="request-side hidden width (default: 24; for rem/dqn the width of the joint network's layers)")
     t.add_argument("--channels", type=int, default=1,
                    help="channels per agent reading rho and utility head (default: 1; Table 1 uses 2)")
     for flag in ("aw", "smc", "vgca"):
@@ -78,8 +81,9 @@ def _train(args) -> int:
     path = export_bundle(model, Path(args.out) / args.name,
                          training={"logs": {"n": args.logs, "seed": args.seed, "behaviour": vars(BehaviourPolicy())},
                                    "command": _train_command(args)})
+    heads = f", head weights {np.round(model.net_.head_weights.numpy(), 3).tolist()}" if args.algo == "awrq" else ""
     print(f"wrote {path} and {path.with_suffix('.npz').name} ({time.perf_counter() - t0:.0f}s, "
-          f"final loss {model.history_[-1]['loss']:.4f}, head weights {np.round(model.net_.head_weights.numpy(), 3).tolist()})")
+          f"final loss {model.history_[-1]['loss']:.4f}{heads})")
     return 0
 
 

@@ -63,20 +63,22 @@ def parse_overrides(items: list[str] | None) -> tuple[dict[str, dict], dict]:
 
 
 def make_policy(name: str, cascade: Cascade):
-    """The per-request policy: ``oracle`` (exact argmax), ``pretrained`` (the shipped AWRQ-Mixer bundle)
-    or the path of a bundle written by ``mpc-balancer train``. Learned policies decide with the
-    cascade's current cost table (the same estimate the controllers use)."""
+    """The per-request policy: ``oracle`` (exact argmax), ``pretrained`` (the shipped AWRQ-Mixer bundle),
+    another shipped bundle (``rem``, ``dqn``: one agent over the joint action) or the path of a bundle
+    written by ``mpc-balancer train``. Learned policies decide with the cascade's current cost table (the
+    same estimate the controllers use)."""
     if name == "oracle":
         return OraclePolicy(cascade, dtype=np.float32)
-    from policies.runtime import PolicyRuntime
+    from policies.bundle import shipped_bundles
+    from policies.runtime import load_runtime
 
-    if name == "pretrained" or name.endswith((".json", ".npz")) or "/" in name:
-        policy = PolicyRuntime.load(name, cost=cascade.cost)
+    if name in shipped_bundles() or name.endswith((".json", ".npz")) or "/" in name:
+        policy = load_runtime(name, cost=cascade.cost)
         if tuple(policy.features) != FEATURES:
             raise ValueError(f"policy bundle {name!r} reads features {list(policy.features)}, the simulated requests "
                              f"carry {list(FEATURES)} (in this order)")
         return policy
-    raise ValueError(f"unknown policy {name!r}; available: oracle, pretrained, or a bundle path")
+    raise ValueError(f"unknown policy {name!r}; available: oracle, {', '.join(shipped_bundles())}, or a bundle path")
 
 
 def build_simulator(cfg: ExperimentConfig, plant_overrides: dict | None = None) -> Simulator:

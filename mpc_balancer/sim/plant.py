@@ -73,6 +73,8 @@ class TickOutcome:
     degraded: int
     dropped: int
     degraded_by_cluster: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    actions: np.ndarray | None = None  # the sampled requests' joint actions as served (after degradation)
+    shed: np.ndarray | None = None  # which sampled requests were dropped (bool)
 
 
 def unconstrained_cost(cascade: Cascade, n: int = 4096, lam: float = 1e-5) -> np.ndarray:
@@ -176,6 +178,7 @@ class Plant:
         else:  # every request is served at its chosen action
             deg_frac = drop_frac = np.zeros(len(L))
             rev_sum = served.revenue_sum
+            final, dropped = actions, np.zeros(n, dtype=bool)
         # counts: rounding the cumulative fractions keeps served + degraded + dropped == arrivals
         n_drop = int(round(arrivals * float(drop_frac.max())))
         n_deg = int(round(arrivals * float(deg_frac.max()))) - n_drop
@@ -188,4 +191,6 @@ class Plant:
             degraded=n_deg,
             dropped=n_drop,
             degraded_by_cluster=deg_frac,
+            actions=final,
+            shed=dropped,
         )

@@ -109,7 +109,7 @@ class Simulator:
     def __init__(self, traffic: Traffic, cascade: Cascade | None = None, plant: PlantConfig | None = None,
                  n_requests: int = 1000, seed: int = 0, days: float | None = 7.0, start=None,
                  response_requests: int = 256, sampling: str = "stratified", subticks: int = 12,
-                 guard: str | dict = "proportional", disturbances: Disturbances | None = None):
+                 guard: str | dict = "proportional", disturbances: Disturbances | None = None, outcomes=None):
         if not (isinstance(subticks, (int, np.integer)) and subticks >= 1):
             raise ValueError(f"subticks must be an integer >= 1, got {subticks!r}")
         self.subticks = int(subticks)
@@ -119,6 +119,7 @@ class Simulator:
             raise ValueError(f"unknown guard settings {sorted(unknown)} (known: {sorted(GUARD_SETTINGS)})")
         NodeGuard(target=(1.0,), **self.guard)  # validate early
         self.disturbances = disturbances or Disturbances()
+        self.outcomes = outcomes  # optional per-request outcome recorder (mpc_balancer.sim.outcomes.AdOutcomes)
         if n_requests < 1:
             raise ValueError(f"n_requests must be >= 1, got {n_requests!r}")
         if sampling not in SAMPLINGS:
@@ -214,6 +215,7 @@ class Simulator:
         sub_load, sub_arrivals = np.zeros((T, N, G)), np.zeros((T, N), dtype=np.int64)
         guard_cost, guard_subticks = np.zeros(T), np.zeros((T, G), dtype=np.int64)
         held = lam.copy()  # the lambda the nodes hold (the last decided and applied one)
+        ads = None if self.outcomes is None else self.outcomes.recorder(T)
         t0 = time.perf_counter()
         for k, (arrivals, x, u, noise) in enumerate(it):
             tsec = float(self.times[k].hour * 3600 + self.times[k].minute * 60 + self.times[k].second)
@@ -241,6 +243,8 @@ class Simulator:
                 sv = serve.at(lam_j)
                 out = plant.step(split[j] / dt, int(split[j]), sv.actions, w, tsec + j * dt, u, noise, dt_s=dt, served=sv)
                 guard.observe(out.true_load)
+                if ads is not None:
+                    ads.observe(k, x, w, out, int(split[j]))
                 on = guard.active
                 if on.any():  # what the guard's downgrade gave up on these requests (no overload counted)
                     central = serve.at(lam_c)
@@ -277,6 +281,9 @@ class Simulator:
             for g, cname in enumerate(cas.clusters):
                 log[f"backoff_{cname}"] = backoff_log[:, g]
         log["guard_cost"] = guard_cost
+        if ads is not None:
+            for cname, values in ads.columns().items():
+                log[cname] = values
         for g, cname in enumerate(cas.clusters):
             log[f"guard_subticks_{cname}"] = guard_subticks[:, g]
         return SimResult(controller=name, log=log, clusters=cas.clusters, target=plant.target.copy(), wall_s=wall,

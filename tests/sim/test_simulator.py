@@ -104,7 +104,7 @@ def test_static_fits_c_m_at_the_stress_tested_peak_hour():
     resp = Response(POLICY, x, max_requests=None)
     obs = Observation(t=0, time=sim.times[0], qps=1.0, load=ctx.target * 0.9, lam=np.full(3, 0.01), features=x)
     plan = st.make_step(obs, response=resp)
-    base = st.base_lam_
+    base = st.base_lam_[0]  # the peak rule: one lambda, key 0
     np.testing.assert_array_equal(plan.lam, base)
     load = lambda lam: st.peak_qps_ * resp.cost(lam) / ctx.capacity  # noqa: E731
     assert np.all(load(base) <= ctx.target * (1 + 1e-9))
