@@ -149,7 +149,8 @@ def format_tables(results: dict) -> str:
 
     def row(a):
         m = algos[a]
-        name = f"bundle {results['bundle']}" if a == "pretrained" and results.get("bundle", "pretrained") != "pretrained" else NAMES.get(a, a)
+        own_bundle = a == "pretrained" and results.get("bundle", "pretrained") != "pretrained"
+        name = f"bundle {results['bundle']}" if own_bundle else NAMES.get(a, a)
         return (f"{name:<22}{m['return_pct_mean']:>8.2f} +- {m['return_pct_std']:<4.2f}"
                 f"{m['return_oracle_pct_mean']:>12.2f} +- {m['return_oracle_pct_std']:<4.2f}{m['regret_pct_mean']:>9.2f}"
                 f"{m['return_pooled_pct_mean']:>9.2f}"

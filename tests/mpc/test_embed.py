@@ -177,8 +177,9 @@ def test_public_api_regulates_a_users_service(G, controller, telemetry_only):
     policy = SeparablePolicy(G)
     clusters = {c: mb.Cluster(capacity=1400.0 * (1 + 0.2 * g), target=0.9) for g, c in enumerate(policy.clusters)}
     opts = {"horizon": 15} if controller == "mpc" else {}
+    # inline controller (no time budget): the figures below must not depend on the machine's load
     bal = mb.Balancer.create(controller=controller, clusters=clusters, policy=None if telemetry_only else policy,
-                             history=history(), period_s=60, **opts)
+                             history=history(), period_s=60, time_budget_s=float("inf"), **opts)
     loads, decisions = drive(bal, policy, G, 240, telemetry_only)
     assert all(list(d.lam) == list(policy.clusters) for d in decisions)
     tail = loads[90:]
@@ -229,7 +230,7 @@ def test_embedded_checkpoint_round_trip(telemetry_only):
 
     def make():
         return mb.Balancer.create("mpc", clusters=clusters, policy=None if telemetry_only else policy,
-                                  history=history(), horizon=10)
+                                  history=history(), horizon=10, time_budget_s=float("inf"))
 
     a = make()
     drive(a, policy, 2, 60, telemetry_only)
@@ -287,7 +288,7 @@ rt = PolicyRuntime.load("pretrained")
 tr = load_trace("nasa")
 hist = tr.series.iloc[:4 * 1440] * 10.0
 bal = mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=2e5) for c in rt.clusters}, policy=rt,
-                         history=hist, horizon=10)
+                         history=hist, horizon=10, time_budget_s=float("inf"))
 rng = np.random.default_rng(0)
 for k in range(5):
     x = cas.sample_features(300, 12.0, rng)
@@ -382,9 +383,11 @@ def test_a_forecasting_model_is_wrapped_in_the_tick_forecaster():
     policy = SeparablePolicy(2)
     clusters = {c: mb.Cluster(capacity=1500.0) for c in policy.clusters}
     given = mb.Balancer.create("mpc", clusters=clusters, policy=policy, history=history(),
-                               forecaster=SeasonalNaive("daily", max_history_days=28.0), horizon=10)
+                               forecaster=SeasonalNaive("daily", max_history_days=28.0), horizon=10,
+                               time_budget_s=float("inf"))
     named = mb.Balancer.create("mpc", clusters=clusters, policy=policy, history=history(),
-                               forecaster=TickForecaster(model="seasonal_naive"), horizon=10)
+                               forecaster=TickForecaster(model="seasonal_naive"), horizon=10,
+                               time_budget_s=float("inf"))
     assert isinstance(given.forecaster, TickForecaster) and given.forecaster.model_ is not given.forecaster.model
     rng = np.random.default_rng(0)
     for k in range(8):

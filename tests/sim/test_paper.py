@@ -9,10 +9,10 @@ import pytest
 from mpc_balancer.cli import main
 from mpc_balancer.controllers import Observation, StaticController
 from mpc_balancer.controllers.static import hourly_qps
+from mpc_balancer.response import Response
 from mpc_balancer.sim.outcomes import AdOutcomes
 from mpc_balancer.sim.paper import ARMS, METRICS, PaperConfig, aggregate, parse_seeds
 from mpc_balancer.sim.plant import TickOutcome
-from mpc_balancer.response import Response
 from mpc_balancer.sim.simulator import Simulator
 from mpc_balancer.traces import load_trace
 from mpc_balancer.traffic import Traffic
