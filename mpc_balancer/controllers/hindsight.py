@@ -20,6 +20,27 @@ from .bisection import bisect_budget
 
 @dataclass
 class Clairvoyance:
+    """What the simulator tells the hindsight controller about the coming tick: the ground truth
+    no deployment has (its traffic, requests, true costs and the plant's load and lag).
+
+    Attributes
+    ----------
+    qps : float
+        The coming tick's real QPS.
+    features : numpy.ndarray
+        Its request sample.
+    cost_factor : numpy.ndarray
+        True cost over estimated cost, per cluster.
+    load : numpy.ndarray
+        The plant's true load now, before the tick.
+    lag_alpha : float
+        The plant's lag over one tick: ``load <- alpha * load + (1 - alpha) * demand``.
+    subtick_qps : numpy.ndarray or None
+        The coming tick's QPS in each sub-tick of the plant (None: one step per tick).
+    subtick_alpha : float or None
+        The lag's alpha over one sub-tick.
+    """
+
     qps: float  # the coming tick's real QPS
     features: np.ndarray  # its request sample
     cost_factor: np.ndarray  # true cost / estimated cost per cluster
@@ -53,6 +74,19 @@ class Clairvoyance:
 
 
 class HindsightController(Controller):
+    """The physical limit: lambda per cluster at which the coming tick's true load lands on ``C_m``.
+
+    Parameters
+    ----------
+    iterations : int
+        Steps of the first bisection on log-lambda, all clusters at once.
+    sweeps : int
+        Gauss-Seidel passes over the clusters after it (a cluster's lambda changes what the
+        others' requests cost): each finds the smallest lambda_g meeting budget_g given the others.
+    refine_iterations : int
+        Bisection steps of each cluster's search within a sweep (log-lambda within +-3).
+    """
+
     name = "hindsight"
     clairvoyant = True
     needs_policy = True
@@ -63,12 +97,13 @@ class HindsightController(Controller):
                 raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
         self.iterations, self.sweeps, self.refine_iterations = iterations, sweeps, refine_iterations
 
-    def setup(self, context) -> "HindsightController":
+    def setup(self, context) -> HindsightController:
         super().setup(context)
         self.future_: Clairvoyance | None = None
         return self
 
     def foresee(self, future: Clairvoyance) -> None:
+        """Take the coming tick's ground truth (called by the simulator before every step)."""
         self.future_ = future
 
     def make_step(self, obs: Observation, forecast=None, response=None) -> Plan:
