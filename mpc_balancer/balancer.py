@@ -297,7 +297,8 @@ class Balancer:
         # stuck-sensor watch (not checkpointed: after a restore it starts again)
         self.last_load_: np.ndarray | None = None
         self.flat_ = np.zeros(context.n_clusters, dtype=int)  # ticks each reading repeated unchanged
-        self.flat_qps_ = np.zeros((context.n_clusters, 2))  # QPS range seen over that run
+        self.flat_lo_ = np.zeros(context.n_clusters)  # lowest and highest QPS seen over that run
+        self.flat_hi_ = np.zeros(context.n_clusters)
         return self
 
     # --------------------------------------------------------------------------------------
@@ -327,16 +328,16 @@ class Balancer:
         q = float(obs.qps)
         same = obs.load == self.last_load_ if self.last_load_ is not None else np.zeros(c.n_clusters, dtype=bool)
         self.flat_ = np.where(same, self.flat_ + 1, 0)
-        lo, hi = self.flat_qps_[:, 0], self.flat_qps_[:, 1]
-        self.flat_qps_ = np.column_stack([np.where(same, np.minimum(lo, q), q), np.where(same, np.maximum(hi, q), q)])
+        self.flat_lo_ = np.where(same, np.minimum(self.flat_lo_, q), q)
+        self.flat_hi_ = np.where(same, np.maximum(self.flat_hi_, q), q)
         self.last_load_ = obs.load.copy()
-        moved = self.flat_qps_[:, 1] - self.flat_qps_[:, 0] >= 0.05 * self.flat_qps_[:, 1]
-        stuck = (self.flat_ >= self.max_flat_ticks) & moved & (self.flat_qps_[:, 1] > 0)
+        moved = self.flat_hi_ - self.flat_lo_ >= 0.05 * self.flat_hi_
+        stuck = (self.flat_ >= self.max_flat_ticks) & moved & (self.flat_hi_ > 0)
         if stuck.any():
             g = int(np.flatnonzero(stuck)[0])
-            lo, hi = self.flat_qps_[g]
             return (f"invalid telemetry: load[{c.clusters[g]}]={float(obs.load[g])!r} repeated for {self.flat_[g]} ticks "
-                    f"while qps moved from {lo:.6g} to {hi:.6g} (a stuck sensor; max_flat_ticks={self.max_flat_ticks})")
+                    f"while qps moved from {self.flat_lo_[g]:.6g} to {self.flat_hi_[g]:.6g} (a stuck sensor; "
+                    f"max_flat_ticks={self.max_flat_ticks})")
         return ""
 
     def _decision(self, lam: np.ndarray, controller: str, status: str, **kw) -> Decision:

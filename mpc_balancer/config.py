@@ -121,16 +121,21 @@ def check_table(section: str, values: dict, source: str, known: dict, build: Cal
     return values
 
 
+def option_defaults(section: str) -> dict:
+    """The options of ``section`` (a controller's name or ``"guard"``) with their defaults."""
+    return guard_defaults() if section == GUARD else controller_defaults(section)
+
+
 def check_options(section: str, values: dict, source: str) -> dict:
     """``values`` if they are valid options of ``section``: a controller's name or ``"guard"``."""
     if section == GUARD:
-        from .guard import NodeGuard
+        from .guard import NodeGuard as build
+    else:
+        from .controllers import make_controller
 
-        return check_table(section, values, source, guard_defaults(), lambda v: NodeGuard(**v))
-    from .controllers import make_controller
-
-    return check_table(section, values, source, controller_defaults(section), lambda v: make_controller(
-        section, **{k: tuple(x) if isinstance(x, list) else x for k, x in v.items()}))
+        def build(**v):  # TOML arrays are the constructors' tuples
+            return make_controller(section, **{k: tuple(x) if isinstance(x, list) else x for k, x in v.items()})
+    return check_table(section, values, source, option_defaults(section), lambda v: build(**v))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,9 +30,18 @@ from ..config import ConfigError, check_options, controller_names, read_toml
 from ..telemetry import Cluster
 
 SAFE_MODES = ("hold_last", "lam_max", "fixed")
-BALANCER_KEYS = ("lam_min", "lam_max", "initial_lam", "max_ratio", "time_budget_s", "response_requests", "max_load",
-                 "max_gap_s", "max_qps_ratio", "max_flat_ticks")
-INTEGER_KEYS = ("response_requests", "max_flat_ticks")
+
+
+def balancer_keys() -> dict:
+    """``[balancer]``'s keys: the numeric keyword options of ``Balancer.create``, each with whether
+    it is an integer (read from its signature, so a new option is configurable without a copy here)."""
+    import inspect
+
+    from ..balancer import Balancer
+
+    params = inspect.signature(Balancer.create).parameters.values()
+    return {p.name: isinstance(p.default, int) for p in params if p.kind is p.KEYWORD_ONLY
+            and isinstance(p.default, (int, float)) and not isinstance(p.default, bool)}
 
 
 @dataclass(frozen=True)
@@ -208,9 +217,9 @@ def load_config(path: str | Path, state_db: str | Path | None = None) -> ServeCo
 
     sec = _Section(path, "balancer", raw.get("balancer", {}))
     balancer = {}
-    for key in BALANCER_KEYS:
+    for key, integer in balancer_keys().items():
         if key in sec.table:
-            balancer[key] = sec.number(key, None, integer=key in INTEGER_KEYS)
+            balancer[key] = sec.number(key, None, integer=integer)
     sec.done()
 
     policy = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from ..config import GUARD, ConfigError, check_options, check_table, controller_defaults, controller_names, dumps, guard_defaults
+from ..config import GUARD, ConfigError, check_options, check_table, controller_defaults, controller_names, dumps, option_defaults
 
 PLANT = "plant"
 
@@ -33,7 +33,7 @@ def plant_defaults() -> dict:
 def section_defaults(section: str) -> dict:
     if section == PLANT:
         return plant_defaults()
-    return guard_defaults() if section == GUARD else controller_defaults(section)
+    return option_defaults(section)
 
 
 def is_section(name: str) -> bool:
