@@ -16,6 +16,14 @@ where ``floor`` is the guard's state, in lambda units (0 while the guard is idle
   (``lambda_central >= floor``) the guard is idle again;
 * in between: the floor holds (no oscillation around ``C_m``).
 
+Load meters lag (a CPU average, a queue draining): after a raise the load falls towards the new
+demand over several sub-ticks while still over ``C_m``. Raising again on every such sub-tick
+winds the floor up far past what the burst needs (a 6x burst then ends with lambda 20x too high,
+and the node sheds revenue for minutes after). With ``hold_falling`` (default) the guard raises
+only while the load has not fallen since the last sub-tick: a falling load over ``C_m`` is
+already answering the last raise, so the floor holds; a load still rising or flat means the raise
+was too small, and the guard raises again.
+
 The load read at the end of one sub-tick sets the lambda of the next: a reaction delay of one
 sub-tick. The rules differ only in the step:
 
@@ -59,10 +67,14 @@ class NodeGuard:
         Sub-ticks for the floor to halve while it decays.
     lam_max : float
         Ceiling on the local lambda.
+    hold_falling : bool
+        Over ``C_m``, raise only if the load has not fallen since the last sub-tick (anti-windup
+        against a lagging load meter; see the module doc).
     """
 
     def __init__(self, rule: str = "proportional", target=(0.9,), gain: float = 8.0, step: float = 2.0,
-                 max_step: float = 4.0, release: float = 0.03, halflife: float = 3.0, lam_max: float = 10.0):
+                 max_step: float = 4.0, release: float = 0.03, halflife: float = 3.0, lam_max: float = 10.0,
+                 hold_falling: bool = True):
         if rule not in GUARDS:
             raise ValueError(f"guard must be one of {GUARDS}, got {rule!r}")
         target = np.asarray(target, dtype=float)
@@ -73,7 +85,9 @@ class NodeGuard:
                             ("lam_max", lam_max, lam_max > 0)):
             if not (np.isfinite(v) and ok):
                 raise ValueError(f"guard {name} out of range: {v!r}")
-        self.rule, self.target = rule, target
+        if not isinstance(hold_falling, (bool, np.bool_)):
+            raise ValueError(f"guard hold_falling must be true or false, got {hold_falling!r}")
+        self.rule, self.target, self.hold_falling = rule, target, bool(hold_falling)
         self.gain, self.step_, self.max_step = float(gain), float(step), float(max_step)
         self.release, self.halflife, self.lam_max = float(release), float(halflife), float(lam_max)
         self.reset()
@@ -82,6 +96,7 @@ class NodeGuard:
         """Idle: no floor, nothing applied yet."""
         self.floor = np.zeros(self.target.size)
         self.lam_local = None
+        self.last_load = None  # the load read at the end of the previous sub-tick
 
     @property
     def active(self) -> np.ndarray:
@@ -103,9 +118,14 @@ class NodeGuard:
         """The node's load per cluster at the end of the sub-tick: sets the next sub-tick's floor."""
         if self.rule == "none" or self.lam_local is None:
             return
-        ratio = np.asarray(load, dtype=float) / self.target
+        load = np.asarray(load, dtype=float)
+        ratio = load / self.target
         ratio = np.where(np.isfinite(ratio), ratio, 1.0)  # a broken meter neither raises nor releases
         over = ratio > 1.0
+        falling = np.zeros(over.shape, dtype=bool)
+        if self.hold_falling and self.last_load is not None:
+            falling = load < self.last_load  # over C_m but already answering the last raise
+        self.last_load = load
         if not over.any() and not self.floor.any():
             return  # idle and no overload: the floor stays at zero
         if self.rule == "proportional":
@@ -114,7 +134,7 @@ class NodeGuard:
             step = np.full(ratio.shape, self.step_)
         raised = np.minimum(self.lam_local * step, self.lam_max)
         decayed = self.floor * 0.5 ** (1.0 / self.halflife)
-        self.floor = np.where(over, np.maximum(self.floor, raised),
+        self.floor = np.where(over, np.where(falling & (self.floor > 0), self.floor, np.maximum(self.floor, raised)),
                               np.where(ratio < 1.0 - self.release, decayed, self.floor))
         # once the central lambda has caught up the guard is idle: nothing left to decay from
         self.floor = np.where(self.floor <= self._central, 0.0, self.floor)

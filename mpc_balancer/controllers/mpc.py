@@ -95,6 +95,14 @@ class MpcSettings:
         Request samples of the last ticks pooled for the curve.
     offset_gain : float
         Gain of the load disturbance ``theta`` (measured / predicted load), in ``(0, 1]``.
+    steady_ratio : float
+        How far a tick may be from steady state and still teach ``theta`` fully (> 1). The load
+        meters lag, so after a step in QPS or lambda, or on a tick the node guards raised lambda
+        within, the measured load answers neither the old nor the new operating point. ``theta``'s
+        gain is scaled by ``1 - d / log(steady_ratio)`` (clipped to ``[0, 1]``), ``d`` the cluster's
+        largest of ``|log qps/qps_prev|``, ``|log lambda/lambda_prev|`` and
+        ``|log lambda_applied/lambda_decided|``: a burst's edges and the guard's raises do not
+        corrupt ``theta`` for the ticks after them, while small moves still teach it.
     time_limit_s : float
         OSQP's time limit per solve.
     rho, slack, alpha, beta : float
@@ -134,6 +142,7 @@ class MpcSettings:
     curve_every: int = 1
     pool_ticks: int = 1
     offset_gain: float = 0.5
+    steady_ratio: float = 2.5
     time_limit_s: float = 0.05
     rho: float = 0.05
     slack: float = 50.0
@@ -144,7 +153,7 @@ class MpcSettings:
     backoff_max: float = 0.3
     backoff_initial: float = 0.02
     backoff_min: float = -0.05
-    max_fall: float | None = 4.0
+    max_fall: float | None = 10.0
     refine_steps: int = 8
     refine_above: float = 2.0
     response: str = "auto"
@@ -168,6 +177,8 @@ class MpcSettings:
             set_(k, int(v))
         if not 0 < self.offset_gain <= 1:
             raise ValueError(f"offset_gain must be in (0, 1], got {self.offset_gain!r}")
+        if not (isinstance(self.steady_ratio, numbers.Real) and np.isfinite(self.steady_ratio) and self.steady_ratio > 1):
+            raise ValueError(f"steady_ratio must be a finite number > 1, got {self.steady_ratio!r}")
         b_min = self.backoff_min
         for k, ok in (("backoff_target", lambda v: 0 <= v < 1), ("backoff_gain", lambda v: v >= 0),
                       ("backoff_max", lambda v: 0 <= v < 1), ("backoff_min", lambda v: -1 < v <= 0),
@@ -271,6 +282,8 @@ class MpcController(Controller):
         self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
         self.backoff_ = np.full(context.n_clusters, self.settings.backoff_initial)
         self.qps_hi_: float | None = None  # the upper forecast of the tick that just ended
+        self.qps_prev_: float | None = None  # the QPS and applied lambda of the tick before it (steadiness)
+        self.lam_prev_: np.ndarray | None = None
         self.ticks_ = 0
         return self
 
@@ -294,9 +307,10 @@ class MpcController(Controller):
             return "telemetry" if self.settings.response == "auto" else ""
         return "sample"
 
-    def _refresh_curve(self, lam: np.ndarray, mode: str) -> None:
+    def _refresh_curve(self, lam: np.ndarray, mode: str, as_decided: bool = True) -> None:
         if self.curve_ is not None and self.mode_ == mode and self.ticks_ % self.settings.curve_every != 0:
             return
+        old_sample = self.sample_
         if mode == "sample":
             self.sample_ = Response(self.ctx_.policy, np.concatenate(list(self.pool_)), max_requests=None)
             new = measure_response(self.sample_.evaluate_many, lam, self.grid_)
@@ -305,9 +319,16 @@ class MpcController(Controller):
             new = self.telemetry_.curve(self.grid_)
         if self.curve_ is not None:
             # re-base the disturbance so the new curve predicts the current load as the old one did
-            # (a ratio estimator: the new sample's cost enters only relative to itself)
-            if self.u_exact_ and self.u_applied_ is not None and self.sample_ is not None:  # exact costs on both samples
-                old_u, new_u = self.u_applied_, self._sample_cost(lam)
+            # (a ratio estimator: the new sample's cost enters only relative to itself). theta is
+            # relative to the curve, so the two curves are compared, except (a) after a refined tick,
+            # whose cost was measured exactly on the old sample, and (b) after a tick the node guards
+            # raised lambda on: each curve holds the other clusters at the lambdas of its own tick,
+            # and across a raise the two differ by that move (1.5x measured), not by their samples;
+            # both samples' exact costs at the same joint lambda are compared instead
+            if old_sample is not None and self.sample_ is not None and (self.u_exact_ or not as_decided):
+                exact_old = self.u_exact_ and as_decided and self.u_applied_ is not None
+                old_u = self.u_applied_ if exact_old else old_sample.cost(lam)
+                new_u = self._sample_cost(lam)
             else:
                 old_u = np.array([self.curve_.cost_at(g, lam[g]) for g in range(len(lam))])
                 new_u = np.array([new.cost_at(g, lam[g]) for g in range(len(lam))])
@@ -341,9 +362,12 @@ class MpcController(Controller):
         elif not self.telemetry_.ready:
             return Plan(lam=lam_now, controller=self.name, status=(f"warming up: telemetry response has "
                         f"{len(self.telemetry_.points_)} of {self.telemetry_.min_ticks} ticks"))
-        self._refresh_curve(lam_now, mode)
+        decided = lam_now if self.lam_applied_ is None else self.clip(self.lam_applied_)
+        self._refresh_curve(lam_now, mode, as_decided=bool(np.allclose(lam_now, decided, rtol=1e-9, atol=0.0)))
         curve, G, H = self.curve_, ctx.n_clusters, self.horizon
-        if self.lam_applied_ is not None and not np.allclose(lam_now, self.clip(self.lam_applied_), rtol=1e-9, atol=0.0):
+        steady = self._steadiness(obs.qps, lam_now, decided)
+        self.qps_prev_, self.lam_prev_ = float(obs.qps), lam_now
+        if self.lam_applied_ is not None and not np.allclose(lam_now, decided, rtol=1e-9, atol=0.0):
             # the nodes applied another lambda than decided (their guard raised it in a burst, or
             # they missed the update): the tick's load answers that lambda, not the plan's
             self.u_applied_, self.u_exact_ = np.array([curve.cost_at(g, lam_now[g]) for g in range(G)]), False
@@ -357,7 +381,7 @@ class MpcController(Controller):
             predicted = obs.qps * u_last / ctx.capacity
             ok = predicted > 1e-3
             ratio = np.where(ok, np.asarray(obs.load) / np.maximum(predicted, 1e-12), self.theta_)
-            self.theta_ += self.settings.offset_gain * (np.clip(ratio, 0.2, 5.0) - self.theta_)
+            self.theta_ += self.settings.offset_gain * steady * (np.clip(ratio, 0.2, 5.0) - self.theta_)
             if (self.planned_ is not None and self.ticks_ > 30 and self.qps_hi_ is not None
                     and obs.qps <= self.qps_hi_):  # the plan's own tick, after the start-up transient
                 e = np.maximum(np.asarray(obs.load, dtype=float) - ctx.target, 0.0) / ctx.target
@@ -404,6 +428,17 @@ class MpcController(Controller):
                     lam_plan=lam_plan, load_plan=load_plan,
                     info={"slack_max": float(np.max(sol.slack)), "theta": self.theta_.tolist(), "backoff": self.backoff_.tolist(),
                           "backoff_target": self.settings.backoff_target, "iterations": sol.iterations, "response": mode})
+
+    def _steadiness(self, qps: float, lam: np.ndarray, decided: np.ndarray) -> np.ndarray:
+        """Per cluster, the share of ``theta``'s gain the tick just ended earns: 1 at steady state,
+        0 once QPS, the applied lambda, or the guard's raise over the decided lambda moved by
+        ``steady_ratio`` or more (``settings.steady_ratio``)."""
+        d = np.abs(np.log(np.maximum(lam, 1e-300) / np.maximum(decided, 1e-300)))
+        if self.lam_prev_ is not None:
+            d = np.maximum(d, np.abs(np.log(lam / self.lam_prev_)))
+        if self.qps_prev_ is not None and self.qps_prev_ > 0 and qps > 0:
+            d = np.maximum(d, abs(np.log(qps / self.qps_prev_)))
+        return np.clip(1.0 - d / np.log(self.settings.steady_ratio), 0.0, 1.0)
 
     def _sample_cost(self, lam: np.ndarray) -> np.ndarray:
         """Mean estimated cost per request of each cluster at ``lam`` on the curve's request pool."""
@@ -452,7 +487,8 @@ class MpcController(Controller):
         c = self.curve_
         return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
                 "planned": arr(self.planned_), "u_exact": self.u_exact_, "lam_applied": arr(self.lam_applied_),
-                "backoff": self.backoff_.tolist(), "qps_hi": self.qps_hi_,
+                "backoff": self.backoff_.tolist(), "qps_hi": self.qps_hi_, "qps_prev": self.qps_prev_,
+                "lam_prev": arr(self.lam_prev_),
                 "pool": [p.tolist() for p in self.pool_], "curve_pool": None if self.sample_ is None else self.sample_.features.tolist(),
                 "mode": self.mode_, "u_scale": arr(self.u_scale_), "telemetry": self.telemetry_.state_dict(),
                 "rng": self.rng_.bit_generator.state,
@@ -468,6 +504,7 @@ class MpcController(Controller):
         self.u_exact_ = bool(d.get("u_exact", False))
         self.lam_applied_ = opt(d.get("lam_applied"))
         self.qps_hi_ = d.get("qps_hi")
+        self.qps_prev_, self.lam_prev_ = d.get("qps_prev"), opt(d.get("lam_prev"))
         self.backoff_ = np.asarray(d["backoff"], dtype=float)
         self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.settings.pool_ticks)
         cp = d["curve_pool"]
