@@ -18,21 +18,13 @@ where ``floor`` is the guard's state, in lambda units (0 while the guard is idle
 
 Load meters lag (a CPU average, a queue draining): after a raise the load falls towards the new
 demand over several sub-ticks while still over ``C_m``. Raising again on every such sub-tick
-winds the floor up far past what the burst needs (a 6x burst then ends with lambda 20x too high,
-and the node sheds revenue for minutes after). With ``hold_falling`` (default) the guard raises
-only while the load has not fallen since the last sub-tick: a falling load over ``C_m`` is
-already answering the last raise, so the floor holds; a load still rising or flat means the raise
-was too small, and the guard raises again.
-
-The load read at the end of one sub-tick sets the lambda of the next: a reaction delay of one
-sub-tick. The rules differ only in the step:
-
-* ``"proportional"`` (default): ``step = min((L / C_m) ** gain, max_step)``: a 5% overload
-  raises lambda 1.5x, 20% 4x (the cap), so a 6x burst is shed within a few sub-ticks while a
-  graze of ``C_m`` costs little;
-* ``"maxpower"`` (DCAF's MaxPower as a node rule): a fixed ``step`` whatever the overload, the
-  published guard's shape: it cannot tell a 2% from a 200% overload;
-* ``"none"``: no guard (``lambda_local = lambda_central``).
+winds the floor up far past what the burst needs (a 6x burst ended with lambda 20x too high, and
+the node shed revenue for minutes after). So while over ``C_m`` the guard first extrapolates the
+load ``lookahead`` sub-ticks at its current rate of fall: if that is back under ``C_m`` the last
+raise is taking effect and the floor holds; otherwise (still rising, flat, or falling too slowly
+towards a demand that stays over ``C_m``) it raises. For a first-order meter whose lag is
+``lookahead`` sub-ticks the extrapolation is the demand itself; a shorter one errs towards
+raising. ``lookahead=0`` raises on every sub-tick over ``C_m``.
 
 A guard knows only its node's load, ``C_m`` and the central lambda: it runs in the serving path
 (the service's client library, a sidecar), with no forecast and no policy call.
@@ -67,14 +59,14 @@ class NodeGuard:
         Sub-ticks for the floor to halve while it decays.
     lam_max : float
         Ceiling on the local lambda.
-    hold_falling : bool
-        Over ``C_m``, raise only if the load has not fallen since the last sub-tick (anti-windup
-        against a lagging load meter; see the module doc).
+    lookahead : float
+        Sub-ticks over which an overloaded but falling load is extrapolated before raising again
+        (anti-windup against a lagging load meter; see the module doc). 0: no hold.
     """
 
     def __init__(self, rule: str = "proportional", target=(0.9,), gain: float = 8.0, step: float = 2.0,
                  max_step: float = 4.0, release: float = 0.03, halflife: float = 3.0, lam_max: float = 10.0,
-                 hold_falling: bool = True):
+                 lookahead: float = 4.0):
         if rule not in GUARDS:
             raise ValueError(f"guard must be one of {GUARDS}, got {rule!r}")
         target = np.asarray(target, dtype=float)
@@ -82,14 +74,13 @@ class NodeGuard:
             raise ValueError(f"guard target (C_m per cluster) must be positive finite values, got {target!r}")
         for name, v, ok in (("gain", gain, gain > 0), ("step", step, step > 1), ("max_step", max_step, max_step > 1),
                             ("release", release, 0 <= release < 1), ("halflife", halflife, halflife > 0),
-                            ("lam_max", lam_max, lam_max > 0)):
+                            ("lam_max", lam_max, lam_max > 0), ("lookahead", lookahead, lookahead >= 0)):
             if not (np.isfinite(v) and ok):
                 raise ValueError(f"guard {name} out of range: {v!r}")
-        if not isinstance(hold_falling, (bool, np.bool_)):
-            raise ValueError(f"guard hold_falling must be true or false, got {hold_falling!r}")
-        self.rule, self.target, self.hold_falling = rule, target, bool(hold_falling)
+        self.rule, self.target = rule, target
         self.gain, self.step_, self.max_step = float(gain), float(step), float(max_step)
         self.release, self.halflife, self.lam_max = float(release), float(halflife), float(lam_max)
+        self.lookahead = float(lookahead)
         self.reset()
 
     def reset(self) -> None:
@@ -122,9 +113,10 @@ class NodeGuard:
         ratio = load / self.target
         ratio = np.where(np.isfinite(ratio), ratio, 1.0)  # a broken meter neither raises nor releases
         over = ratio > 1.0
-        falling = np.zeros(over.shape, dtype=bool)
-        if self.hold_falling and self.last_load is not None:
-            falling = load < self.last_load  # over C_m but already answering the last raise
+        answering = np.zeros(over.shape, dtype=bool)  # over C_m but already answering the last raise
+        if self.lookahead > 0 and self.last_load is not None:
+            fall = self.last_load - load
+            answering = (fall > 0) & (load - self.lookahead * fall < self.target)
         self.last_load = load
         if not over.any() and not self.floor.any():
             return  # idle and no overload: the floor stays at zero
@@ -134,7 +126,7 @@ class NodeGuard:
             step = np.full(ratio.shape, self.step_)
         raised = np.minimum(self.lam_local * step, self.lam_max)
         decayed = self.floor * 0.5 ** (1.0 / self.halflife)
-        self.floor = np.where(over, np.where(falling & (self.floor > 0), self.floor, np.maximum(self.floor, raised)),
+        self.floor = np.where(over, np.where(answering & (self.floor > 0), self.floor, np.maximum(self.floor, raised)),
                               np.where(ratio < 1.0 - self.release, decayed, self.floor))
         # once the central lambda has caught up the guard is idle: nothing left to decay from
         self.floor = np.where(self.floor <= self._central, 0.0, self.floor)

@@ -316,3 +316,43 @@ def test_announced_spike_stays_near_c_m():
     # measured at 1000 requests: +4.1-4.4% (most of it the steady-state tail); at 500, +4.5-6.8%;
     # without the joint refinement of large lambda moves +13%
     assert r["controllers"]["mpc"]["peak_over_cm_pct"] < 10.0
+
+
+def test_curve_rebase_across_a_guard_raise_compares_both_samples_at_the_same_lambda(sim):
+    """A burst tick: the nodes' guard raised every lambda 20x, so the applied lambda is not the
+    decided one. theta must be carried to the new curve by the two samples' exact costs at that
+    same joint lambda; comparing the two curves instead (each measured with the other clusters at
+    its own tick's lambdas) mixes in the raise itself and made theta jump 1.6x in a 6x burst."""
+    ctx = sim.context(POLICY)
+    env = list(sim.environment())
+    c = MpcController(horizon=10).setup(ctx)
+    lam_low = np.full(3, 0.05)
+    c.pool_.append(env[0][1])
+    c._refresh_curve(lam_low, "sample")
+    old_sample, old_curve = c.sample_, c.curve_
+    c.theta_ = np.array([1.0, 1.1, 0.9])
+    c.ticks_ = 1  # the next tick re-measures (curve_every=1)
+    raised = 20 * lam_low
+    c.pool_.append(env[1][1])
+    c._refresh_curve(raised, "sample", as_decided=False)
+    expected = np.array([1.0, 1.1, 0.9]) * old_sample.cost(raised) / c.sample_.cost(raised)
+    np.testing.assert_allclose(c.theta_, expected, rtol=1e-12)
+    assert np.all(np.abs(np.log(c.theta_ / [1.0, 1.1, 0.9])) < np.log(1.15))  # two samples of one mix
+    curves = np.array([old_curve.cost_at(g, raised[g]) / c.curve_.cost_at(g, raised[g]) for g in range(3)])
+    assert np.abs(np.log(curves)).max() > np.log(1.15)  # what the curve comparison would have carried over
+
+
+def test_theta_learns_fully_at_steady_state_and_not_across_a_step(sim):
+    c = MpcController(horizon=10, steady_ratio=2.0).setup(sim.context(POLICY))
+    lam = np.array([0.1, 0.2, 0.05])
+    assert np.all(c._steadiness(1000.0, lam, lam) == 1.0)  # nothing to compare with yet
+    c.qps_prev_, c.lam_prev_ = 1000.0, lam.copy()
+    assert np.all(c._steadiness(1000.0, lam, lam) == 1.0)
+    np.testing.assert_allclose(c._steadiness(1000.0 * np.sqrt(2), lam, lam), 0.5)  # half-way to steady_ratio in log
+    assert np.all(c._steadiness(3000.0, lam, lam) == 0.0)  # a burst's edge
+    w = c._steadiness(1000.0, lam * [1.0, 4.0, 1.0], lam * [1.0, 4.0, 1.0])  # one cluster's lambda moved 4x
+    np.testing.assert_array_equal(w, [1.0, 0.0, 1.0])
+    w = c._steadiness(1000.0, lam * [1.0, 1.0, 1.2], lam)  # the guard raised one cluster 1.2x over the decision
+    assert w[0] == w[1] == 1.0 and 0.0 < w[2] < 1.0
+    with pytest.raises(ValueError, match="steady_ratio"):
+        MpcController(steady_ratio=1.0)

@@ -214,3 +214,54 @@ def test_backoff_update_telescopes_to_the_target(seq, gain):
             clipped_low |= bool(bb[0] == 0.0)
         if not clipped_low:
             assert np.mean(counted_e) - 0.003 == pytest.approx((b[0] - b0[0]) / (gain * len(counted_e)), abs=1e-9)
+
+
+def test_guard_holds_its_floor_while_the_load_is_answering_the_last_raise():
+    g = NodeGuard("proportional", target=[0.9], gain=8.0, max_step=4.0, lookahead=4.0)
+    central = np.array([0.01])
+    g.apply(central)
+    g.observe([1.2])  # over and rising from nothing: raise (capped at 4x)
+    assert g.apply(central)[0] == pytest.approx(0.04)
+    g.observe([1.1])  # still over, but 4 more sub-ticks at this fall end under C_m: hold
+    assert g.apply(central)[0] == pytest.approx(0.04)
+    g.observe([1.08])  # falling too slowly (1.08 - 4 x 0.02 = 1.0 > C_m): the raise was too small
+    assert g.apply(central)[0] == pytest.approx(0.04 * min((1.08 / 0.9) ** 8, 4.0))
+    g.observe([1.08])  # flat and over: raise
+    assert g.apply(central)[0] == pytest.approx(0.16 * 4.0)
+    windup = NodeGuard("proportional", target=[0.9], lookahead=0.0)
+    windup.apply(central)
+    for load in (1.2, 1.1):
+        windup.observe([load])
+        windup.apply(central)
+    assert windup.lam_local[0] == pytest.approx(0.16)  # every sub-tick over raises without the hold
+    with pytest.raises(ValueError, match="lookahead"):
+        NodeGuard("proportional", target=[0.9], lookahead=-1.0)
+
+
+@pytest.mark.parametrize("lag_subticks", [2.0, 6.0, 12.0])
+def test_lookahead_stops_windup_on_a_lagged_burst(lag_subticks):
+    """A node alone (no central controller) under a 6x burst with a lagging load meter; cost per
+    request ~ lambda^-0.5. Without the hold the guard keeps raising while the meter still shows
+    the burst and ends 23-31x above the lambda that fits; with it, within two steps of it (<= 8x),
+    whether the meter's lag is shorter or longer than the lookahead. The load is back under C_m
+    sooner at the plant's lag (6 sub-ticks: 14 sub-ticks over against 22); a much shorter lag
+    pays up to 5 more sub-ticks over (2: 14 against 9), the price of holding."""
+    alpha, target, lam0 = np.exp(-1 / lag_subticks), 0.9, 0.01
+    need = lam0 * (6 * 0.85 / target) ** 2  # the lambda whose steady load is C_m in the burst
+
+    def run(lookahead):
+        g = NodeGuard("proportional", target=[target], lookahead=lookahead)
+        load, peak, over = 0.85, 0.0, 0
+        for _ in range(120):
+            lam = g.apply(np.array([lam0]))[0]
+            load = alpha * load + (1 - alpha) * 6 * 0.85 * np.sqrt(lam0 / lam)
+            g.observe([load])
+            peak, over = max(peak, lam), over + (load > target)
+        return peak, over, load
+
+    (peak_hold, over_hold, end_hold), (peak_windup, over_windup, _) = run(4.0), run(0.0)
+    assert peak_hold <= 8.0 * need and peak_windup > 20.0 * need
+    assert end_hold <= target  # never stuck over C_m
+    assert over_hold <= over_windup + 5
+    if lag_subticks == 6.0:
+        assert over_hold < over_windup
