@@ -157,7 +157,8 @@ class PolicyRuntime:
     """
 
     PRUNE_MIN_BATCH = 512  # per-chunk candidate pruning pays off from this batch size on (measured)
-    CHUNK = 512
+    CHUNK = 128  # requests per chunk; 2 x CHUNK from LARGE_BATCH requests on (measured, see :meth:`_chunk_size`)
+    LARGE_BATCH = 8192
     GROUPS = 2
     LOOP_CHUNKS = 16  # up to this many chunks with several survivors are scored one by one
     PROFILE_ELEMENTS = 1024 * 325  # request-side chunks hold about this many activations in their widest layer
@@ -380,11 +381,18 @@ class PolicyRuntime:
         lk *= 65535.0 / (hi - lo) if hi > lo else 0.0
         return np.argsort(lk.astype(np.uint16), kind="stable")
 
+    def _chunk_size(self, n: int) -> int:
+        """Requests per chunk for a batch of ``n``: smaller chunks have tighter boxes (fewer survivors
+        to score) but more bounds to compute. One decision, pretrained bundle, CPU ms by chunk size
+        128 / 256 / 512: 0.15 / 0.20 / 0.36 at 1000 requests, 0.25 / 0.24 / 0.84 at 4000, 1.67 / 1.22 /
+        1.47 at 20000 (``benchmarks/bench_sim.py``'s machine, 2026-11-27)."""
+        return self.CHUNK if n < self.LARGE_BATCH else 2 * self.CHUNK
+
     def _chunk_boxes(self, z: np.ndarray) -> _ChunkBoxes:
         """The lambda-free part of :meth:`_grouped_argmax` for the batch ``z``: its chunks and their
         bounding boxes, the bounds' products with ``psi``. Computed once per read-only sample."""
         n, P = z.shape
-        CH = self.CHUNK
+        CH = self._chunk_size(n)
         C = -(-n // CH)
         psi_t, (psi_pos, psi_neg, psi_abs_max) = self._psi_t, self._psi_parts
         zt = z.T  # (P, n); contiguous as request_profiles returns it
@@ -406,7 +414,7 @@ class PolicyRuntime:
     def _grouped_argmax(self, z: np.ndarray, pen: np.ndarray, boxes: _ChunkBoxes | None = None) -> np.ndarray:
         """Exact ``argmax(z @ psi_t - pen)`` (indices into the candidates) for a large batch, over far fewer candidates per request.
 
-        Requests are sorted by the scale of ``z`` and cut into chunks of ``CHUNK``. Over a chunk's
+        Requests are sorted by the scale of ``z`` and cut into chunks (:meth:`_chunk_size`). Over a chunk's
         bounding box ``[lo, hi]`` of ``z``, an action's score lies between
         ``lo . psi+ + hi . psi- - pen`` and ``hi . psi+ + lo . psi- - pen`` (``psi+``/``psi-`` the
         positive/negative parts); an action whose upper bound is below the best lower bound in the
@@ -419,10 +427,9 @@ class PolicyRuntime:
         full argmax.
         """
         n = len(z)
-        CH = self.CHUNK
-        C = -(-n // CH)
         psi_t = self._psi_t
         bx = self._chunk_boxes(z) if boxes is None else boxes
+        C, CH = bx.zct.shape[1:]
         order, zct, mid, rad = bx.order, bx.zct, bx.mid, bx.rad
         upper = bx.upper - pen
         lower = bx.lower - pen
