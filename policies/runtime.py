@@ -42,7 +42,10 @@ and the last single decision are cached, so a sweep costs one subtraction and on
 (:mod:`policies.sweep`), a large batch decided at several lambdas (the plant's sub-ticks under the
 guard, a bisection) only the bounds and the survivors' scores per lambda, and the controller's
 first ``respond`` on the sample the plant just served at the same lambda costs nothing. Every path takes
-the same floating-point steps as a single decision: the actions are identical.
+the same floating-point steps as a single decision -- the actions are identical -- but one: a small
+batch's sweep (``respond_many`` at several lambdas) scores in float32 (``SWEEP_DTYPE``; 2.7x faster
+per lambda on 256 requests), so it may choose another action than the float64 single decision
+where two actions' scores tie within float32 rounding (``tests/mpc/test_sweep.py`` bounds both).
 """
 from __future__ import annotations
 
@@ -162,6 +165,7 @@ class PolicyRuntime:
     GROUPS = 2
     LOOP_CHUNKS = 16  # up to this many chunks with several survivors are scored one by one
     PROFILE_ELEMENTS = 1024 * 325  # request-side chunks hold about this many activations in their widest layer
+    SWEEP_DTYPE = np.float32  # a small batch's sweep (respond_many, several lambdas); single decisions in ``dtype``
     SMALL_BATCH = 16  # up to this many rows the block layers run as one stacked product
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict, name: str = "policy", dtype=np.float64, cost=None):
@@ -491,9 +495,10 @@ class PolicyRuntime:
         return lambda lam: self._decide(z, lam, boxes)
 
     def _cached_profiles(self, features) -> list:
-        """``[z, b, lambda-free part, last]`` of a request batch: its request profiles, the scores
-        ``z @ psi`` of a small batch or the chunk boxes of a large one (filled in by
-        :meth:`_lambda_free`) and the last single decision ``(lambda bytes, actions)``. A controller
+        """``[z, b, lambda-free part, last, sweep scores]`` of a request batch: its request profiles,
+        the scores ``z @ psi`` of a small batch or the chunk boxes of a large one (filled in by
+        :meth:`_lambda_free`), the last single decision ``(lambda bytes, actions)`` and the small
+        batch's scores in ``SWEEP_DTYPE``. A controller
         sweeps lambda over one request sample, and the simulator's plant acts on the sample the
         controller reads next: when ``features`` is the same
         read-only array, owning its data, as in the previous call, the entry is reused (anything
@@ -503,7 +508,7 @@ class PolicyRuntime:
         if cached is not None and features is cached:
             return entry
         z, b = self.request_profiles(features)
-        entry = [z, b, None, None]  # scores (small batches) or chunk boxes (large) are filled in when needed
+        entry = [z, b, None, None, None]  # scores (small batches) or chunk boxes (large), sweep scores: filled in when needed
         if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
             self._respond_cache = (features, entry)
         return entry
@@ -524,6 +529,10 @@ class PolicyRuntime:
         if isinstance(scores, _ChunkBoxes):
             a = (np.stack([self._decide(entry[0], lam, scores) for lam in lams]) if len(lams)
                  else np.empty((0, len(entry[0])), np.int64))
+        elif len(lams) > 1 and scores.dtype != self.SWEEP_DTYPE:  # a sweep, on the scores in SWEEP_DTYPE
+            if entry[4] is None:
+                entry[4] = scores.astype(self.SWEEP_DTYPE)
+            a = self._cand[sweep_argmax(entry[4], self._cost_c, lams)]
         else:
             a = self._cand[sweep_argmax(scores, self._cost_c, lams)]
         if len(lams) == 1:
