@@ -83,16 +83,19 @@ class HindsightController(Controller):
     secant step on its own coordinate (the slope ``d log cost_g / d log lambda_g`` measured between
     its last two points), kept inside the cluster's bracket (the largest log-lambda seen over budget
     and the smallest seen within it) and replaced by the bracket's midpoint where it would leave
-    it. The search starts from the previous tick's answer (traffic moves little in one tick), so a
-    tick takes a handful of evaluations where a bisection from the whole lambda range took ~80.
+    it; towards an open end it goes at most ``reach`` (1, doubled each time it goes there, so a
+    plateau of the step-shaped cost is crossed in a few steps). A cluster's cost depends on the
+    others' lambdas, so a bracket end is dropped when a new point contradicts it or when the
+    bracket is narrow around a point more than 5% off the budget. The search starts from the
+    previous tick's answer (traffic moves little in one tick): a tick takes about eight evaluations
+    where the bisection from the whole lambda range takes ~84.
 
     A cluster is settled when its bracket is narrower than ``tolerance`` (in log-lambda), when it
     meets its budget at ``lambda_min`` or misses it at ``lambda_max``, or when its cost is within
     ``cost_tolerance`` (relative) under the budget. The answer is the last point, where a cluster
-    over budget there takes its bracket's feasible end; a last check raises any cluster still over budget (a cluster's cost also depends on the
-    others' lambdas) in steps from ``tolerance`` doubling up to 5%. A search that has not settled
-    after ``max_evaluations`` (a cold start far from the answer) hands the tick to
-    :meth:`bisect`, the search from the whole lambda range (~84 evaluations).
+    over budget there takes its bracket's feasible end; a last check raises any cluster still over
+    budget in steps from ``tolerance`` doubling up to 5%. A search that has not settled after
+    ``max_evaluations`` (a cold start far from the answer) hands the tick to :meth:`bisect`.
 
     Parameters
     ----------
