@@ -42,7 +42,10 @@ and the last single decision are cached, so a sweep costs one subtraction and on
 (:mod:`policies.sweep`), a large batch decided at several lambdas (the plant's sub-ticks under the
 guard, a bisection) only the bounds and the survivors' scores per lambda, and the controller's
 first ``respond`` on the sample the plant just served at the same lambda costs nothing. Every path takes
-the same floating-point steps as a single decision: the actions are identical.
+the same floating-point steps as a single decision -- the actions are identical -- but one: a small
+batch's sweep (``respond_many`` at several lambdas) scores in float32 (``SWEEP_DTYPE``; 2.7x faster
+per lambda on 256 requests), so it may choose another action than the float64 single decision
+where two actions' scores tie within float32 rounding (``tests/mpc/test_sweep.py`` bounds both).
 """
 from __future__ import annotations
 
@@ -157,10 +160,12 @@ class PolicyRuntime:
     """
 
     PRUNE_MIN_BATCH = 512  # per-chunk candidate pruning pays off from this batch size on (measured)
-    CHUNK = 512
+    CHUNK = 128  # requests per chunk; 2 x CHUNK from LARGE_BATCH requests on (measured, see :meth:`_chunk_size`)
+    LARGE_BATCH = 8192
     GROUPS = 2
     LOOP_CHUNKS = 16  # up to this many chunks with several survivors are scored one by one
     PROFILE_ELEMENTS = 1024 * 325  # request-side chunks hold about this many activations in their widest layer
+    SWEEP_DTYPE = np.float32  # a small batch's sweep (respond_many, several lambdas); single decisions in ``dtype``
     SMALL_BATCH = 16  # up to this many rows the block layers run as one stacked product
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict, name: str = "policy", dtype=np.float64, cost=None):
@@ -380,11 +385,18 @@ class PolicyRuntime:
         lk *= 65535.0 / (hi - lo) if hi > lo else 0.0
         return np.argsort(lk.astype(np.uint16), kind="stable")
 
+    def _chunk_size(self, n: int) -> int:
+        """Requests per chunk for a batch of ``n``: smaller chunks have tighter boxes (fewer survivors
+        to score) but more bounds to compute. One decision, pretrained bundle, CPU ms by chunk size
+        128 / 256 / 512: 0.15 / 0.20 / 0.36 at 1000 requests, 0.25 / 0.24 / 0.84 at 4000, 1.67 / 1.22 /
+        1.47 at 20000 (``benchmarks/bench_sim.py``'s machine, 2026-11-27)."""
+        return self.CHUNK if n < self.LARGE_BATCH else 2 * self.CHUNK
+
     def _chunk_boxes(self, z: np.ndarray) -> _ChunkBoxes:
         """The lambda-free part of :meth:`_grouped_argmax` for the batch ``z``: its chunks and their
         bounding boxes, the bounds' products with ``psi``. Computed once per read-only sample."""
         n, P = z.shape
-        CH = self.CHUNK
+        CH = self._chunk_size(n)
         C = -(-n // CH)
         psi_t, (psi_pos, psi_neg, psi_abs_max) = self._psi_t, self._psi_parts
         zt = z.T  # (P, n); contiguous as request_profiles returns it
@@ -406,7 +418,7 @@ class PolicyRuntime:
     def _grouped_argmax(self, z: np.ndarray, pen: np.ndarray, boxes: _ChunkBoxes | None = None) -> np.ndarray:
         """Exact ``argmax(z @ psi_t - pen)`` (indices into the candidates) for a large batch, over far fewer candidates per request.
 
-        Requests are sorted by the scale of ``z`` and cut into chunks of ``CHUNK``. Over a chunk's
+        Requests are sorted by the scale of ``z`` and cut into chunks (:meth:`_chunk_size`). Over a chunk's
         bounding box ``[lo, hi]`` of ``z``, an action's score lies between
         ``lo . psi+ + hi . psi- - pen`` and ``hi . psi+ + lo . psi- - pen`` (``psi+``/``psi-`` the
         positive/negative parts); an action whose upper bound is below the best lower bound in the
@@ -419,10 +431,9 @@ class PolicyRuntime:
         full argmax.
         """
         n = len(z)
-        CH = self.CHUNK
-        C = -(-n // CH)
         psi_t = self._psi_t
         bx = self._chunk_boxes(z) if boxes is None else boxes
+        C, CH = bx.zct.shape[1:]
         order, zct, mid, rad = bx.order, bx.zct, bx.mid, bx.rad
         upper = bx.upper - pen
         lower = bx.lower - pen
@@ -484,9 +495,10 @@ class PolicyRuntime:
         return lambda lam: self._decide(z, lam, boxes)
 
     def _cached_profiles(self, features) -> list:
-        """``[z, b, lambda-free part, last]`` of a request batch: its request profiles, the scores
-        ``z @ psi`` of a small batch or the chunk boxes of a large one (filled in by
-        :meth:`_lambda_free`) and the last single decision ``(lambda bytes, actions)``. A controller
+        """``[z, b, lambda-free part, last, sweep scores]`` of a request batch: its request profiles,
+        the scores ``z @ psi`` of a small batch or the chunk boxes of a large one (filled in by
+        :meth:`_lambda_free`), the last single decision ``(lambda bytes, actions)`` and the small
+        batch's scores in ``SWEEP_DTYPE``. A controller
         sweeps lambda over one request sample, and the simulator's plant acts on the sample the
         controller reads next: when ``features`` is the same
         read-only array, owning its data, as in the previous call, the entry is reused (anything
@@ -496,7 +508,7 @@ class PolicyRuntime:
         if cached is not None and features is cached:
             return entry
         z, b = self.request_profiles(features)
-        entry = [z, b, None, None]  # scores (small batches) or chunk boxes (large) are filled in when needed
+        entry = [z, b, None, None, None]  # scores (small batches) or chunk boxes (large), sweep scores: filled in when needed
         if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
             self._respond_cache = (features, entry)
         return entry
@@ -517,6 +529,10 @@ class PolicyRuntime:
         if isinstance(scores, _ChunkBoxes):
             a = (np.stack([self._decide(entry[0], lam, scores) for lam in lams]) if len(lams)
                  else np.empty((0, len(entry[0])), np.int64))
+        elif len(lams) > 1 and scores.dtype != self.SWEEP_DTYPE:  # a sweep, on the scores in SWEEP_DTYPE
+            if entry[4] is None:
+                entry[4] = scores.astype(self.SWEEP_DTYPE)
+            a = self._cand[sweep_argmax(entry[4], self._cost_c, lams)]
         else:
             a = self._cand[sweep_argmax(scores, self._cost_c, lams)]
         if len(lams) == 1:
