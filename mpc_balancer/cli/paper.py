@@ -6,9 +6,9 @@ from .args import name_list
 from .outputs import declare_outputs
 from .simulate import _positive
 
-# 5 seeds x 3 traces of the A/B: measured 199 s of CPU per (trace, seed) and simulated day, so 2 days
-# are 100 CPU-minutes, 50 minutes on 2 cores (--jobs 2, the default); see the README
-DEFAULT_DAYS = 2.0
+# 5 seeds x 3 traces of the A/B, one day each: measured 1038 s wall, 2048 s CPU (137 CPU-s per (trace, seed)
+# and simulated day) on 2 cores with --jobs 2, the default; see the README
+DEFAULT_DAYS = 1.0
 DEFAULT_JOBS = 2
 
 
