@@ -10,6 +10,7 @@ The simulator hands it the future through :meth:`HindsightController.foresee` (a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -170,8 +171,7 @@ class HindsightController(Controller):
         reach = np.ones(G)
         done = np.zeros(G, dtype=bool)
         for _ in range(self.max_evaluations):
-            c = cost(np.exp(x))
-            self.evaluations_ += 1
+            c = self._evaluate(cost, np.exp(x))
             over = c > budget
             f = np.log(np.maximum(c, 1e-300)) - log_b  # > 0: over budget
             # a point that contradicts the bracket (over budget at or above its feasible end, within
@@ -222,7 +222,7 @@ class HindsightController(Controller):
         ctx = self.ctx_
         G = len(budget)
         lmin, lmax = np.log(ctx.lam_min), np.log(ctx.lam_max)
-        counted = _Counted(cost, self)
+        counted = partial(self._evaluate, cost)
         lam = self.clip(np.exp(bisect_budget(counted, budget, np.full(G, lmin), np.full(G, lmax), self.iterations)))
         for _ in range(self.sweeps):
             for g in range(G):
@@ -239,25 +239,19 @@ class HindsightController(Controller):
                 lam[g] = np.exp(b)
         return self._raise_over(cost, budget, lam, 0.05)
 
+    def _evaluate(self, cost, lam: np.ndarray) -> np.ndarray:
+        """``cost(lam)``, counted in ``evaluations_``."""
+        self.evaluations_ += 1
+        return cost(lam)
+
     def _raise_over(self, cost, budget: np.ndarray, lam: np.ndarray, step: float) -> np.ndarray:
         """Raise every cluster still over budget (a cluster's cost also depends on the others'
         lambdas), in log-lambda steps from ``step`` doubling up to 0.05 (5%)."""
         for _ in range(60):
-            over = cost(lam) > budget * (1 + 1e-9)
-            self.evaluations_ += 1
+            over = self._evaluate(cost, lam) > budget * (1 + 1e-9)
             if not over.any() or np.all(lam[over] >= self.ctx_.lam_max):
                 break
             lam = self.clip(np.where(over, lam * np.exp(step), lam))
             step = min(2 * step, 0.05)
         return lam
 
-
-class _Counted:
-    """``cost`` counting its evaluations on the controller."""
-
-    def __init__(self, cost, owner: HindsightController):
-        self.cost, self.owner = cost, owner
-
-    def __call__(self, lam):
-        self.owner.evaluations_ += 1
-        return self.cost(lam)

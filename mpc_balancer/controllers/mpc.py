@@ -363,11 +363,12 @@ class MpcController(Controller):
             return Plan(lam=lam_now, controller=self.name, status=(f"warming up: telemetry response has "
                         f"{len(self.telemetry_.points_)} of {self.telemetry_.min_ticks} ticks"))
         decided = lam_now if self.lam_applied_ is None else self.clip(self.lam_applied_)
-        self._refresh_curve(lam_now, mode, as_decided=bool(np.allclose(lam_now, decided, rtol=1e-9, atol=0.0)))
+        as_decided = bool(np.allclose(lam_now, decided, rtol=1e-9, atol=0.0))
+        self._refresh_curve(lam_now, mode, as_decided=as_decided)
         curve, G, H = self.curve_, ctx.n_clusters, self.horizon
         steady = self._steadiness(obs.qps, lam_now, decided)
         self.qps_prev_, self.lam_prev_ = float(obs.qps), lam_now
-        if self.lam_applied_ is not None and not np.allclose(lam_now, decided, rtol=1e-9, atol=0.0):
+        if not as_decided:
             # the nodes applied another lambda than decided (their guard raised it in a burst, or
             # they missed the update): the tick's load answers that lambda, not the plan's
             self.u_applied_, self.u_exact_ = np.array([curve.cost_at(g, lam_now[g]) for g in range(G)]), False
@@ -432,8 +433,8 @@ class MpcController(Controller):
     def _steadiness(self, qps: float, lam: np.ndarray, decided: np.ndarray) -> np.ndarray:
         """Per cluster, the share of ``theta``'s gain the tick just ended earns: 1 at steady state,
         0 once QPS, the applied lambda, or the guard's raise over the decided lambda moved by
-        ``steady_ratio`` or more (``settings.steady_ratio``)."""
-        d = np.abs(np.log(np.maximum(lam, 1e-300) / np.maximum(decided, 1e-300)))
+        ``steady_ratio`` or more (``settings.steady_ratio``). The lambdas are clipped, so positive."""
+        d = np.abs(np.log(lam / decided))
         if self.lam_prev_ is not None:
             d = np.maximum(d, np.abs(np.log(lam / self.lam_prev_)))
         if self.qps_prev_ is not None and self.qps_prev_ > 0 and qps > 0:
