@@ -16,6 +16,16 @@ where ``floor`` is the guard's state, in lambda units (0 while the guard is idle
   (``lambda_central >= floor``) the guard is idle again;
 * in between: the floor holds (no oscillation around ``C_m``).
 
+The load read at the end of one sub-tick sets the lambda of the next: a reaction delay of one
+sub-tick. The rules differ only in the step:
+
+* ``"proportional"`` (default): ``step = min((L / C_m) ** gain, max_step)``: a 5% overload
+  raises lambda 1.5x, 20% 4x (the cap), so a 6x burst is shed within a few sub-ticks while a
+  graze of ``C_m`` costs little;
+* ``"maxpower"`` (DCAF's MaxPower as a node rule): a fixed ``step`` whatever the overload, the
+  published guard's shape: it cannot tell a 2% from a 200% overload;
+* ``"none"``: no guard (``lambda_local = lambda_central``).
+
 Load meters lag (a CPU average, a queue draining): after a raise the load falls towards the new
 demand over several sub-ticks while still over ``C_m``. Raising again on every such sub-tick
 winds the floor up far past what the burst needs (a 6x burst ended with lambda 20x too high, and
@@ -32,6 +42,7 @@ A guard knows only its node's load, ``C_m`` and the central lambda: it runs in t
 from __future__ import annotations
 
 import inspect
+import numbers
 
 import numpy as np
 
@@ -72,10 +83,13 @@ class NodeGuard:
         target = np.asarray(target, dtype=float)
         if target.ndim != 1 or target.size == 0 or not np.all(np.isfinite(target) & (target > 0)):
             raise ValueError(f"guard target (C_m per cluster) must be positive finite values, got {target!r}")
-        for name, v, ok in (("gain", gain, gain > 0), ("step", step, step > 1), ("max_step", max_step, max_step > 1),
-                            ("release", release, 0 <= release < 1), ("halflife", halflife, halflife > 0),
-                            ("lam_max", lam_max, lam_max > 0), ("lookahead", lookahead, lookahead >= 0)):
-            if not (np.isfinite(v) and ok):
+        for name, v, ok in (("gain", gain, lambda x: x > 0), ("step", step, lambda x: x > 1),
+                            ("max_step", max_step, lambda x: x > 1), ("release", release, lambda x: 0 <= x < 1),
+                            ("halflife", halflife, lambda x: x > 0), ("lam_max", lam_max, lambda x: x > 0),
+                            ("lookahead", lookahead, lambda x: x >= 0)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise ValueError(f"guard {name} must be a number, got {v!r}")
+            if not (np.isfinite(v) and ok(v)):
                 raise ValueError(f"guard {name} out of range: {v!r}")
         self.rule, self.target = rule, target
         self.gain, self.step_, self.max_step = float(gain), float(step), float(max_step)
@@ -109,7 +123,7 @@ class NodeGuard:
         """The node's load per cluster at the end of the sub-tick: sets the next sub-tick's floor."""
         if self.rule == "none" or self.lam_local is None:
             return
-        load = np.asarray(load, dtype=float)
+        load = np.array(load, dtype=float)  # a copy: kept as last_load, whatever the caller does with its buffer
         ratio = load / self.target
         ratio = np.where(np.isfinite(ratio), ratio, 1.0)  # a broken meter neither raises nor releases
         over = ratio > 1.0

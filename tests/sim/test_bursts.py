@@ -265,3 +265,9 @@ def test_lookahead_stops_windup_on_a_lagged_burst(lag_subticks):
     assert over_hold <= over_windup + 5
     if lag_subticks == 6.0:
         assert over_hold < over_windup
+
+
+@pytest.mark.parametrize("key, value", [("gain", "abc"), ("lookahead", "nan"), ("halflife", True), ("max_step", None)])
+def test_guard_settings_of_the_wrong_type_name_the_setting(key, value):
+    with pytest.raises(ValueError, match=f"guard {key} must be a number, got {value!r}"):
+        NodeGuard("proportional", target=[0.9], **{key: value})
