@@ -29,9 +29,14 @@ the forecast's upper band, itself a margin, and where that band alone over-prote
 constraint gives part of it back. The margin answers the plan's own misses (the cost model, the
 disturbance estimate, the sampled request mix): a tick counts only if its traffic stayed within the
 forecast's upper band (traffic beyond it is the band's miss, and the bands calibrate themselves),
-the nodes applied the lambda decided (their guard did not have to catch a burst) and lambda was
-below its maximum (an overload no lambda can shed is not the margin's to answer). The target thus
-holds on the ticks the margin is responsible for; bursts beyond every forecast are the guard's.
+the plan for it met ``C_m - b`` without slack and lambda was below its maximum (an overload no
+lambda can shed is not the margin's to answer). A tick the node guards raised lambda within counts
+with the weight ``1 - |log r| / log(steady_ratio)`` (clipped to ``[0, 1]``), ``r`` the ratio of the
+curve's cost at the decided lambda to that at the applied one: a guard's nudge on a plan a little
+over ``C_m`` scores the plan almost fully, the raise that sheds a burst not at all. Skipping every
+guarded tick instead counts only the ticks the guard left calm: the margin then falls to
+``backoff_min`` and the guard catches the plan's overshoot on most sub-ticks. The target thus holds
+on the ticks the margin is responsible for; bursts beyond every forecast are the guard's.
 
 Where the response comes from (``response``): ``"sample"`` sweeps the policy's
 :meth:`~mpc_balancer.policy.Policy.respond` over the last request samples (costs and revenue as
@@ -280,6 +285,7 @@ class MpcController(Controller):
         self.u_exact_ = False  # u_applied_ was measured on the sample (a refined tick), not read off the curve
         self.sample_: Response | None = None  # the policy's response on the pool the curve was measured on
         self.planned_: np.ndarray | None = None  # the load planned for the tick that just ended
+        self.feasible_ = np.ones(context.n_clusters, dtype=bool)  # its plan met C_m - b (no slack on its first step)
         self.backoff_ = np.full(context.n_clusters, self.settings.backoff_initial)
         self.qps_hi_: float | None = None  # the upper forecast of the tick that just ended
         self.qps_prev_: float | None = None  # the QPS and applied lambda of the tick before it (steadiness)
@@ -368,11 +374,14 @@ class MpcController(Controller):
         curve, G, H = self.curve_, ctx.n_clusters, self.horizon
         steady = self._steadiness(obs.qps, lam_now, decided)
         self.qps_prev_, self.lam_prev_ = float(obs.qps), lam_now
+        guard_raise = np.ones(G)  # cost per request at the decided lambda / at the applied one
         if not as_decided:
             # the nodes applied another lambda than decided (their guard raised it in a burst, or
             # they missed the update): the tick's load answers that lambda, not the plan's
-            self.u_applied_, self.u_exact_ = np.array([curve.cost_at(g, lam_now[g]) for g in range(G)]), False
-            self.planned_ = None
+            u_now = np.array([curve.cost_at(g, lam_now[g]) for g in range(G)])
+            u_dec = np.array([curve.cost_at(g, decided[g]) for g in range(G)])
+            guard_raise = np.maximum(u_dec, 1e-12) / np.maximum(u_now, 1e-12)
+            self.u_applied_, self.u_exact_ = u_now, False
         # offset-free: the disturbance theta (measured / predicted load) is estimated with the same
         # model the plan uses (the frontier's cost at the applied lambda), so it absorbs every model
         # error: the true/estimated cost gap, cross-cluster effects, the lag. It is multiplicative
@@ -387,8 +396,11 @@ class MpcController(Controller):
                     and obs.qps <= self.qps_hi_):  # the plan's own tick, after the start-up transient
                 e = np.maximum(np.asarray(obs.load, dtype=float) - ctx.target, 0.0) / ctx.target
                 s = self.settings
-                self.backoff_ = backoff_update(self.backoff_, e, lam_now < ctx.lam_max * (1 - 1e-9),
-                                               s.backoff_target, s.backoff_gain, s.backoff_max, s.backoff_min)
+                # a guard's nudge scores the plan almost fully, a burst's raise not at all (module doc)
+                weight = np.clip(1.0 - np.abs(np.log(guard_raise)) / np.log(s.steady_ratio), 0.0, 1.0)
+                counted = self.feasible_ & (lam_now < ctx.lam_max * (1 - 1e-9))
+                self.backoff_ = backoff_update(self.backoff_, e, counted, s.backoff_target, s.backoff_gain * weight,
+                                               s.backoff_max, s.backoff_min)
         fr = [frontier_data(*curve.hull(g), self.settings.n_segments) for g in range(G)]
         u_min = np.array([f[0] for f in fr])
         mean, hi = np.asarray(forecast["mean"][:H], dtype=float), np.asarray(forecast["hi"][:H], dtype=float)
@@ -424,6 +436,7 @@ class MpcController(Controller):
         # what this plan predicts for the coming tick at the upper forecast: the back-off only adds what
         # the band does not already cover
         self.planned_ = hi[0] * self.u_applied_ / cap_eff
+        self.feasible_ = sol.slack[:, 0] <= 1e-6 * self.u_scale_  # the plan meets C_m - b on the coming tick
         self.qps_hi_ = float(hi[0])
         return Plan(lam=lam, controller=self.name, status="ok", solve_time_s=sol.solve_time_s,
                     lam_plan=lam_plan, load_plan=load_plan,
@@ -487,7 +500,8 @@ class MpcController(Controller):
         arr = lambda a: None if a is None else np.asarray(a).tolist()  # noqa: E731
         c = self.curve_
         return {"theta": self.theta_.tolist(), "ticks": self.ticks_, "u_applied": arr(self.u_applied_),
-                "planned": arr(self.planned_), "u_exact": self.u_exact_, "lam_applied": arr(self.lam_applied_),
+                "planned": arr(self.planned_), "feasible": self.feasible_.tolist(), "u_exact": self.u_exact_,
+                "lam_applied": arr(self.lam_applied_),
                 "backoff": self.backoff_.tolist(), "qps_hi": self.qps_hi_, "qps_prev": self.qps_prev_,
                 "lam_prev": arr(self.lam_prev_),
                 "pool": [p.tolist() for p in self.pool_], "curve_pool": None if self.sample_ is None else self.sample_.features.tolist(),
@@ -502,6 +516,7 @@ class MpcController(Controller):
         self.theta_ = np.asarray(d["theta"], dtype=float)
         self.ticks_ = int(d["ticks"])
         self.u_applied_, self.planned_ = opt(d["u_applied"]), opt(d["planned"])
+        self.feasible_ = np.asarray(d.get("feasible", np.ones(len(self.theta_))), dtype=bool)
         self.u_exact_ = bool(d.get("u_exact", False))
         self.lam_applied_ = opt(d.get("lam_applied"))
         self.qps_hi_ = d.get("qps_hi")

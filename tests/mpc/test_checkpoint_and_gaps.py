@@ -48,14 +48,17 @@ class Plant:
 
 
 def skeleton(v):
-    """The checkpoint's structure: packed arrays by shape, lists by length, numbers as 0."""
+    """The checkpoint's structure: packed arrays by shape, lists by length, numbers as 0, flags as
+    "bool"."""
     if isinstance(v, dict):
         if set(v) == {"dtype", "shape", "data"}:
             return ("array", v["dtype"], tuple(v["shape"]))
         return {k: skeleton(x) for k, x in v.items()}
     if isinstance(v, list):
         return [skeleton(x) for x in v]
-    return 0 if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    if isinstance(v, bool):
+        return "bool"
+    return 0 if isinstance(v, (int, float)) else v
 
 
 def test_checkpoint_size_does_not_grow_with_the_ticks():
