@@ -19,7 +19,7 @@ where ``floor`` is the guard's state, in lambda units (0 while the guard is idle
 The default has no hold band (``release=0``). A central controller that plans its load close to
 ``C_m`` keeps the load inside any band under ``C_m`` once the guard has raised it there, so the
 floor never decays and the guard overrides the central lambda for good after its first raise.
-Measured with ``release=0.03`` on one day of each bundled trace: the guard active on 45-70% of
+Measured with ``release=0.03`` on one day of each bundled trace: the guard active on 41-70% of
 sub-ticks of plain traffic, and the MPC 0.4-0.8 points of hindsight's revenue lower than with
 ``release=0``. Without the band the floor decays as soon as the load is under ``C_m``; a plan
 slightly over ``C_m`` then makes a small limit cycle (a raise, a few sub-ticks of decay) that the
