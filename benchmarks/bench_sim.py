@@ -7,7 +7,10 @@ max <= 50 ms (refit ticks included). Run::
     python benchmarks/bench_sim.py [--days 7] [--repeats 3] [--controllers static,dcaf,pid,mpc,nmpc,hindsight]
         [--baseline DIR]           # the same measurements with the code in DIR (e.g. a git worktree of main)
 
-It prints, for every controller, the wall and CPU time of the run (median of the repeats) and the
+It prints, for every controller, the wall and CPU time of the run (median of the repeats), that CPU
+time split into the ``Balancer.step`` calls ("in step": the controller, its forecaster and the
+Balancer) and the rest ("rest": the plant's sub-ticks and policy decisions, the node guard, the
+traffic and request samples, the controller's set-up and any background refit), and the
 latency of ``Balancer.step`` over all its ticks (p50 / p99 / max, wall clock and this thread's CPU
 time: on a shared machine the CPU figures are the ones that do not depend on the other processes);
 then the per-phase breakdown of the MPC tick (CPU time) from an instrumented run (``--profile-days``): telemetry validation,
@@ -167,8 +170,11 @@ def measure(a) -> dict:
             step_cpu.append(np.asarray(clock.ms))
         ms, cms = np.concatenate(steps), np.concatenate(step_cpu)
         worst = int(np.argmax(steps[0]))
+        in_step = [float(c.sum()) / 1e3 for c in step_cpu]
         res["controllers"][name] = {"wall_s": walls, "wall_median_s": float(np.median(walls)), "ticks": len(steps[0]),
                                     "cpu_s": cpus, "cpu_median_s": float(np.median(cpus)),
+                                    "step_cpu_s": in_step, "step_cpu_median_s": float(np.median(in_step)),
+                                    "rest_cpu_median_s": float(np.median(np.subtract(cpus, in_step))),
                                     "step_p50_ms": float(np.percentile(ms, 50)), "step_p99_ms": float(np.percentile(ms, 99)),
                                     "step_max_ms": float(ms.max()), "slowest_tick": str(run.log.index[worst]),
                                     "step_cpu_p50_ms": float(np.percentile(cms, 50)), "step_cpu_p99_ms": float(np.percentile(cms, 99)),
@@ -196,18 +202,22 @@ def measure(a) -> dict:
 
 def print_results(cur: dict, base: dict | None) -> None:
     b = base or {"controllers": {}}
-    print(f"\nclosed loop: wall and CPU s of the run (median of repeats), Balancer.step ms over all ticks (wall, then "
-          f"CPU time)  [{cur['code']}" + (f"  vs baseline {b['code']}]" if base else "]"))
-    head = (f"{'controller':<11}{'wall s':>8}{'cpu s':>8}{'step p50':>9}{'p99':>9}{'max':>9}{'| cpu p50':>10}{'p99':>7}"
-            f"{'max':>7}{'target':>9}")
-    print(head + (f"{'| base wall':>12}{'cpu s':>8}{'cpu p50':>8}{'p99':>7}{'max':>7}{'cpu speed-up':>13}" if base else ""))
+    print(f"\nclosed loop: wall and CPU s of the run (median of repeats), its CPU s in Balancer.step and in the rest "
+          f"(plant, guard, traffic, set-up), Balancer.step ms over all ticks (wall, then CPU time)  [{cur['code']}"
+          + (f"  vs baseline {b['code']}]" if base else "]"))
+    head = (f"{'controller':<11}{'wall s':>8}{'cpu s':>8}{'in step':>8}{'rest':>7}{'step p50':>9}{'p99':>9}{'max':>9}"
+            f"{'| cpu p50':>10}{'p99':>7}{'max':>7}{'target':>9}")
+    print(head + (f"{'| base wall':>12}{'cpu s':>8}{'in step':>8}{'rest':>7}{'cpu p50':>8}{'p99':>7}{'max':>7}"
+                  f"{'cpu speed-up':>13}" if base else ""))
     for name, r in cur["controllers"].items():
-        line = (f"{name:<11}{r['wall_median_s']:>8.1f}{r['cpu_median_s']:>8.1f}{r['step_p50_ms']:>9.2f}{r['step_p99_ms']:>9.2f}"
+        line = (f"{name:<11}{r['wall_median_s']:>8.1f}{r['cpu_median_s']:>8.1f}{r['step_cpu_median_s']:>8.1f}"
+                f"{r['rest_cpu_median_s']:>7.1f}{r['step_p50_ms']:>9.2f}{r['step_p99_ms']:>9.2f}"
                 f"{r['step_max_ms']:>9.1f}{'| ':>4}{r['step_cpu_p50_ms']:>6.2f}{r['step_cpu_p99_ms']:>7.2f}{r['step_cpu_max_ms']:>7.1f}"
                 f"{f'<= {TARGET_S[name]:g} s' if name in TARGET_S else '':>9}")
         o = b["controllers"].get(name)
         if o:
-            line += (f"{'| ':>4}{o['wall_median_s']:>8.1f}{o['cpu_median_s']:>8.1f}{o['step_cpu_p50_ms']:>8.2f}"
+            line += (f"{'| ':>4}{o['wall_median_s']:>8.1f}{o['cpu_median_s']:>8.1f}{o['step_cpu_median_s']:>8.1f}"
+                     f"{o['rest_cpu_median_s']:>7.1f}{o['step_cpu_p50_ms']:>8.2f}"
                      f"{o['step_cpu_p99_ms']:>7.2f}{o['step_cpu_max_ms']:>7.1f}{o['cpu_median_s'] / r['cpu_median_s']:>12.2f}x")
         print(line + f"   (runs wall/cpu: {', '.join(f'{w:.1f}/{c:.1f}' for w, c in zip(r['wall_s'], r['cpu_s']))}; "
                      f"slowest tick {r['slowest_tick']})")

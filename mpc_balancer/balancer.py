@@ -398,7 +398,7 @@ class Balancer:
         if not reason:
             try:
                 response = None
-                if self.ctx_.policy is not None and obs.features is not None:
+                if self.controller.reads_response and self.ctx_.policy is not None and obs.features is not None:
                     response = Response(self.ctx_.policy, obs.features, max_requests=self.response_requests, lam=obs.lam)
                 plan = self._make_step(obs, forecast, response, t0)
             except FutureTimeout:

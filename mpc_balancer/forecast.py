@@ -177,6 +177,7 @@ class TickForecaster:
             y = y.iloc[:-1]
         self.calendar_ = cal
         self.model_ = self._make_model(self._regressor_calendar(cal)).fit(y)
+        self._model_changed()
         self.next_bucket_ = y.index[-1] + self.step
         self.bucket_ = []
         self.last_qps_ = float(s.iloc[-1] * _multiplier(cal, s.index[-1:].asi8)[0]) if len(s) else 0.0
@@ -237,6 +238,7 @@ class TickForecaster:
     def _feed(self, values: np.ndarray) -> None:
         self._finish_refit()
         self.model_.update(values)
+        self._model_changed()
         self.since_refit_ += len(values)
         self._maybe_refit()
 
@@ -244,6 +246,7 @@ class TickForecaster:
         self._finish_refit()
         log.info("forecaster: telemetry gap of %d buckets of %s, skipped (model state held, no catch-up)", k, self.step)
         self.model_.skip(k)
+        self._model_changed()
         self.since_refit_ += k
         self._maybe_refit()
 
@@ -283,6 +286,7 @@ class TickForecaster:
         self.refit_ = None
         if "model" in box:
             self.model_ = box["model"]
+            self._model_changed()
         else:
             log.warning("forecaster: refit failed (%s: %s); keeping the fitted model until the next refit",
                         type(box.get("error")).__name__, box.get("error"))
@@ -295,7 +299,7 @@ class TickForecaster:
         t = self.last_time_.value + dt * np.arange(0, h + 1)  # ns: [last observed, next h]
         nb, step = self.next_bucket_.value, self.step.value
         steps = int(np.ceil((t[-1] - nb) / step)) + 2
-        f = self.model_.predict(max(steps, 1))
+        f = self._model_forecast(max(steps, 1))
         centers = (nb + step // 2 + step * np.arange(len(f["mean"]))).astype(float)
         tf = t.astype(float)
         base = np.interp(tf, centers, f["mean"])
@@ -314,6 +318,22 @@ class TickForecaster:
         hi = mean * (1 + margin)
         self._remember(t[1:], mean, issued)
         return {"mean": mean, "hi": np.maximum(hi, mean)}
+
+    def _model_changed(self) -> None:
+        """Forget the slow model's forecast: its state moved (a bucket fed or skipped, a refit
+        swapped in, a checkpoint restored)."""
+        self._memo = None
+
+    def _model_forecast(self, steps: int) -> dict:
+        """The slow model's forecast of ``steps`` buckets. Its state moves once a bucket (every
+        ``step / period`` ticks), so the ticks in between ask the same question: answered from the
+        last call (the same arrays; :meth:`predict` only reads them)."""
+        memo = self._memo
+        if memo is not None and memo[0] is self.model_ and memo[1] == steps:
+            return memo[2]
+        f = self.model_.predict(steps)
+        self._memo = (self.model_, steps, f)
+        return f
 
     # ------------------------------------------------------------------------- calibration
     def _remember(self, times_ns, mean, issued):
@@ -424,6 +444,7 @@ class TickForecaster:
         if not isinstance(refit_pending, bool):
             raise StateError(f"{s.name('refit_pending')} must be true or false, got {refit_pending!r}")
         self.model_.load_state_dict(s.raw("model"), s.name("model"))  # validates, then restores at once
+        self._model_changed()
         if self.refit_ is not None and self.refit_[0] is not None:
             self.refit_[0].join()  # a refit of the replaced state is of no use
         self.refit_ = None

@@ -167,6 +167,8 @@ class PolicyRuntime:
     PROFILE_ELEMENTS = 1024 * 325  # request-side chunks hold about this many activations in their widest layer
     SWEEP_DTYPE = np.float32  # a small batch's sweep (respond_many, several lambdas); single decisions in ``dtype``
     SMALL_BATCH = 16  # up to this many rows the block layers run as one stacked product
+    CACHED_SAMPLES = 4  # read-only samples whose request-side work is kept (the plant's, the controller's, the last pool)
+    CACHED_DECISIONS = 8  # single decisions kept per sample (a tick's central lambda and the node guards' raises)
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict, name: str = "policy", dtype=np.float64, cost=None):
         self.meta, self.name, self.dtype = meta, name, np.dtype(dtype)
@@ -204,7 +206,7 @@ class PolicyRuntime:
             raise ValueError(f"policy bundle {name!r}: {len(self.clusters)} cluster names for a cost table of "
                              f"{self.cost.shape[0]} clusters")
         self.lambda_range = tuple(meta["lambda_range"])
-        self._respond_cache = (None, None)  # (read-only features array, [z, b, scores or None, last decision])
+        self._respond_cache: tuple = ()  # ((read-only features array, entry), ...), the most recent first
         self._cand = _dominance_free(self.psi, self.cost)
         self._set_dtype_tables()
 
@@ -495,22 +497,26 @@ class PolicyRuntime:
         return lambda lam: self._decide(z, lam, boxes)
 
     def _cached_profiles(self, features) -> list:
-        """``[z, b, lambda-free part, last, sweep scores]`` of a request batch: its request profiles,
-        the scores ``z @ psi`` of a small batch or the chunk boxes of a large one (filled in by
-        :meth:`_lambda_free`), the last single decision ``(lambda bytes, actions)`` and the small
-        batch's scores in ``SWEEP_DTYPE``. A controller
-        sweeps lambda over one request sample, and the simulator's plant acts on the sample the
-        controller reads next: when ``features`` is the same
-        read-only array, owning its data, as in the previous call, the entry is reused (anything
-        else -- a writeable array, a view of another array -- is recomputed every call, since its
-        values may have changed in place)."""
-        cached, entry = self._respond_cache
-        if cached is not None and features is cached:
-            return entry
+        """``[z, b, lambda-free part, decisions, sweep scores]`` of a request batch: its request
+        profiles, the scores ``z @ psi`` of a small batch or the chunk boxes of a large one (filled in
+        by :meth:`_lambda_free`), the last ``CACHED_DECISIONS`` single decisions ``((lambda bytes,
+        actions), ...)`` and the small batch's scores in ``SWEEP_DTYPE``. A controller sweeps lambda
+        over one request sample, the simulator's plant decides a tick's sample at its central lambda
+        and at the node guards' raises, and the Balancer reads the same sample next tick: when
+        ``features`` is one of the last ``CACHED_SAMPLES`` read-only arrays owning their data seen
+        here, its entry is reused (anything else -- a writeable array, a view of another array -- is
+        recomputed every call, since its values may have changed in place). The cache is replaced as
+        a whole tuple, never mutated, so a thread reading it sees one consistent state."""
+        cache = self._respond_cache
+        for i, (cached, entry) in enumerate(cache):
+            if features is cached:
+                if i:
+                    self._respond_cache = ((cached, entry), *cache[:i], *cache[i + 1:])
+                return entry
         z, b = self.request_profiles(features)
-        entry = [z, b, None, None, None]  # scores (small batches) or chunk boxes (large), sweep scores: filled in when needed
+        entry = [z, b, None, (), None]  # scores (small batches) or chunk boxes (large), sweep scores: filled in when needed
         if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
-            self._respond_cache = (features, entry)
+            self._respond_cache = ((features, entry), *cache[:self.CACHED_SAMPLES - 1])
         return entry
 
     def _lambda_free(self, entry: list):
@@ -522,9 +528,13 @@ class PolicyRuntime:
         return entry[2]
 
     def _actions(self, entry: list, lams: np.ndarray) -> np.ndarray:
-        """Actions ``(K, N)`` at every lambda row (a repeated single lambda is answered from the entry)."""
-        if len(lams) == 1 and entry[3] is not None and entry[3][0] == lams[0].tobytes():
-            return entry[3][1][None, :]
+        """Actions ``(K, N)`` at every lambda row (a single lambda decided recently on this batch is
+        answered from the entry)."""
+        if len(lams) == 1:
+            key = lams[0].tobytes()
+            for k, actions in entry[3]:
+                if k == key:
+                    return actions[None, :]
         scores = self._lambda_free(entry)
         if isinstance(scores, _ChunkBoxes):
             a = (np.stack([self._decide(entry[0], lam, scores) for lam in lams]) if len(lams)
@@ -536,7 +546,7 @@ class PolicyRuntime:
         else:
             a = self._cand[sweep_argmax(scores, self._cost_c, lams)]
         if len(lams) == 1:
-            entry[3] = (lams[0].tobytes(), a[0])
+            entry[3] = ((key, a[0]), *entry[3][:self.CACHED_DECISIONS - 1])
         return a
 
     def _revenue(self, z: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:

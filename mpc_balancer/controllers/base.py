@@ -4,7 +4,8 @@ Life cycle (do-mpc style): construct with configuration only, ``setup(context)``
 the policy and the history are known, then ``make_step(obs, forecast, response) -> Plan`` every
 control tick. A controller declares what it needs as class attributes, read by the Balancer and the
 simulator (never probed): ``needs_forecast`` (a traffic forecast every tick), ``needs_policy``
-(a :class:`~mpc_balancer.policy.Policy` and the tick's request sample) and ``clairvoyant`` (the
+(a :class:`~mpc_balancer.policy.Policy` and the tick's request sample), ``reads_response`` (the
+policy's response on that sample, which the Balancer builds for it) and ``clairvoyant`` (the
 simulator's view of the coming tick through :meth:`Controller.foresee`; only the hindsight limit).
 """
 from __future__ import annotations
@@ -79,6 +80,10 @@ class Controller:
         The Balancer passes a traffic forecast over ``horizon`` ticks to :meth:`make_step`.
     needs_policy : bool
         The controller bisects the policy's response: it needs a policy and request samples.
+    reads_response : bool
+        :meth:`make_step` reads its ``response`` argument, so the Balancer builds it when there is a
+        policy and a request sample (the policy's decision on the whole sample, then a cut of it);
+        a controller that never reads it sets False and its ticks skip that work.
     clairvoyant : bool
         The simulator shows it the coming tick through :meth:`foresee` (the hindsight limit only).
     horizon : int or None
@@ -88,6 +93,7 @@ class Controller:
     name = "controller"
     needs_forecast = False
     needs_policy = False
+    reads_response = True
     clairvoyant = False
     horizon: int | None = None  # steps of forecast a needs_forecast controller plans over
 

@@ -119,6 +119,7 @@ class HindsightController(Controller):
     STALE = 0.05  # |log cost / budget| beyond which a narrow bracket is stale (one request moves the mean ~0.1%)
     clairvoyant = True
     needs_policy = True
+    reads_response = False  # its own response, on the coming tick's sample (foresee)
 
     def __init__(self, max_evaluations: int = 20, tolerance: float = 0.006, cost_tolerance: float = 2e-3,
                  iterations: int = 16, sweeps: int = 2, refine_iterations: int = 10):

@@ -318,7 +318,10 @@ class MpcController(Controller):
             return
         old_sample = self.sample_
         if mode == "sample":
-            self.sample_ = Response(self.ctx_.policy, np.concatenate(list(self.pool_)), max_requests=None)
+            # one pooled tick is used as it is (a read-only sample is shared, not copied: the policy's
+            # work on it, cached by identity, serves this curve and the next tick's re-basing)
+            pool = list(self.pool_)
+            self.sample_ = Response(self.ctx_.policy, pool[0] if len(pool) == 1 else np.concatenate(pool), max_requests=None)
             new = measure_response(self.sample_.evaluate_many, lam, self.grid_)
         else:
             self.sample_ = None

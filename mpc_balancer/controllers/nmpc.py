@@ -110,6 +110,8 @@ class TickSolution:
 class _LearnedDynamicsController(Controller):
     """Shared configuration, training and bookkeeping of the ``nmpc`` and ``shooting`` arms."""
 
+    reads_response = False  # a learned load model: telemetry only
+
     def __init__(self, horizon: int = 30, alpha: float = 0.97, beta: float = 0.01, weights: str | None = None,
                  train_days: float = 2.0, hidden: tuple = (16, 16), train_iters: int = 400, dither: float = 1.0,
                  dither_hold: int = 5, trust_region: bool = True, model_tol: float = 0.02, monitor_halflife: float = 5.0,

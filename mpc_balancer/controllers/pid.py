@@ -39,6 +39,7 @@ class PidController(Controller):
     """
 
     name = "pid"
+    reads_response = False  # telemetry only
 
     def __init__(self, kp: float = 0.5, ki: float = 1.0, kd: float = 0.0, lam0: float = 0.01, margin: float = 0.0):
         for k, v in {"kp": kp, "ki": ki, "kd": kd}.items():

@@ -45,7 +45,7 @@ class Faulty(Controller):
     def __init__(self, inner: Controller, overrun_s: float):
         self.inner, self.overrun_s, self.mode = inner, overrun_s, None
         self.name, self.needs_forecast, self.needs_policy = inner.name, inner.needs_forecast, inner.needs_policy
-        self.clairvoyant, self.horizon = inner.clairvoyant, inner.horizon
+        self.clairvoyant, self.horizon, self.reads_response = inner.clairvoyant, inner.horizon, inner.reads_response
 
     def setup(self, context):
         self.inner.setup(context)

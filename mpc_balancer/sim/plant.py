@@ -120,6 +120,8 @@ class Plant:
             cap = peak_qps * need * np.asarray(config.cost_bias) / config.target_load
         self.capacity = cap
         self.target = np.full(G, config.target_load)
+        self.bias = np.asarray(config.cost_bias, dtype=float)
+        self._alphas: dict = {}  # lag_alpha per dt_s (every sub-tick asks for the same one)
         self.alpha = self.lag_alpha(self.period_s)
         self.phase = np.linspace(0, np.pi, G)
         self.reset()
@@ -129,12 +131,14 @@ class Plant:
 
     def cost_factor(self, t_seconds: float) -> np.ndarray:
         """True / estimated cost per cluster at time ``t_seconds`` (seconds since midnight ok)."""
-        c = self.config
-        return np.asarray(c.cost_bias) * (1 + c.cost_drift * np.sin(2 * np.pi * t_seconds / 86400.0 + self.phase))
+        return self.bias * (1 + self.config.cost_drift * np.sin(2 * np.pi * t_seconds / 86400.0 + self.phase))
 
     def lag_alpha(self, dt_s: float) -> float:
         """Share of the load kept over ``dt_s`` seconds: ``L <- alpha L + (1 - alpha) D``."""
-        return float(np.exp(-dt_s / self.config.lag_s)) if self.config.lag_s > 0 else 0.0
+        alpha = self._alphas.get(dt_s)
+        if alpha is None:
+            alpha = self._alphas[dt_s] = float(np.exp(-dt_s / self.config.lag_s)) if self.config.lag_s > 0 else 0.0
+        return alpha
 
     def served(self, actions: np.ndarray, weights: np.ndarray) -> ServedActions:
         """The load-independent part of :meth:`step` for ``actions`` on requests of revenue ``weights``."""

@@ -132,3 +132,22 @@ def test_online_calibration_widens_bands_after_a_level_drop(make_traffic):
         off.update(v)
     assert np.all(on._band_offsets(80)[0] < lo_before)  # lower band edges moved down
     assert inside_on >= inside_off
+
+
+def test_gaussian_bands_use_the_normal_quantile_of_each_level():
+    """The bands' quantile (``ndtri``, the per-tick fast path) is scipy's ``norm.ppf`` bit for bit,
+    and the upper edge is the Gaussian's quantile on the log1p scale."""
+    from scipy.stats import norm
+
+    from forecasting.result import gaussian_log_forecast
+
+    rng = np.random.default_rng(0)
+    mu, sd = rng.uniform(0, 8, 50), rng.uniform(0.01, 1.0, 50)
+    levels = (50, 80, 95, 99.5)
+    f = gaussian_log_forecast(mu, sd, levels)
+    for L in levels:
+        z = norm.ppf(0.5 + L / 200.0)
+        np.testing.assert_array_equal(f.bands[f"hi-{L:g}"], np.expm1(mu + z * sd))
+        np.testing.assert_array_equal(f.bands[f"lo-{L:g}"], np.maximum(np.expm1(mu - z * sd), 0.0))
+        below_hi = norm.cdf((np.log1p(f.bands[f"hi-{L:g}"]) - mu) / sd)  # the upper edge's quantile
+        np.testing.assert_allclose(below_hi, 0.5 + L / 200.0, rtol=1e-9)

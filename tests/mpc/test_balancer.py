@@ -398,3 +398,52 @@ def test_backoff_scores_a_guard_nudge_but_not_a_burst_raise_or_an_infeasible_pla
     assert np.any(r_top > s.steady_ratio) and np.all(rises[1e3][0][r_top > s.steady_ratio] == 0)  # a burst's raise
     for f in (1.0, 1.15):
         assert np.all(rise(f, feasible=False)[0] == 0)
+
+
+class CountingPolicy:
+    """The oracle, counting the calls that decide a request sample."""
+
+    def __init__(self):
+        self.inner, self.calls = OraclePolicy(CAS), 0
+        self.clusters = self.inner.clusters
+
+    def act(self, x, lam):
+        self.calls += 1
+        return self.inner.act(x, lam)
+
+    def respond(self, x, lam):
+        self.calls += 1
+        return self.inner.respond(x, lam)
+
+
+@pytest.mark.parametrize("name, reads", [("pid", False), ("dcaf", True), ("mpc", True)])
+def test_the_balancer_builds_the_response_only_for_controllers_that_read_it(sim, name, reads):
+    """A controller that declares ``reads_response = False`` (pid, nmpc, hindsight: its response is
+    the coming tick's) costs no policy call per tick in the Balancer (the cut of the sample is the
+    policy's decision on all of it), and decides as before: pid with a policy and features in its
+    context gives the lambdas it gives without them."""
+    from mpc_balancer.controllers import make_controller
+    from mpc_balancer.controllers.hindsight import HindsightController
+    from mpc_balancer.controllers.nmpc import NmpcController
+    from mpc_balancer.forecast import TickForecaster
+
+    assert HindsightController.reads_response is NmpcController.reads_response is False
+    ctrl = make_controller(name)
+    assert ctrl.reads_response is reads
+    policy = CountingPolicy()
+    bal = Balancer(ctrl, forecaster=TickForecaster() if ctrl.needs_forecast else None, response_requests=50,
+                   time_budget_s=float("inf"))
+    seen = []
+    original = Balancer._make_step
+    bal._make_step = lambda obs, forecast, response, t0: seen.append(response) or original(bal, obs, forecast, response, t0)
+    bal.setup(sim.context(policy))
+    x = next(iter(sim.environment()))[1]
+    tel = Telemetry(time=sim.times[0], qps=100.0, load=np.full(3, 0.5), lam=np.full(3, 0.01), features=x)
+    policy.calls = 0
+    dec = bal.step(tel)
+    assert dec.status == "ok"
+    assert (seen[-1] is not None) is reads
+    if not reads:
+        assert policy.calls == 0
+        plain = Balancer(make_controller(name), time_budget_s=float("inf")).setup(sim.context(None))
+        np.testing.assert_array_equal(plain.step(tel).lam_vector, dec.lam_vector)

@@ -217,3 +217,57 @@ def test_mpc_closed_loop_decisions_are_those_of_one_lambda_at_a_time():
     f64 = sim.run(make_controller("mpc"), OneAtATime(PolicyRuntime.load("pretrained", cost=CAS.cost)))
     np.testing.assert_allclose(fast.log[cols].to_numpy(), f64.log[cols].to_numpy(), rtol=1e-3)
     assert abs(fast.log["revenue"].sum() / f64.log["revenue"].sum() - 1) < 1e-4
+
+
+def test_cached_samples_and_decisions_interleaved_are_the_decisions(monkeypatch):
+    """The runtime keeps the request-side work of its last ``CACHED_SAMPLES`` read-only samples and the
+    last ``CACHED_DECISIONS`` single decisions of each: interleaved samples (a plant's large one, a
+    controller's small ones) and revisited lambdas are answered as decided afresh, bit for bit, more
+    samples and lambdas than it keeps included; a sample still in the cache is not profiled again."""
+    rng = np.random.default_rng(11)
+    policy = POLICIES["pretrained"]()
+    ref = OneAtATime(POLICIES["pretrained"]())
+    samples = []
+    for n in (700, 256, 256, 700, 40, 256):
+        x = CAS.sample_features(n, rng.uniform(0, 24, n), rng)
+        x.setflags(write=False)
+        samples.append(x)
+    lams = random_lams(rng, PolicyRuntime.CACHED_DECISIONS + 3)
+    profiled = []
+    original = policy.request_profiles
+    monkeypatch.setattr(policy, "request_profiles", lambda x: profiled.append(x) or original(x))
+    for step in range(400):
+        x = samples[int(rng.integers(len(samples)))]
+        lam = lams[int(rng.integers(len(lams)))]
+        cached = any(x is s for s, _ in policy._respond_cache)
+        before = len(profiled)
+        if step % 2:
+            np.testing.assert_array_equal(policy.act(x, lam), ref.act(x, lam))
+        else:
+            cost, revenue = policy.respond(x, lam)
+            expect = ref.respond(x, lam)
+            np.testing.assert_array_equal(cost, expect[0])
+            np.testing.assert_array_equal(revenue, expect[1])
+        assert len(profiled) == before + (not cached)
+        assert len(policy._respond_cache) <= PolicyRuntime.CACHED_SAMPLES
+        assert policy._respond_cache[0][0] is x  # the most recent first
+        assert all(len(entry[3]) <= PolicyRuntime.CACHED_DECISIONS for _, entry in policy._respond_cache)
+    assert len(profiled) < 200  # most calls were served from the cache
+
+
+@pytest.mark.parametrize("pool_ticks", [1, 3])
+def test_mpc_curve_sample_is_the_pooled_ticks_shared_when_one(pool_ticks):
+    """A pool of one tick is the curve's sample as it is (no copy: the policy's cached work on it
+    serves the curve and the next tick's re-basing); a longer pool is the ticks' concatenation."""
+    from mpc_balancer.balancer import Balancer
+    from mpc_balancer.forecast import TickForecaster
+
+    sim = Simulator(Traffic(load_trace("nasa"), period_s=60), cascade=CAS, n_requests=300, days=0.01, seed=3)
+    ctrl = make_controller("mpc", pool_ticks=pool_ticks)
+    sim.run(Balancer(ctrl, forecaster=TickForecaster(), response_requests=sim.response_requests, time_budget_s=float("inf")),
+            PolicyRuntime.load("pretrained", cost=CAS.cost))
+    assert len(ctrl.pool_) == pool_ticks and not ctrl.sample_.features.flags.writeable
+    if pool_ticks == 1:
+        assert ctrl.sample_.features is ctrl.pool_[0]
+    else:
+        np.testing.assert_array_equal(ctrl.sample_.features, np.concatenate(list(ctrl.pool_)))

@@ -201,3 +201,39 @@ def test_band_quantiles_in_one_sort_are_numpys_quantile_per_step(data):
                                          min_size=m, max_size=m)))
     expect = [np.quantile(E[:, k][~np.isnan(E[:, k])], levels[k]) for k in range(m)]
     np.testing.assert_array_equal(column_quantiles(E, levels), expect)
+
+
+class Unmemoised(TickForecaster):
+    """The reference: the slow model asked afresh on every tick."""
+
+    def _model_forecast(self, steps: int) -> dict:
+        return self.model_.predict(steps)
+
+
+def test_the_slow_models_forecast_reused_between_buckets_is_the_fresh_one():
+    """Between two buckets the slow model's forecast is reused; every tick's forecast equals the
+    fresh one bit for bit across fed buckets, a telemetry gap (skipped buckets), background refits
+    swapped in, a changing horizon and a checkpoint restored into a forecaster holding another state."""
+    q, t = history(days=3)
+    kw = dict(history_days=2.5, refit_every=24, warm_calib=60, calib_horizon=12)
+    fast, ref = TickForecaster(**kw).fit(q, t, 60.0), Unmemoised(**kw).fit(q, t, 60.0)
+    rng = np.random.default_rng(4)
+    times = [t[-1] + pd.Timedelta(minutes=k + 1) for k in range(400)]
+    times = times[:200] + times[260:]  # an hour without telemetry: buckets skipped
+    for k, now in enumerate(times):
+        qps = 1000.0 * (1 + 0.3 * np.sin(2 * np.pi * (now.hour + now.minute / 60 - 8) / 24)) * rng.uniform(0.95, 1.05)
+        fast.observe(now, qps)
+        ref.observe(now, qps)
+        h = 30 if k % 7 else 45
+        a, b = fast.predict(h), ref.predict(h)
+        np.testing.assert_array_equal(a["mean"], b["mean"])
+        np.testing.assert_array_equal(a["hi"], b["hi"])
+        if k == 150:
+            state = json.loads(json.dumps(fast.state_dict()))
+    restored = TickForecaster(**kw).fit(q, t, 60.0)
+    restored.predict(30)  # its forecast of the fitted state, to be forgotten on restore
+    restored.load_state_dict(state)
+    again = Unmemoised(**kw).fit(q, t, 60.0)
+    again.load_state_dict(state)
+    for h in (30, 30, 12):
+        np.testing.assert_array_equal(restored.predict(h)["hi"], again.predict(h)["hi"])
