@@ -43,8 +43,8 @@ def table(rows: list[dict]) -> str:
             if not sel:
                 continue
             out.append(f"\n{trace}, {scenario}: {len(sel)} seeds (mean [min, max])")
-            out.append(f"{'controller':<11}{'Return% of hindsight':>24}{'mu':>22}{'worst nu':>26}{'mu gap (worst)':>24}"
-                       f"{'guard cost %':>20}{'guard sub-ticks':>18}")
+            out.append(f"{'controller':<11}{'Return% of hindsight':>25}{'mu':>26}{'worst nu':>29}{'mu gap (worst)':>26}"
+                       f"{'guard cost %':>22}{'guard sub-ticks':>18}")
             for name in [m["controller"] for m in sel[0]["results"]]:
                 ms = [next(m for m in r["results"] if m["controller"] == name) for r in sel]
                 hs = [next((m for m in r["results"] if m["controller"] == "hindsight"), None) for r in sel]
@@ -58,7 +58,7 @@ def table(rows: list[dict]) -> str:
 
                 def f(v, p=4):
                     return f"{np.mean(v):.{p}f} [{np.min(v):.{p}f}, {np.max(v):.{p}f}]"
-                out.append(f"{name:<11}{f(ret, 2):>24}{f(mu):>22}{f(nu, 5):>26}{f(gap):>24}{f(cost, 2):>20}{np.mean(active):>18.0f}")
+                out.append(f"{name:<11}{f(ret, 2):>25}{f(mu):>26}{f(nu, 5):>29}{f(gap):>26}{f(cost, 2):>22}{np.mean(active):>18.0f}")
     return "\n".join(out)
 
 
