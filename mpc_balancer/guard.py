@@ -27,8 +27,8 @@ central controller sees in the applied lambda and its back-off answers. A node l
 lasting overload (no central controller catching up) keeps cycling around ``C_m``: over it on 70-90%
 of sub-ticks by 0.6-1.0% on average, where a hold band settles just under it; a node that may run
 without its central controller for long should set ``release`` to a few percent. Holding the band
-only until the next central decision was tried and was worse than either under the MPC (nyc-taxi:
-nu 0.0039, revenue 0.2 points lower than without the band).
+only until the next central decision was tried and, under the MPC, gave a higher nu and less
+revenue than no band.
 
 The load read at the end of one sub-tick sets the lambda of the next: a reaction delay of one
 sub-tick. The rules differ only in the step:
