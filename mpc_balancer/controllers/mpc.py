@@ -107,7 +107,9 @@ class MpcSettings:
         gain is scaled by ``1 - d / log(steady_ratio)`` (clipped to ``[0, 1]``), ``d`` the cluster's
         largest of ``|log qps/qps_prev|``, ``|log lambda/lambda_prev|`` and
         ``|log lambda_applied/lambda_decided|``: a burst's edges and the guard's raises do not
-        corrupt ``theta`` for the ticks after them, while small moves still teach it.
+        corrupt ``theta`` for the ticks after them, while small moves still teach it. The same ratio
+        weighs a guarded tick in the back-off: a guard raise that cut the cost per request by
+        ``steady_ratio`` or more (a burst shed) does not score the plan.
     time_limit_s : float
         OSQP's time limit per solve.
     rho, slack, alpha, beta : float
