@@ -571,8 +571,10 @@ class Runner:
             raise optuna.TrialPruned(f"the study already has its {self.spec.trials} trials")
         if self.spec.sampler == "grid" and not trial.user_attrs.get("queued"):
             raise optuna.TrialPruned("every grid point is queued; this trial was not")
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = self.spec.search_space.suggest(trial)
+        # after the parameters: a trial that names its worker has recorded what it runs, so one
+        # killed at any point afterwards is retried with the same setting
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             values = self.run_setting(params)
         except Exception as e:  # recorded: a setting that fails is a finished (failed) trial, not a killed one
