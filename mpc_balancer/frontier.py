@@ -67,6 +67,10 @@ class ResponseCurve:
         c = np.minimum.accumulate(self.cost[g])
         return float(np.interp(np.log(np.clip(lam, self.lam_grid[0], self.lam_grid[-1])), np.log(self.lam_grid), c))
 
+    def costs_at(self, lam) -> np.ndarray:
+        """:meth:`cost_at` of every cluster at its own lambda: ``(G,)`` from ``lam`` of shape ``(G,)``."""
+        return np.array([self.cost_at(g, lam[g]) for g in range(len(lam))])
+
     def hull(self, g: int) -> tuple[np.ndarray, np.ndarray]:
         """Breakpoints (cost ascending, revenue) of cluster ``g``'s efficient frontier."""
         return concave_hull(self.cost[g], self.revenue[g])

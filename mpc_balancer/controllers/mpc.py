@@ -341,8 +341,8 @@ class MpcController(Controller):
                 old_u = self.u_applied_ if exact_old else old_sample.cost(lam)
                 new_u = self._sample_cost(lam)
             else:
-                old_u = np.array([self.curve_.cost_at(g, lam[g]) for g in range(len(lam))])
-                new_u = np.array([new.cost_at(g, lam[g]) for g in range(len(lam))])
+                old_u = self.curve_.costs_at(lam)
+                new_u = new.costs_at(lam)
             self.theta_ = self.theta_ * old_u / np.maximum(new_u, 1e-12)
             if self.u_applied_ is not None:
                 self.u_applied_ = new_u
@@ -383,15 +383,15 @@ class MpcController(Controller):
         if not as_decided:
             # the nodes applied another lambda than decided (their guard raised it in a burst, or
             # they missed the update): the tick's load answers that lambda, not the plan's
-            u_now = np.array([curve.cost_at(g, lam_now[g]) for g in range(G)])
-            u_dec = np.array([curve.cost_at(g, decided[g]) for g in range(G)])
+            u_now = curve.costs_at(lam_now)
+            u_dec = curve.costs_at(decided)
             guard_raise = np.maximum(u_dec, 1e-12) / np.maximum(u_now, 1e-12)
             self.u_applied_, self.u_exact_ = u_now, False
         # offset-free: the disturbance theta (measured / predicted load) is estimated with the same
         # model the plan uses (the frontier's cost at the applied lambda), so it absorbs every model
         # error: the true/estimated cost gap, cross-cluster effects, the lag. It is multiplicative
         # because cost errors are: a gap learned at night still holds at the peak or in a spike.
-        u_last = self.u_applied_ if self.u_applied_ is not None else np.array([curve.cost_at(g, lam_now[g]) for g in range(G)])
+        u_last = self.u_applied_ if self.u_applied_ is not None else curve.costs_at(lam_now)
         if obs.qps > 0:
             predicted = obs.qps * u_last / ctx.capacity
             ok = predicted > 1e-3
@@ -402,7 +402,7 @@ class MpcController(Controller):
                 e = np.maximum(np.asarray(obs.load, dtype=float) - ctx.target, 0.0) / ctx.target
                 s = self.settings
                 # a guard's nudge scores the plan almost fully, a burst's raise not at all (module doc)
-                weight = np.clip(1.0 - np.abs(np.log(guard_raise)) / np.log(s.steady_ratio), 0.0, 1.0)
+                weight = self._steady_share(np.abs(np.log(guard_raise)))
                 counted = self.feasible_ & (lam_now < ctx.lam_max * (1 - 1e-9))
                 self.backoff_ = backoff_update(self.backoff_, e, counted, s.backoff_target, s.backoff_gain * weight,
                                                s.backoff_max, s.backoff_min)
@@ -434,7 +434,7 @@ class MpcController(Controller):
         if refine:
             self.u_applied_ = self._sample_cost(lam)  # measured on the sample, not interpolated
         else:
-            self.u_applied_ = np.array([curve.cost_at(g, lam[g]) for g in range(G)])
+            self.u_applied_ = curve.costs_at(lam)
         self.lam_out_, self.u_exact_ = lam.copy(), bool(refine)
         lam_plan = np.stack([curve.lam_for_costs(g, sol.u[g]) for g in range(G)], axis=1)
         load_plan = hi[:, None] * sol.u.T / cap_eff[None, :]
@@ -457,6 +457,11 @@ class MpcController(Controller):
             d = np.maximum(d, np.abs(np.log(lam / self.lam_prev_)))
         if self.qps_prev_ is not None and self.qps_prev_ > 0 and qps > 0:
             d = np.maximum(d, abs(np.log(qps / self.qps_prev_)))
+        return self._steady_share(d)
+
+    def _steady_share(self, d: np.ndarray) -> np.ndarray:
+        """``1 - d / log(steady_ratio)`` clipped to ``[0, 1]``: the weight of a tick whose operating
+        point moved by ``d`` in log (full at 0, none from ``log(steady_ratio)`` on)."""
         return np.clip(1.0 - d / np.log(self.settings.steady_ratio), 0.0, 1.0)
 
     def _sample_cost(self, lam: np.ndarray) -> np.ndarray:
@@ -494,7 +499,7 @@ class MpcController(Controller):
         if self.lam_out_ is not None and np.allclose(lam, self.lam_out_, rtol=1e-9, atol=0.0):
             return  # applied as planned: u_applied_ and planned_ stand
         if self.curve_ is not None:
-            u = np.array([self.curve_.cost_at(g, lam[g]) for g in range(len(lam))])
+            u = self.curve_.costs_at(lam)
             if self.u_applied_ is not None and not np.allclose(u, self.u_applied_, rtol=1e-3):
                 self.planned_ = None  # rate-limited or overridden: this tick does not score the plan
             self.u_applied_, self.u_exact_ = u, False
