@@ -526,7 +526,11 @@ class MpcController(Controller):
         self.theta_ = np.asarray(d["theta"], dtype=float)
         self.ticks_ = int(d["ticks"])
         self.u_applied_, self.planned_ = opt(d["u_applied"]), opt(d["planned"])
-        self.feasible_ = np.asarray(d.get("feasible", np.ones(len(self.theta_))), dtype=bool)
+        feasible = d.get("feasible", [True] * self.ctx_.n_clusters)  # checkpoints before it: every plan feasible
+        if not (isinstance(feasible, list) and len(feasible) == self.ctx_.n_clusters
+                and all(isinstance(f, bool) for f in feasible)):
+            raise ValueError(f"feasible must be a list of {self.ctx_.n_clusters} booleans, got {feasible!r}")
+        self.feasible_ = np.array(feasible, dtype=bool)
         self.u_exact_ = bool(d.get("u_exact", False))
         self.lam_applied_ = opt(d.get("lam_applied"))
         self.qps_hi_ = d.get("qps_hi")

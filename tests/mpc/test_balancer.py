@@ -447,3 +447,27 @@ def test_the_balancer_builds_the_response_only_for_controllers_that_read_it(sim,
         assert policy.calls == 0
         plain = Balancer(make_controller(name), time_budget_s=float("inf")).setup(sim.context(None))
         np.testing.assert_array_equal(plain.step(tel).lam_vector, dec.lam_vector)
+
+
+@pytest.mark.parametrize("feasible", [[True, False], "yes", [1, 0, 1], None])
+def test_a_corrupted_plan_feasibility_in_a_checkpoint_is_refused_by_name(sim, feasible):
+    """The back-off's record of which plans had slack: a checkpoint whose field is not one boolean
+    per cluster is refused naming it, and the balancer keeps its state; one without the field (an
+    older checkpoint) restores with every plan feasible."""
+    from forecasting.state import StateError
+
+    ctx = sim.context(POLICY)
+    a = Balancer(MpcController(horizon=10)).setup(ctx)
+    list(observations(sim, a, 3))
+    good = json.loads(json.dumps(a.state_dict()))
+    bad = json.loads(json.dumps(good))
+    bad["controller_state"]["feasible"] = feasible
+    b = Balancer(MpcController(horizon=10)).setup(ctx)
+    before = b.state_dict()
+    with pytest.raises(StateError, match="feasible must be a list of 3 booleans"):
+        b.load_state_dict(bad)
+    assert json.dumps(b.state_dict()) == json.dumps(before)
+    old = json.loads(json.dumps(good))
+    del old["controller_state"]["feasible"]
+    b.load_state_dict(old)
+    assert b.controller.feasible_.tolist() == [True, True, True]
