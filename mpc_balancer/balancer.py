@@ -314,6 +314,11 @@ class Balancer:
             if bad.any():
                 g = int(np.flatnonzero(bad)[0])
                 return f"invalid telemetry: {name}[{self.ctx_.clusters[g]}]={float(v[g])!r}"
+        if obs.over is not None:
+            bad = ~np.isfinite(obs.over) | (obs.over < 0) | (obs.over > self.max_load / self.ctx_.target - 1)
+            if bad.any():
+                g = int(np.flatnonzero(bad)[0])
+                return f"invalid telemetry: over[{self.ctx_.clusters[g]}]={float(obs.over[g])!r}"
         x = obs.features
         if x is not None and self.ctx_.policy is not None and not np.all(np.isfinite(x)):
             return f"invalid telemetry: features row {int(np.argwhere(~np.isfinite(x))[0, 0])} is not finite"

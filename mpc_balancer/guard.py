@@ -117,6 +117,17 @@ class NodeGuard:
         self.floor = np.zeros(self.target.size)
         self.lam_local = None
         self.last_load = None  # the load read at the end of the previous sub-tick
+        self.over_sum = np.zeros(self.target.size)  # sum of max(L - C_m, 0) / C_m over the readings since take_over
+        self.readings = np.zeros(self.target.size, dtype=np.int64)
+
+    def take_over(self) -> np.ndarray | None:
+        """The node's over-utilisation since the last call, per cluster, in units of ``C_m``: the
+        mean over the loads read by :meth:`observe` of ``max(L - C_m, 0) / C_m`` (MaRCA's nu on the
+        node's own readings; what :class:`~mpc_balancer.telemetry.Telemetry` ``over`` reports once
+        a tick). None when a cluster had no finite reading. Starts the next count."""
+        over = None if not self.readings.all() else self.over_sum / self.readings
+        self.over_sum, self.readings = np.zeros(self.target.size), np.zeros(self.target.size, dtype=np.int64)
+        return over
 
     @property
     def active(self) -> np.ndarray:
@@ -135,12 +146,18 @@ class NodeGuard:
         return self.lam_local
 
     def observe(self, load) -> None:
-        """The node's load per cluster at the end of the sub-tick: sets the next sub-tick's floor."""
+        """The node's load per cluster at the end of the sub-tick: counted for :meth:`take_over`,
+        and sets the next sub-tick's floor."""
+        load = np.array(load, dtype=float)  # a copy: kept as last_load, whatever the caller does with its buffer
+        if load.shape != self.target.shape:
+            raise ValueError(f"load must have {self.target.size} values, got shape {load.shape}")
+        ratio = load / self.target
+        read = np.isfinite(ratio)
+        self.over_sum += np.where(read, np.maximum(ratio - 1.0, 0.0), 0.0)
+        self.readings += read
         if self.rule == "none" or self.lam_local is None:
             return
-        load = np.array(load, dtype=float)  # a copy: kept as last_load, whatever the caller does with its buffer
-        ratio = load / self.target
-        ratio = np.where(np.isfinite(ratio), ratio, 1.0)  # a broken meter neither raises nor releases
+        ratio = np.where(read, ratio, 1.0)  # a broken meter neither raises nor releases
         over = ratio > 1.0
         answering = np.zeros(over.shape, dtype=bool)  # over C_m but already answering the last raise
         if self.lookahead > 0 and self.last_load is not None:

@@ -44,6 +44,13 @@ class Telemetry:
         The lambda in force during the tick.
     features : (n, d) array or None
         A sample of the tick's requests, as the policy reads them; None sends aggregates only.
+    over : mapping (or pandas Series) cluster -> float, array in cluster order, or None
+        The over-utilisation the nodes saw during the tick, in units of ``C_m``: the mean over
+        their own load readings (e.g. each node guard's sub-tick reading) of
+        ``max(load - C_m, 0) / C_m``. This is MaRCA's nu measured where the overload happens; the
+        MPC's back-off calibrates on it. None (default): the MPC scores the tick's mean ``load``
+        instead, which misses overloads shorter than a tick and counts the meter's noise near
+        ``C_m`` as overload.
     """
 
     time: object
@@ -51,6 +58,7 @@ class Telemetry:
     load: object
     lam: object
     features: np.ndarray | None = None
+    over: object = None
 
 
 def _per_cluster(name: str, value, clusters: tuple[str, ...]) -> np.ndarray:
@@ -98,4 +106,5 @@ def to_observation(tel: Telemetry, clusters: tuple[str, ...], t: int, n_features
             raise ValueError(f"telemetry features must be a 2-D array (requests x features) with >= 1 row, got shape {x.shape}")
         if n_features is not None and x.shape[1] != n_features:
             raise ValueError(f"telemetry features must have {n_features} columns (as before), got {x.shape[1]}")
-    return Observation(t=t, time=time, qps=qps, load=load, lam=lam, features=x)
+    over = None if tel.over is None else _per_cluster("over", tel.over, clusters)
+    return Observation(t=t, time=time, qps=qps, load=load, lam=lam, features=x, over=over)

@@ -51,6 +51,7 @@ class Observation:
     load: np.ndarray  # measured load per cluster
     lam: np.ndarray  # lambda applied in the last tick
     features: np.ndarray | None = None  # request sample of the last tick (None: telemetry only)
+    over: np.ndarray | None = None  # over-utilisation per cluster the nodes saw (None: not reported)
 
 
 @dataclass

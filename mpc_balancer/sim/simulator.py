@@ -268,7 +268,8 @@ class Simulator:
             if dec is not None and dec.plan is not None and "backoff" in dec.plan.info:
                 backoff_log[k] = dec.plan.info["backoff"]
                 extra["backoff_target"] = dec.plan.info["backoff_target"]
-            tel = Telemetry(time=self.times[k], qps=qps, load=measured, lam=lam, features=x)
+            # the nodes report the overload their guard read over the tick (its sub-tick loads)
+            tel = Telemetry(time=self.times[k], qps=qps, load=measured, lam=lam, features=x, over=guard.take_over())
         wall = time.perf_counter() - t0
         log = pd.DataFrame(cols, index=self.times)
         for g, cname in enumerate(cas.clusters):

@@ -359,37 +359,43 @@ def test_theta_learns_fully_at_steady_state_and_not_across_a_step(sim):
 
 
 def test_backoff_scores_a_guard_nudge_but_not_a_burst_raise_or_an_infeasible_plan(sim):
-    """The tick ended 5% over C_m. The back-off answers it in full when the nodes applied the
-    decided lambda, in part when their guard nudged it up a little (the plan was a little over C_m:
-    skipping such ticks let the margin fall until the guard caught most sub-ticks), less the more
-    the guard raised it, nothing once the raise cut the cost per request by ``steady_ratio`` (a
-    burst shed), and nothing when the plan itself had slack (no lambda met C_m - b)."""
+    """The nodes saw an over-utilisation of 0.02 over the tick (its mean load ended 5% over C_m).
+    The back-off answers it in full when the nodes applied the decided lambda, in part when their
+    guard nudged it up a little (the plan was a little over C_m: skipping such ticks let the margin
+    fall until the guard caught most sub-ticks), less the more the guard raised it, nothing once the
+    raise cut the cost per request by ``steady_ratio`` (a burst shed), and nothing when the plan
+    itself had slack (no lambda met C_m - b). Without the nodes' ``over`` it scores the tick's mean
+    load against ``backoff_target_load``."""
     from mpc_balancer.controllers.base import Observation
 
     ctx = sim.context(POLICY)
     x = list(sim.environment())[0][1]
     qps = 2000.0
     fc = {"mean": np.full(10, qps), "hi": np.full(10, 1.1 * qps)}
-    obs = lambda lam, load: Observation(t=0, time=pd.Timestamp("2024-01-01"), qps=qps,  # noqa: E731
-                                        load=np.full(3, load), lam=lam, features=x)
+    obs = lambda lam, load, over=None: Observation(t=0, time=pd.Timestamp("2024-01-01"), qps=qps,  # noqa: E731
+                                                   load=np.full(3, load), lam=lam, features=x, over=over)
 
-    def rise(raise_factor, feasible=True):
+    def rise(raise_factor, feasible=True, over=0.02):
         c = MpcController(horizon=10).setup(ctx)
         plan = c.make_step(obs(np.full(3, 0.05), 0.8), fc)
         c.notify_applied(plan.lam)
         c.ticks_, c.feasible_ = 31, np.full(3, feasible)  # past the start-up transient
         b0 = c.backoff_.copy()
         applied = np.minimum(plan.lam * raise_factor, ctx.lam_max / 2)
-        c.make_step(obs(applied, 0.9 * 1.05), fc)
+        reported = None if over is None else np.full(3, over)
+        info = c.make_step(obs(applied, 0.9 * 1.05, reported), fc).info
         r = np.array([c.curve_.cost_at(g, plan.lam[g]) / c.curve_.cost_at(g, applied[g]) for g in range(3)])
         weight = np.clip(1 - np.log(r) / np.log(c.settings.steady_ratio), 0, 1) * feasible
         s = c.settings
-        np.testing.assert_allclose(c.backoff_, np.clip(b0 + s.backoff_gain * weight * (0.05 - s.backoff_target),
+        e, target = (0.05, s.backoff_target_load) if over is None else (over, s.backoff_target)
+        assert info["backoff_target"] == target
+        np.testing.assert_allclose(c.backoff_, np.clip(b0 + s.backoff_gain * weight * (e - target),
                                                        s.backoff_min, s.backoff_max), rtol=1e-9, atol=1e-12)
         return c.backoff_ - b0, r
 
     s = MpcController().settings
-    full = s.backoff_gain * (0.05 - s.backoff_target)
+    assert s.backoff_target != s.backoff_target_load
+    full = s.backoff_gain * (0.02 - s.backoff_target)
     rises = {f: rise(f) for f in (1.0, 1.15, 4.0, 1e3)}
     np.testing.assert_allclose(rises[1.0][0], full, rtol=1e-9)
     assert np.all((rises[1.15][0] > 0.5 * full) & (rises[1.15][0] < full))  # a nudge counts, nearly in full
@@ -398,6 +404,8 @@ def test_backoff_scores_a_guard_nudge_but_not_a_burst_raise_or_an_infeasible_pla
     assert np.any(r_top > s.steady_ratio) and np.all(rises[1e3][0][r_top > s.steady_ratio] == 0)  # a burst's raise
     for f in (1.0, 1.15):
         assert np.all(rise(f, feasible=False)[0] == 0)
+    np.testing.assert_allclose(rise(1.0, over=None)[0], s.backoff_gain * (0.05 - s.backoff_target_load), rtol=1e-9)
+    np.testing.assert_allclose(rise(1.0, over=0.0)[0], -s.backoff_gain * s.backoff_target, rtol=1e-9)  # a calm tick
 
 
 class CountingPolicy:

@@ -88,8 +88,10 @@ def reference_run(sim: Simulator, controller, policy) -> dict:
         for key, v in zip(("revenue", "served", "degraded", "dropped", "lam", "true_load", "guard_cost", "guard_subticks",
                            "subtick_load"), (*tick, lam, true_tick, cost, on_ticks, np.array(loads))):
             out[key].append(v)
+        # the nodes' over-utilisation: the mean of max(L / C_m - 1, 0) over the sub-ticks' loads
+        over = np.maximum(np.array(loads) / plant.target - 1.0, 0.0).sum(axis=0) / N
         tel = Telemetry(time=sim.times[k], qps=arrivals / period, load=true_tick * (1 + plant.config.load_noise * noise),
-                        lam=lam, features=x)
+                        lam=lam, features=x, over=over)
     return {k: np.array(v) for k, v in out.items()}
 
 
