@@ -18,9 +18,10 @@ import logging
 
 from .balancer import Balancer, Decision
 from .controllers import Controller, Plan, make_controller
+from .guard import NodeGuard
 from .policy import Policy
 from .telemetry import Cluster, Telemetry
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # the host application decides what is shown
 
-__all__ = ["Balancer", "Cluster", "Controller", "Decision", "Plan", "Policy", "Telemetry", "make_controller"]
+__all__ = ["Balancer", "Cluster", "Controller", "Decision", "NodeGuard", "Plan", "Policy", "Telemetry", "make_controller"]

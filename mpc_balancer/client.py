@@ -5,7 +5,8 @@
     from mpc_balancer.client import BalancerClient
     c = BalancerClient("http://127.0.0.1:8080", token=WRITE_TOKEN, node="node-7",
                        safe_lam={"retrieval": 1.0, "prerank": 1.0, "rank": 1.0})
-    c.report(time=ts, qps=812.0, load={...}, lam=current_lam)        # once per tick, off the request path
+    c.report(time=ts, qps=812.0, load={...}, lam=current_lam,        # once per tick, off the request path
+             over=dict(zip(clusters, guard.take_over())))             # the node guard's count (optional)
     d = c.decision()                                                  # e.g. every few seconds
     d.lam                                                             # apply this
 
@@ -100,25 +101,28 @@ class BalancerClient:
             raise ServiceError(e.code, detail) from None
 
     @staticmethod
-    def _tick(time, qps, load, lam, features) -> dict:
+    def _tick(time, qps, load, lam, features, over) -> dict:
         t = time.isoformat() if hasattr(time, "isoformat") else str(time)
         x = None
         if features is not None:
             x = features.tolist() if hasattr(features, "tolist") else [list(map(float, r)) for r in features]
         return {"time": t, "qps": float(qps), "load": {k: float(v) for k, v in dict(load).items()},
-                "lam": {k: float(v) for k, v in dict(lam).items()}, "features": x}
+                "lam": {k: float(v) for k, v in dict(lam).items()}, "features": x,
+                "over": None if over is None else {k: float(v) for k, v in dict(over).items()}}
 
     # -- telemetry ------------------------------------------------------------------------------
-    def report(self, time, qps: float, load: dict, lam: dict, features=None) -> dict:
-        """Post this node's report for the tick ending at ``time`` (``POST /v1/telemetry``).
+    def report(self, time, qps: float, load: dict, lam: dict, features=None, over: dict | None = None) -> dict:
+        """Post this node's report for the tick ending at ``time`` (``POST /v1/telemetry``);
+        ``over``: the over-utilisation the node saw (e.g. its
+        :meth:`~mpc_balancer.guard.NodeGuard.take_over`), see :class:`~mpc_balancer.telemetry.Telemetry`.
         Raises ServiceError (422: the body names the bad field; 409: tick already closed)."""
         if self.node is None:
             raise ValueError("report needs the client's node name (BalancerClient(..., node=...))")
-        return self.request("POST", "/v1/telemetry", {"node": self.node, **self._tick(time, qps, load, lam, features)})[2]
+        return self.request("POST", "/v1/telemetry", {"node": self.node, **self._tick(time, qps, load, lam, features, over)})[2]
 
-    def step(self, time, qps: float, load: dict, lam: dict, features=None) -> dict:
+    def step(self, time, qps: float, load: dict, lam: dict, features=None, over: dict | None = None) -> dict:
         """A whole tick for a scheduler that owns the clock (``POST /v1/step``): the decision body."""
-        body = self.request("POST", "/v1/step", self._tick(time, qps, load, lam, features))[2]
+        body = self.request("POST", "/v1/step", self._tick(time, qps, load, lam, features, over))[2]
         self._cached, self._etag = body, f'"v{body["version"]}"'
         return body
 

@@ -2,7 +2,9 @@
 
 The nodes of a serving fleet each report their own share of a tick: ``qps`` is summed, ``load``
 and ``lam`` are averaged weighted by each node's ``qps`` (plain mean when no node had traffic; a
-value every node reports alike is taken as is, without rounding), and the feature samples are
+value every node reports alike is taken as is, without rounding), so is ``over`` when every node
+reports it (a tick where some node does not has no ``over``: the MPC's back-off then scores the
+tick's mean load), and the feature samples are
 concatenated in node-name order and, above ``max_rows``, thinned to ``max_rows`` evenly spaced
 rows. The result does not depend on the order in which the reports arrived.
 """
@@ -28,17 +30,19 @@ class NodeReport:
     lam: dict
     features: list | None
     received: float  # wall clock (s since the epoch) at acceptance
+    over: dict | None = None  # cluster -> over-utilisation the node saw (None: not reported)
 
     def to_json(self) -> dict:
         """The report as JSON-able values (for the store)."""
         return {"node": self.node, "time": self.time.isoformat(), "qps": self.qps, "load": self.load, "lam": self.lam,
-                "features": self.features, "received": self.received}
+                "features": self.features, "received": self.received, "over": self.over}
 
     @classmethod
     def from_json(cls, d: dict) -> NodeReport:
         """The inverse of :meth:`to_json`."""
         return cls(node=d["node"], time=pd.Timestamp(d["time"]), qps=float(d["qps"]), load=dict(d["load"]),
-                   lam=dict(d["lam"]), features=d["features"], received=float(d["received"]))
+                   lam=dict(d["lam"]), features=d["features"], received=float(d["received"]),
+                   over=None if d.get("over") is None else dict(d["over"]))
 
 
 def _weighted(values: list[float], weights: list[float]) -> float:
@@ -61,10 +65,13 @@ def aggregate(reports: list[NodeReport], clusters: tuple, max_rows: int) -> Tele
     q = [r.qps for r in reports]
     load = {c: _weighted([r.load[c] for r in reports], q) for c in clusters}
     lam = {c: _weighted([r.lam[c] for r in reports], q) for c in clusters}
+    over = None
+    if all(r.over is not None for r in reports):
+        over = {c: _weighted([r.over[c] for r in reports], q) for c in clusters}
     rows = [row for r in reports if r.features for row in r.features]
     x = None
     if rows:
         x = np.asarray(rows, dtype=float)
         if len(x) > max_rows:
             x = x[np.linspace(0, len(x) - 1, max_rows).round().astype(np.int64)]
-    return Telemetry(time=reports[0].time, qps=math.fsum(q), load=load, lam=lam, features=x)
+    return Telemetry(time=reports[0].time, qps=math.fsum(q), load=load, lam=lam, features=x, over=over)

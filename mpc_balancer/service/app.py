@@ -135,13 +135,13 @@ def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) ->
     def post_telemetry(body: ReportIn):
         t = validate(body)
         report = NodeReport(node=body.node, time=t, qps=body.qps, load=body.load, lam=body.lam,
-                            features=body.features, received=time.time())
+                            features=body.features, received=time.time(), over=body.over)
         return guarded(service.report, report)
 
     @app.post("/v1/step", dependencies=[write])
     def post_step(body: TickIn):
         t = validate(body)
-        tel = Telemetry(time=t, qps=body.qps, load=body.load, lam=body.lam, features=body.features)
+        tel = Telemetry(time=t, qps=body.qps, load=body.load, lam=body.lam, features=body.features, over=body.over)
         return guarded(service.step, t, tel)
 
     @app.get("/v1/decision", dependencies=[read])

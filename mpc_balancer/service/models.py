@@ -27,6 +27,10 @@ class TickIn(BaseModel):
     lam: dict[str, NonNegative] = Field(description="cluster -> lambda in force during the tick")
     features: list[list[Finite]] | None = Field(default=None, description="a sample of the tick's requests "
                                                 "(rows of the policy's features), or null: telemetry-only")
+    over: dict[str, NonNegative] | None = Field(default=None, description="cluster -> over-utilisation the nodes "
+                                                "saw during the tick: the mean of max(load - C_m, 0) / C_m over "
+                                                "their own load readings (the MPC's back-off calibrates on it), "
+                                                "or null: the back-off scores the tick's mean load")
 
 
 class ReportIn(TickIn):
@@ -84,7 +88,10 @@ def check_tick(tick: TickIn, clusters: tuple, *, max_load: float, lam_max: float
     errors = []
     if tick.qps > max_qps:
         errors.append(_err(("qps",), f"qps {tick.qps!r} is above max_qps {max_qps:g}", tick.qps))
-    for name, values, top in (("load", tick.load, max_load), ("lam", tick.lam, lam_max)):
+    per_cluster = [("load", tick.load, max_load), ("lam", tick.lam, lam_max)]
+    if tick.over is not None:  # its range depends on each cluster's C_m: the Balancer checks it
+        per_cluster.append(("over", tick.over, float("inf")))
+    for name, values, top in per_cluster:
         for c in values:
             if c not in clusters:
                 errors.append(_err((name, c), f"unknown cluster {c!r}; the clusters are {list(clusters)}", c))

@@ -508,3 +508,42 @@ def test_a_balancer_shared_by_threads_serialises_its_ticks():
         t.join()
     assert not errors, errors
     assert sum(bal.counts_.values()) == 120
+
+
+def test_bad_over_utilisation_is_named_or_held():
+    """``over`` is read by cluster name like ``load``; a wrong shape is the caller's bug, a value no
+    node can have counted (negative, NaN, more than ``max_load`` allows) a sensor fault that holds."""
+    _, bal = two_cluster_pid(initial_lam=0.02, max_load=2.0)
+    with pytest.raises(ValueError, match=r"telemetry over: missing clusters \['c1'\]"):
+        tick(bal, 0, over={"c0": 0.01})
+    with pytest.raises(ValueError, match="telemetry over must have one value per cluster"):
+        tick(bal, 0, over=[0.0, 0.0, 0.0])
+    for k, bad in enumerate((-0.01, float("nan"), 2.0 / 0.9 - 1 + 1e-9)):
+        d = tick(bal, k, over={"c0": 0.0, "c1": bad})
+        assert d.status == "hold" and d.reason.startswith(f"invalid telemetry: over[c1]={bad!r}"), d.reason
+        assert d.lam == {"c0": 0.02, "c1": 0.02}
+    assert tick(bal, 3, over={"c0": 0.0, "c1": 2.0 / 0.9 - 1}).status == "ok"  # the largest possible
+
+
+def test_mpc_backoff_reads_the_nodes_over_utilisation_by_cluster_name():
+    """The same tick reported with ``over`` keyed in another order gives the same back-off; without
+    ``over`` the back-off scores the mean load against ``backoff_target_load`` instead."""
+    policy = SeparablePolicy(2)
+
+    def run(over):
+        bal = mb.Balancer.create("mpc", clusters={c: mb.Cluster(capacity=1500.0) for c in policy.clusters},
+                                 policy=policy, history=history(), horizon=10, time_budget_s=float("inf"))
+        rng = np.random.default_rng(0)
+        x, plan = None, None
+        for k in range(40):
+            d = tick(bal, k, load={"c0": 0.92, "c1": 0.85}, features=x, **({} if over is None else {"over": over}))
+            plan = d.plan
+            x = np.column_stack([rng.normal(0, 0.7, 300), rng.gamma(4.0, 0.25, (300, 2))])
+        return np.array(bal.controller.backoff_), plan.info["backoff_target"]
+
+    b1, t1 = run({"c0": 0.03, "c1": 0.0})
+    b2, _ = run(pd.Series({"c1": 0.0, "c0": 0.03}))
+    np.testing.assert_array_equal(b1, b2)
+    assert b1[0] > b1[1] and t1 == 0.001  # c0 overloaded by the nodes' count, c1 calm
+    b3, t3 = run(None)
+    assert t3 == 0.003 and b3[0] > b3[1] and not np.allclose(b3, b1)  # the mean load: 0.92 > 0.9 on c0

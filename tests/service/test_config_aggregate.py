@@ -1,7 +1,9 @@
 """The service's config errors (file, section, key, value) and the per-tick aggregation."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -79,6 +81,19 @@ def test_aggregate_sums_weights_merges_and_ignores_arrival_order():
     np.testing.assert_array_equal(thin.features[[0, -1]], tels[0].features[[0, -1]])  # evenly spaced, ends kept
     idle = aggregate([_report("x", 0.0, [0.2, 0.4]), _report("y", 0.0, [0.4, 0.8])], ("a", "b"), 10)
     assert idle.load == {"a": pytest.approx(0.3), "b": pytest.approx(0.6)} and idle.features is None
+
+
+def test_aggregate_weighs_over_by_qps_only_when_every_node_reports_it():
+    reports = [dataclasses.replace(_report(f"n{i}", q, [0.9, 0.9]), over={"a": o, "b": 0.0})
+               for i, (q, o) in enumerate(((10.0, 0.02), (30.0, 0.0), (60.0, 0.01)))]
+    for p in itertools.permutations(reports):
+        t = aggregate(list(p), ("a", "b"), max_rows=10)
+        assert t.over == {"a": pytest.approx((10 * 0.02 + 60 * 0.01) / 100, rel=1e-14), "b": 0.0}
+    assert aggregate(reports + [_report("n9", 5.0, [0.9, 0.9])], ("a", "b"), 10).over is None
+    for r in reports + [_report("n9", 5.0, [0.9, 0.9])]:
+        assert NodeReport.from_json(json.loads(json.dumps(r.to_json()))) == r  # the store's round trip
+    old = {k: v for k, v in reports[0].to_json().items() if k != "over"}  # stored before over existed
+    assert NodeReport.from_json(old).over is None
 
 
 def test_service_decision_path_is_torch_free(tmp_path):

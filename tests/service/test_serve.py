@@ -207,6 +207,9 @@ BAD_FIELDS = [
     ("lam", {"lam": {**GOOD["lam"], "rank": 1e9}}, ["body", "lam", "rank"]),
     ("lam", {"lam": {**GOOD["lam"], "rank": -1}}, ["body", "lam", "rank"]),
     ("features", {"features": [[1.0, 2.0]]}, ["body", "features"]),  # telemetry-only service
+    ("over", {"over": {c: 0.0 for c in ("retrieval", "prerank")}}, ["body", "over", "rank"]),
+    ("over", {"over": {"retrieval": 0.0, "prerank": 0.0, "rank": -0.01}}, ["body", "over", "rank"]),
+    ("over", {"over": {"retrieval": 0.0, "prerank": 0.0, "rank": 0.0, "ranking": 0.0}}, ["body", "over", "ranking"]),
     ("extra", {"colour": "blue"}, ["body", "colour"]),
 ]
 
@@ -227,6 +230,12 @@ def test_bad_fields_get_422_naming_the_field_and_never_reach_the_controller(tmp_
     assert call(srv.url + "/v1/decision", token=READ)[1]["version"] == version  # nothing was stepped
     assert call(srv.url + "/v1/telemetry", "POST", GOOD)[0] == 202
     assert call(srv.url + "/v1/decision", token=READ)[1]["version"] == version + 1
+    # an over-utilisation no node can have counted (its range depends on C_m) reaches the Balancer,
+    # which holds the tick naming it
+    late = (T0 + pd.Timedelta(minutes=1)).isoformat()
+    body = {**{k: v for k, v in GOOD.items() if k != "node"}, "time": late, "over": {c: 50.0 for c in CLUSTERS}}
+    status, got, _ = call(srv.url + "/v1/step", "POST", body)
+    assert status == 200 and got["status"] == "hold" and "over[retrieval]=50.0" in got["reason"], got
 
 
 def test_auth_scopes_etag_and_metrics(tmp_path, server_factory):

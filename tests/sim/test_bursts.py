@@ -204,6 +204,29 @@ def test_maxpower_steps_by_a_fixed_factor_and_none_never_acts():
         NodeGuard("fast", target=[0.9])
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 3.0), st.floats(0.0, 3.0)), min_size=1, max_size=30),
+       st.sampled_from(["proportional", "maxpower", "none"]))
+def test_take_over_is_nu_on_the_guards_readings_and_starts_a_new_count(loads, rule):
+    """take_over is MaRCA's nu (mean of max(L - C_m, 0) / C_m) over the loads observed since the
+    last call, whatever the rule (also with no guard acting), and the next count starts from zero."""
+    g = NodeGuard(rule, target=[0.9, 0.5])
+    g.apply(np.array([0.01, 0.01]))
+    for L in loads:
+        g.observe(L)
+        g.apply(np.array([0.01, 0.01]))
+    L = np.array(loads)
+    np.testing.assert_allclose(g.take_over(), np.maximum(L - [0.9, 0.5], 0).mean(axis=0) / [0.9, 0.5], rtol=1e-12, atol=1e-15)
+    assert g.take_over() is None  # nothing read since
+    g.observe([float("nan"), 0.6])  # a broken meter on one cluster is not counted
+    g.observe([1.8, 0.6])
+    np.testing.assert_allclose(g.take_over(), [1.0, 0.2], rtol=1e-12)
+    g.observe([float("nan"), 0.6])
+    assert g.take_over() is None  # a cluster with no reading: no count for the tick
+    with pytest.raises(ValueError, match="load must have 2 values"):
+        g.observe([1.0])
+
+
 # ------------------------------------------------------------------------------ controllers
 def test_pid_continues_from_the_lambda_the_nodes_applied():
     from mpc_balancer.controllers.base import ControlContext, Observation
