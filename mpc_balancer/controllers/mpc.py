@@ -18,13 +18,19 @@ moves keep the curve's reading, whose errors the disturbance ``theta`` has alrea
 Lambda may rise at once but falls at most ``max_fall`` x per tick.
 
 The back-off is an online chance constraint. Each cluster's load budget is ``C_m - b`` and, after
-every tick, ``b <- clip(b + backoff_gain (e - nu*), backoff_min, backoff_max)`` with ``e = max(L - C_m, 0) / C_m``
-the measured over-utilisation of the tick and ``nu* = backoff_target``: calm ticks lower the
+every tick, ``b <- clip(b + backoff_gain (e - nu*), backoff_min, backoff_max)`` with ``e`` the
+over-utilisation the nodes saw during the tick (:class:`~mpc_balancer.telemetry.Telemetry`
+``over``: the mean of ``max(L - C_m, 0) / C_m`` over their own load readings, MaRCA's nu where
+it happens) and ``nu* = backoff_target``. A tick without ``over`` uses ``e = max(L - C_m, 0) /
+C_m`` of its mean measured load and ``nu* = backoff_target_load``: that reading misses overloads
+shorter than a tick and counts the meter's noise near ``C_m`` as overload, so where it settles
+depends on the meter (:class:`MpcSettings`). Calm ticks lower the
 margin by ``backoff_gain nu*``, overloaded ones raise it by their excess. Summed over ``T``
 ticks the updates telescope, so the mean of ``e`` is within ``(backoff_max - backoff_min) /
 (backoff_gain T)`` of ``nu*`` whenever ``b`` stays inside its bounds (stochastic approximation, as
-in adaptive conformal inference): the long-run nu of any trace converges to the target without a
-quantile tuned on one trace. ``b`` may go below zero (``backoff_min=-0.05``): the plan is made on
+in adaptive conformal inference): the long-run nu of the counted ticks converges to the target on
+any trace, without a quantile tuned on one trace (the ticks not counted, below, add to the nu of
+the run). ``b`` may go below zero (``backoff_min=-0.05``): the plan is made on
 the forecast's upper band, itself a margin, and where that band alone over-protects the chance
 constraint gives part of it back. The margin answers the plan's own misses (the cost model, the
 disturbance estimate, the sampled request mix): a tick counts only if its traffic stayed within the
