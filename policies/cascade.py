@@ -341,7 +341,11 @@ _BETA23_F = _beta23_cdf(_BETA23_X)
 
 
 def _beta23_ppf(q: np.ndarray) -> np.ndarray:
-    x = np.interp(q, _BETA23_F, _BETA23_X)
+    # the table look-up in increasing q: np.interp's search then follows its last find (4x faster on
+    # a shuffled sample); each value is the same interpolation whatever the order
+    order = np.argsort(q)
+    x = np.empty_like(q, dtype=float)
+    x[order] = np.interp(q[order], _BETA23_F, _BETA23_X)
     # in the end intervals the table is too coarse: the tails' leading terms F ~ 6x^2, 1 - F ~ 4(1-x)^3
     x = np.where(q < _BETA23_F[1], np.sqrt(q / 6.0), x)
     x = np.where(q > _BETA23_F[-2], 1.0 - np.cbrt((1.0 - q) / 4.0), x)

@@ -136,3 +136,23 @@ def test_spec_round_trip_and_bad_inputs():
         check_lambda([0.1, -1, 0], 3)
     with pytest.raises(ValueError, match="lambda must have shape"):
         check_lambda([0.1, 0.2], 3)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 2000))
+@settings(max_examples=50, deadline=None)
+def test_beta23_quantiles_do_not_depend_on_the_order_of_the_sample(seed, n):
+    """The Beta(2, 3) quantile behind the stratified diversity feature: every value is its own
+    quantile, whatever the other values or their order (the table is searched in sorted order), and
+    inverts the CDF."""
+    from policies.cascade import _beta23_cdf, _beta23_ppf
+
+    rng = np.random.default_rng(seed)
+    q = rng.random(n)
+    q[: min(n, 3)] = [np.finfo(float).tiny, np.nextafter(1.0, 0.0), 0.5][: min(n, 3)]
+    x = _beta23_ppf(q)
+    perm = rng.permutation(n)
+    np.testing.assert_array_equal(_beta23_ppf(q[perm]), x[perm])
+    picked = rng.choice(n, min(n, 20), replace=False)
+    np.testing.assert_array_equal([_beta23_ppf(q[i:i + 1])[0] for i in picked], x[picked])
+    assert np.all((x >= 0) & (x <= 1))
+    np.testing.assert_allclose(_beta23_cdf(x), q, atol=1e-12)
