@@ -465,7 +465,7 @@ class PolicyRuntime:
         rest = np.flatnonzero(count > 1)
         if len(rest) <= self.LOOP_CHUNKS:  # few chunks left: score each over its own survivors
             for c in rest:
-                cols = np.flatnonzero(keep[c])  # in index order: ties resolve as in the full argmax
+                cols = keep[c].nonzero()[0]  # in index order: ties resolve as in the full argmax
                 scores = zct[:, c].T @ psi_t[:, cols]  # (CH, K)
                 scores -= pen[cols]
                 best[c] = cols[scores.argmax(axis=1)]
@@ -536,7 +536,9 @@ class PolicyRuntime:
                 if k == key:
                     return actions[None, :]
         scores = self._lambda_free(entry)
-        if isinstance(scores, _ChunkBoxes):
+        if isinstance(scores, _ChunkBoxes) and len(lams) == 1:  # one decision (the plant's): no stacking
+            a = self._decide(entry[0], lams[0], scores)[None, :]
+        elif isinstance(scores, _ChunkBoxes):
             a = (np.stack([self._decide(entry[0], lam, scores) for lam in lams]) if len(lams)
                  else np.empty((0, len(entry[0])), np.int64))
         elif len(lams) > 1 and scores.dtype != self.SWEEP_DTYPE:  # a sweep, on the scores in SWEEP_DTYPE

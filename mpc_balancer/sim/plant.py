@@ -179,13 +179,14 @@ class Plant:
             rev = cas.expected_revenue_w(weights, final) if final is not actions else served.revenue.copy()
             rev[dropped] = 0.0
             rev_sum = rev.sum()
+            # counts: rounding the cumulative fractions keeps served + degraded + dropped == arrivals
+            n_drop = int(round(arrivals * float(drop_frac.max())))
+            n_deg = int(round(arrivals * float(deg_frac.max()))) - n_drop
         else:  # every request is served at its chosen action
-            deg_frac = drop_frac = np.zeros(len(L))
+            deg_frac = np.zeros(len(L))
             rev_sum = served.revenue_sum
             final, dropped = actions, np.zeros(n, dtype=bool)
-        # counts: rounding the cumulative fractions keeps served + degraded + dropped == arrivals
-        n_drop = int(round(arrivals * float(drop_frac.max())))
-        n_deg = int(round(arrivals * float(deg_frac.max()))) - n_drop
+            n_drop = n_deg = 0
         return TickOutcome(
             load=L * (1 + self.config.load_noise * noise),
             true_load=L.copy(),

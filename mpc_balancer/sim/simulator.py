@@ -216,9 +216,10 @@ class Simulator:
         guard_cost, guard_subticks = np.zeros(T), np.zeros((T, G), dtype=np.int64)
         held = lam.copy()  # the lambda the nodes hold (the last decided and applied one)
         ads = None if self.outcomes is None else self.outcomes.recorder(T)
+        day_s = (self.times.hour * 3600 + self.times.minute * 60 + self.times.second).to_numpy()  # seconds since midnight
         t0 = time.perf_counter()
         for k, (arrivals, x, u, noise) in enumerate(it):
-            tsec = float(self.times[k].hour * 3600 + self.times[k].minute * 60 + self.times[k].second)
+            tsec = float(day_s[k])
             split = split_arrivals(arrivals, self.profile[k])
             if clairvoyant:
                 balancer.controller.foresee(Clairvoyance(qps=arrivals / period, features=x, cost_factor=plant.cost_factor(tsec),
