@@ -166,9 +166,10 @@ def test_six_trial_study_finishes_and_resumes_after_it_is_killed(tmp_path, exact
                 except KeyError:  # the study is not written yet
                     trials = []
                 states = [t.state.name for t in trials]
-                # in the middle of the third trial: running, with its parameters drawn (a kill between
-                # the trial's creation and its draw leaves a trial without parameters to retry)
-                if states.count("COMPLETE") >= 2 and any(t.state.name == "RUNNING" and t.params for t in trials):
+                # in the middle of the third trial: running, with all its parameters drawn (they are
+                # recorded one by one: a kill between two draws leaves a retry that draws the rest
+                # afresh; failed once that way at load 4)
+                if states.count("COMPLETE") >= 2 and any(t.state.name == "RUNNING" and len(t.params) == 3 for t in trials):
                     break
             time.sleep(0.2)
         p.send_signal(signal.SIGKILL)
