@@ -111,3 +111,37 @@ def measure_response(evaluate_many, lam_current: np.ndarray, grid: np.ndarray) -
     c, r = np.asarray(c, dtype=float).reshape(G, L, G), np.asarray(r, dtype=float).reshape(G, L)
     cost = c[np.arange(G), :, np.arange(G)]  # cluster g's own cost on its sweep
     return ResponseCurve(lam_grid=np.asarray(grid, dtype=float), cost=cost, revenue=r.copy())
+
+
+def measure_response_near(evaluate_many, lam_current: np.ndarray, old: ResponseCurve, points: int) -> ResponseCurve:
+    """``old`` refreshed around the operating point on a new request sample.
+
+    Each cluster's ``points`` grid lambdas on either side of its current lambda (``2 points`` in
+    all, shifted inward at the ends of the grid) are re-measured, the other clusters held at
+    ``lam_current``, as :func:`measure_response` does; the rest of that cluster's cost and revenue
+    curve is scaled by the ratio of the new to the old sums over the re-measured points. The curve
+    near the operating point, where the next lambda is read off and the disturbance re-based, is
+    then as fresh as a full measurement's, the far points keep their shape. On the sample ``old``
+    was measured on, at the same ``lam_current``, the result equals ``old`` bit for bit.
+    """
+    grid = old.lam_grid
+    G, L = len(lam_current), len(grid)
+    idx = []
+    for g in range(G):
+        first = min(max(int(np.searchsorted(grid, lam_current[g])) - points, 0), max(L - 2 * points, 0))
+        idx.append(np.arange(first, min(first + 2 * points, L)))
+    lams = np.tile(np.asarray(lam_current, dtype=float), (sum(len(j) for j in idx), 1))
+    rows = np.cumsum([0] + [len(j) for j in idx])
+    for g, j in enumerate(idx):
+        lams[rows[g]:rows[g + 1], g] = grid[j]
+    c, r = evaluate_many(lams)
+    c, r = np.asarray(c, dtype=float), np.asarray(r, dtype=float)
+    cost, revenue = old.cost.copy(), old.revenue.copy()
+    for g, j in enumerate(idx):
+        cg, rg = c[rows[g]:rows[g + 1], g], r[rows[g]:rows[g + 1]]
+        for curve, new in ((cost[g], cg), (revenue[g], rg)):
+            before = curve[j].sum()
+            if before != 0:
+                curve *= new.sum() / before
+            curve[j] = new
+    return ResponseCurve(lam_grid=grid, cost=cost, revenue=revenue)

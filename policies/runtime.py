@@ -36,7 +36,8 @@ the key have separate MLPs) -- runs as one fused chain of matrix products
 (:meth:`PolicyRuntime._fuse_request_networks`).
 
 Sweeps: ``respond_many(features, lams)`` answers many lambdas on one sample in one call (the MPC's
-response curve is 36 of them per tick). For a read-only sample the request profiles, the
+response curve is 36 of them on a full measurement, 12 on a refresh near the operating point). For a
+read-only sample the request profiles, the
 lambda-free scores ``z . psi`` of small batches (the chunks and their bounding boxes of large ones)
 and the last single decision are cached, so a sweep costs one subtraction and one argmax per lambda
 (:mod:`policies.sweep`), a large batch decided at several lambdas (the plant's sub-ticks under the

@@ -41,14 +41,17 @@ def observations(sim, balancer, n):
         obs = Telemetry(time=sim.times[k], qps=arr / 60, load=out.load, lam=dec.lam_vector, features=x)
 
 
-@pytest.mark.parametrize("qps_factor, load_factor, curve_every", [(1.02, 1.01, 1), (8.0, 8.0, 1), (8.0, 8.0, 3)])
-def test_checkpoint_round_trip_gives_the_same_next_decision(sim, qps_factor, load_factor, curve_every):
-    """Also when the next tick is a x8 spike (a large, refined lambda move), and between curve refreshes."""
+@pytest.mark.parametrize("qps_factor, load_factor, curve_every, local_points",
+                         [(1.02, 1.01, 1, 0), (8.0, 8.0, 1, 0), (8.0, 8.0, 3, 0), (1.02, 1.01, 3, 2), (8.0, 8.0, 3, 2)])
+def test_checkpoint_round_trip_gives_the_same_next_decision(sim, qps_factor, load_factor, curve_every, local_points):
+    """Also when the next tick is a x8 spike (a large, refined lambda move), and between curve
+    refreshes (the last curve kept, or refreshed near the operating point)."""
     ctx = sim.context(POLICY)
-    a = Balancer(MpcController(horizon=10, curve_every=curve_every)).setup(ctx)
+    opts = dict(horizon=10, curve_every=curve_every, local_points=local_points)
+    a = Balancer(MpcController(**opts)).setup(ctx)
     steps = list(observations(sim, a, 26))
     state = json.loads(json.dumps(a.state_dict()))  # must survive JSON
-    b = Balancer(MpcController(horizon=10, curve_every=curve_every)).setup(ctx)
+    b = Balancer(MpcController(**opts)).setup(ctx)
     b.load_state_dict(state)
     # the next observation, fed to both
     last_obs, last_dec = steps[-1]

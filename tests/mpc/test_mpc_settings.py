@@ -31,6 +31,8 @@ def test_the_controller_takes_exactly_the_settings_fields():
     ("backoff_initial", 0.5, "backoff_initial out of range: 0.5"),
     ("max_fall", 1.0, "max_fall must be > 1"),
     ("refine_above", 0.5, "refine_above must be >= 1"),
+    ("local_points", -1, "local_points must be an integer >= 0, got -1"),
+    ("local_points", 1.5, "local_points must be an integer >= 0, got 1.5"),
     ("objective", "profit", "objective"),
     ("rho", -1.0, "mpc weight rho must be finite and >= 0"),
     ("response", "guess", "response must be one of"),

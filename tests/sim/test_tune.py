@@ -46,7 +46,7 @@ high = 0.006
 
 [mpc.curve_every]
 type = "categorical"
-choices = [1, 3]
+choices = [1, 3, 6]
 """
 
 
@@ -74,7 +74,7 @@ def test_space_round_trip_defaults_and_grid(tmp_path):
     f.write_text(SPACE)
     s = SearchSpace.from_toml(f).check("mpc", str(f))
     assert SearchSpace.from_dict(s.to_dict()) == s
-    assert s.defaults("mpc") == {"mpc.horizon": 30, "mpc.backoff_target": 0.001, "mpc.curve_every": 1}
+    assert s.defaults("mpc") == {"mpc.horizon": 30, "mpc.backoff_target": 0.001, "mpc.curve_every": 6}
     g = SearchSpace.from_dict({"mpc": {"horizon": {"type": "int", "low": 10, "high": 30, "step": 10},
                                        "rho": {"type": "float", "low": 0.1, "high": 0.3, "step": 0.1}}})
     assert g.grid()["mpc.horizon"] == [10, 20, 30] and g.grid()["mpc.rho"] == pytest.approx([0.1, 0.2, 0.3])
@@ -195,7 +195,7 @@ def test_six_trial_study_finishes_and_resumes_after_it_is_killed(tmp_path, exact
     assert trials[killed[0]]["state"] == "FAIL"
     retry = [t for t in complete if t.get("retry_of") == killed[0]]
     assert len(retry) == 1 and retry[0]["params"] == trials[killed[0]]["params"]
-    assert trials[0].get("baseline") and trials[0]["params"] == {"mpc.horizon": 30, "mpc.backoff_target": 0.001, "mpc.curve_every": 1}
+    assert trials[0].get("baseline") and trials[0]["params"] == {"mpc.horizon": 30, "mpc.backoff_target": 0.001, "mpc.curve_every": 6}
     for t in complete:
         v, pair = t["values"], t["pairs"][0]
         assert v["return_pct"] == pytest.approx(100 * pair["revenue"] / pair["hindsight_revenue"], rel=1e-12)
