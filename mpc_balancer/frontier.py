@@ -113,16 +113,24 @@ def measure_response(evaluate_many, lam_current: np.ndarray, grid: np.ndarray) -
     return ResponseCurve(lam_grid=np.asarray(grid, dtype=float), cost=cost, revenue=r.copy())
 
 
-def measure_response_near(evaluate_many, lam_current: np.ndarray, old: ResponseCurve, points: int) -> ResponseCurve:
+def measure_response_near(evaluate_many, lam_current: np.ndarray, old: ResponseCurve, points: int,
+                          max_ratio: float = 2.0) -> ResponseCurve | None:
     """``old`` refreshed around the operating point on a new request sample.
 
-    Each cluster's ``points`` grid lambdas on either side of its current lambda (``2 points`` in
-    all, shifted inward at the ends of the grid) are re-measured, the other clusters held at
-    ``lam_current``, as :func:`measure_response` does; the rest of that cluster's cost and revenue
-    curve is scaled by the ratio of the new to the old sums over the re-measured points. The curve
-    near the operating point, where the next lambda is read off and the disturbance re-based, is
-    then as fresh as a full measurement's, the far points keep their shape. On the sample ``old``
-    was measured on, at the same ``lam_current``, the result equals ``old`` bit for bit.
+    Each cluster's ``points`` grid lambdas on either side of its current lambda (``2 * points`` in
+    all, shifted inward at the ends of the grid; a lambda on a grid point counts as above it) are
+    re-measured, the other clusters held at ``lam_current``, as :func:`measure_response` does. The
+    rest of that cluster's cost and revenue curve is scaled, on each side of the window, by the
+    ratio of the new to the old value at the window's edge: the far points keep their shape and
+    meet the new ones as the old curve met its own (a sum ratio instead let a far point undercut
+    a new one, and the curve's running minimum then capped the operating point's cost). The near
+    points, where the next lambda is read off and the disturbance re-based, are the new sample's.
+    On the sample ``old`` was measured on, at the same ``lam_current``, the result equals ``old``
+    bit for bit.
+
+    Returns None, for a full measurement instead, when a ratio is not finite and positive or
+    lies outside ``[1 / max_ratio, max_ratio]``: the sample moved too far (or to zero) for the
+    old shape to be trusted.
     """
     grid = old.lam_grid
     G, L = len(lam_current), len(grid)
@@ -140,8 +148,12 @@ def measure_response_near(evaluate_many, lam_current: np.ndarray, old: ResponseC
     for g, j in enumerate(idx):
         cg, rg = c[rows[g]:rows[g + 1], g], r[rows[g]:rows[g + 1]]
         for curve, new in ((cost[g], cg), (revenue[g], rg)):
-            before = curve[j].sum()
-            if before != 0:
-                curve *= new.sum() / before
+            with np.errstate(divide="ignore", invalid="ignore"):
+                left, right = new[0] / curve[j[0]], new[-1] / curve[j[-1]]
+            for ratio in (left, right):
+                if not (np.isfinite(ratio) and 1.0 / max_ratio <= ratio <= max_ratio):
+                    return None
+            curve[:j[0]] *= left
+            curve[j[-1] + 1:] *= right
             curve[j] = new
     return ResponseCurve(lam_grid=grid, cost=cost, revenue=revenue)

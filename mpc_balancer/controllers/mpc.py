@@ -105,7 +105,7 @@ class MpcSettings:
         Measure the whole response curve every this many ticks.
     local_points : int
         On the ticks in between, re-measure this many grid points on either side of each
-        cluster's current lambda on the tick's sample and scale the rest of the curve to them
+        cluster's current lambda on the pooled sample and scale the rest of the curve to them
         (:func:`~mpc_balancer.frontier.measure_response_near`); 0 keeps the last curve as it is.
         A telemetry-only curve is re-fitted whole on those ticks (it costs little).
         The default (6 and 2) evaluates 12 lambdas on five ticks of six instead of 36 on every
@@ -354,10 +354,10 @@ class MpcController(Controller):
             # work on it, cached by identity, serves this curve and the next tick's re-basing)
             pool = list(self.pool_)
             self.sample_ = Response(self.ctx_.policy, pool[0] if len(pool) == 1 else np.concatenate(pool), max_requests=None)
-            if full:
+            # between full measurements: the points around the operating point, on the pooled sample
+            new = None if full else measure_response_near(self.sample_.evaluate_many, lam, self.curve_, s.local_points)
+            if new is None:  # a full measurement (or a sample too far from the last for a near refresh)
                 new = measure_response(self.sample_.evaluate_many, lam, self.grid_)
-            else:  # between full measurements: the points around the operating point, on this tick's sample
-                new = measure_response_near(self.sample_.evaluate_many, lam, self.curve_, s.local_points)
         else:  # the telemetry model's curve is cheap: whole whenever a sample's would be refreshed
             self.sample_ = None
             new = self.telemetry_.curve(self.grid_)

@@ -114,7 +114,7 @@ class SearchSpace:
         log = true
         [mpc.curve_every]
         type = "categorical"
-        choices = [1, 3, 10]
+        choices = [1, 3, 6, 10]
 
     ``step`` (int, float) spaces a range; ``log`` samples it in log scale.
     """
