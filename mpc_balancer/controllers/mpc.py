@@ -109,7 +109,7 @@ class MpcSettings:
         (:func:`~mpc_balancer.frontier.measure_response_near`); 0 keeps the last curve as it is.
         A telemetry-only curve is re-fitted whole on those ticks (it costs little).
         The default (6 and 2) evaluates 12 lambdas on five ticks of six instead of 36 on every
-        tick, 7-19% less CPU for the closed loop with revenue, mu and nu within the seeds' spread
+        tick: 11% less CPU for the MPC's closed loop with revenue, mu and nu within the seeds' spread
         (README, "Closed-loop speed").
     pool_ticks : int
         Request samples of the last ticks pooled for the curve.
