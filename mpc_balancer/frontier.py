@@ -122,9 +122,9 @@ def measure_response_near(evaluate_many, lam_current: np.ndarray, old: ResponseC
     re-measured, the other clusters held at ``lam_current``, as :func:`measure_response` does. The
     rest of that cluster's cost and revenue curve is scaled, on each side of the window, by the
     ratio of the new to the old value at the window's edge: the far points keep their shape and
-    meet the new ones as the old curve met its own (a sum ratio instead let a far point undercut
-    a new one, and the curve's running minimum then capped the operating point's cost). The near
-    points, where the next lambda is read off and the disturbance re-based, are the new sample's.
+    meet the new ones as the old curve met its own, so the curve's running minimum never lets a
+    stale far point cap the operating point's cost. The near points, where the next lambda is read
+    off and the disturbance re-based, are the new sample's.
     On the sample ``old`` was measured on, at the same ``lam_current``, the result equals ``old``
     bit for bit.
 
