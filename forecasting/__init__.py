@@ -5,7 +5,7 @@ Models (one contract, scikit-learn / statsforecast style):
 
 * :class:`SeasonalNaive` -- daily or weekly seasonal naive baseline.
 * :class:`SarimaForecaster` -- log1p traffic = Fourier (daily, weekly) + calendar + event
-  regressors (least squares, harmonics by BIC) + ARMA(1,0,1)/(2,0,0) errors (statsmodels ML).
+  regressors (least squares, harmonics by BIC) + ARMA(1,0,1)/(2,0,0) errors (conditional ML).
 * :class:`HybridForecaster` -- SARIMA + :class:`ResidualNet` (small torch MLP on what SARIMA
   misses, numpy inference), split-conformal bands per horizon step; by default the conformal
   window rolls online with every ``update`` and the net's correction is gated by its recent
@@ -32,7 +32,7 @@ Use from the controller (per 5-minute tick, numpy only; ~1 ms for update + predi
     qps_mean, qps_hi = f["mean"], f["hi-80"]   # or f["hi-95"]
 
 torch is imported only inside :meth:`ResidualNet.fit` (training). Importing this package,
-``update`` and ``predict`` use numpy/scipy alone (statsmodels only when fitting).
+fitting, ``update`` and ``predict`` use numpy/scipy alone.
 
 Evaluation: :func:`backtest` (rolling origin), :mod:`forecasting.metrics` (MASE with the daily
 season, sMAPE, pinball, coverage).
