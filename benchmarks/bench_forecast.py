@@ -57,7 +57,7 @@ def ours(train, future, repeats, ticks):
     from forecasting import HybridForecaster, SarimaForecaster
 
     rows = []
-    SarimaForecaster().fit(train.iloc[-3 * 288:])  # warm-up: statsmodels import
+    SarimaForecaster().fit(train.iloc[-3 * 288:])  # warm-up: scipy imports
     fit = median_time(lambda: SarimaForecaster().fit(train), repeats)
     m = SarimaForecaster().fit(train)
     tick = tick_ms(lambda v: (m.update(v), m.predict(96)), future[:ticks])

@@ -304,6 +304,8 @@ class MpcController(Controller):
         self.telemetry_ = TelemetryResponse(context.capacity, **self.settings.telemetry_options)
         self.rng_ = np.random.default_rng(self.settings.seed)
         self.problem_ = self.solver_ = None  # built on the first curve: the rate penalty's scale comes from it
+        if self.settings.solver == "osqp":
+            import osqp  # noqa: F401 -- its import (70-90 ms) is set-up work, not the first tick's
         self.u_scale_: np.ndarray | None = None
         self.pool_: deque = deque(maxlen=self.settings.pool_ticks)
         self.curve_: ResponseCurve | None = None
