@@ -117,12 +117,12 @@ class MpcSettings:
         Gain of the load disturbance ``theta`` (measured / predicted load), in ``(0, 1]``.
     steady_ratio : float
         How far a tick may be from steady state and still teach ``theta`` fully (> 1). The load
-        meters lag, so after a step in QPS or lambda, or on a tick the node guards raised lambda
-        within, the measured load answers neither the old nor the new operating point. ``theta``'s
+        meters lag, so after a step in QPS or in the applied lambda (a decision, or a node guard's
+        raise) the measured load answers neither the old nor the new operating point. ``theta``'s
         gain is scaled by ``1 - d / log(steady_ratio)`` (clipped to ``[0, 1]``), ``d`` the cluster's
-        largest of ``|log qps/qps_prev|``, ``|log lambda/lambda_prev|`` and
-        ``|log lambda_applied/lambda_decided|``: a burst's edges and the guard's raises do not
-        corrupt ``theta`` for the ticks after them, while small moves still teach it. The same ratio
+        larger of ``|log qps/qps_prev|`` and ``|log lambda_applied/lambda_applied_prev|``: a burst's
+        edges and the guard's raises do not corrupt ``theta`` for the ticks after them, while small
+        moves, and a guard floor held from tick to tick, still teach it. The same ratio
         weighs a guarded tick in the back-off: a guard raise that cut the cost per request by
         ``steady_ratio`` or more (a burst shed) does not score the plan.
     time_limit_s : float
@@ -489,11 +489,18 @@ class MpcController(Controller):
 
     def _steadiness(self, qps: float, lam: np.ndarray, decided: np.ndarray) -> np.ndarray:
         """Per cluster, the share of ``theta``'s gain the tick just ended earns: 1 at steady state,
-        0 once QPS, the applied lambda, or the guard's raise over the decided lambda moved by
-        ``steady_ratio`` or more (``settings.steady_ratio``). The lambdas are clipped, so positive."""
-        d = np.abs(np.log(lam / decided))
-        if self.lam_prev_ is not None:
-            d = np.maximum(d, np.abs(np.log(lam / self.lam_prev_)))
+        0 once QPS or the applied lambda moved by ``steady_ratio`` or more since the tick before
+        (``settings.steady_ratio``; on the first tick, the applied lambda against the decided one).
+        A node guard's raise over the decided lambda counts as far as it moved the applied lambda:
+        a floor the guards hold tick after tick is a steady operating point and the load answers
+        it. (Counting the raise itself, ``theta`` could not learn while the guards held up a plan
+        that ``theta``'s own error had made too low, and the two sustained each other: on nasa with
+        bursts, seed 2, a prerank plan at about half its load for seven hours after an outage.)
+        The lambdas are clipped, so positive."""
+        if self.lam_prev_ is None:
+            d = np.abs(np.log(lam / decided))
+        else:
+            d = np.abs(np.log(lam / self.lam_prev_))
         if self.qps_prev_ is not None and self.qps_prev_ > 0 and qps > 0:
             d = np.maximum(d, abs(np.log(qps / self.qps_prev_)))
         return self._steady_share(d)

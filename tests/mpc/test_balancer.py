@@ -357,6 +357,12 @@ def test_theta_learns_fully_at_steady_state_and_not_across_a_step(sim):
     np.testing.assert_array_equal(w, [1.0, 0.0, 1.0])
     w = c._steadiness(1000.0, lam * [1.0, 1.0, 1.2], lam)  # the guard raised one cluster 1.2x over the decision
     assert w[0] == w[1] == 1.0 and 0.0 < w[2] < 1.0
+    # the guards hold a floor 3x over a falling decision, tick after tick: steady (the load answers the floor)
+    held = lam * [1.0, 3.0, 1.0]
+    c.lam_prev_ = held.copy()
+    np.testing.assert_array_equal(c._steadiness(1000.0, held, lam * [1.0, 0.9, 1.0]), [1.0, 1.0, 1.0])
+    c.lam_prev_ = None  # the first tick has only the decision to compare with
+    assert c._steadiness(1000.0, held, lam)[1] == 0.0
     with pytest.raises(ValueError, match="steady_ratio"):
         MpcController(steady_ratio=1.0)
 
