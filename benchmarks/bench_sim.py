@@ -81,6 +81,8 @@ class PhaseProfiler:
 
         @functools.wraps(fn)
         def timed(*args, **kwargs):
+            if phase == "bookkeeping" and not prof.stack:  # a tick starts: what ran outside one (the set-up's
+                prof.tick = defaultdict(float)  # forecaster fit replays its calibration ticks) is not the tick's
             prof.stack.append(0.0)
             t0 = time.thread_time()
             try:
