@@ -26,7 +26,9 @@ import math
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.signal import lfilter, lfiltic
+
+# scipy.signal (lfilter) is imported where it is used: it pulls in scipy.stats, about a second of
+# start-up that every `mpc-balancer` command (even --help) paid for the forecasting package
 
 PACF_BOUND = 8.0  # |unconstrained| <= this: partial autocorrelations within tanh(8) = 1 - 2e-7 of +-1
 
@@ -60,6 +62,8 @@ def arma_params(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
 def css_innovations(r: np.ndarray, phi: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """Innovations ``e_t = r_t - sum phi_i r_{t-i} - sum theta_j e_{t-j}`` of ``r[p:]``, conditional
     on the first ``p = len(phi)`` values and on zero innovations before them."""
+    from scipy.signal import lfilter, lfiltic
+
     b, a, p = np.r_[1.0, -phi], np.r_[1.0, theta], len(phi)
     if p == 0:
         return lfilter(b, a, r)
@@ -154,6 +158,8 @@ class ArmaState:
         Returns ``(r_filled, e)``: the values with missing ones replaced by their one-step
         prediction, and the innovations (0 where missing). Each run of observed values is one
         ``lfilter`` pass started from the state (:func:`css_innovations`' recursion)."""
+        from scipy.signal import lfilter, lfiltic
+
         r = np.asarray(r, float)
         filled, innov = r.copy(), np.zeros(len(r))
         b, a = np.r_[1.0, -self.phi], np.r_[1.0, self.theta]

@@ -140,3 +140,13 @@ def test_outputs_are_not_overwritten_without_force_and_checked_before_the_run(tm
     assert main(["simulate", "--trace", "elb", "--days", "0.1", "--requests", "50", "--no-progress", "--json", str(old),
                  "--force"]) == 0
     assert json.loads(old.read_text())["results"][0]["controller"] == "pid"
+
+
+def test_building_the_command_line_imports_no_heavy_module():
+    """`mpc-balancer --help` (every command's start) loads neither torch nor scipy.signal (which
+    pulls in scipy.stats): the forecasting package imports its filter where it is used."""
+    code = ("import sys; from mpc_balancer.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'scipy.signal', 'scipy.stats', 'statsmodels') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
