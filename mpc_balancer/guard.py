@@ -145,6 +145,26 @@ class NodeGuard:
         self.lam_local = np.minimum(np.maximum(lam_central, self.floor), np.maximum(self.lam_max, lam_central))
         return self.lam_local
 
+    def observe_many(self, loads) -> None:
+        """The sub-ticks of ``loads`` ((m, G)) under the central lambda of the last :meth:`apply`:
+        :meth:`observe` of each row in turn, with :meth:`apply` of that lambda again between two
+        rows (the node's loop). An idle guard whose readings are all at or under ``C_m`` only
+        counts them: that common case takes one step, not m."""
+        loads = np.array(loads, dtype=float)
+        if loads.ndim != 2 or loads.shape[1] != self.target.size:
+            raise ValueError(f"loads must have shape (m, {self.target.size}), got {loads.shape}")
+        if not len(loads):
+            return
+        if self.floor.any() or not (loads <= self.target).all():  # a raise, a decay or a broken meter on the way
+            for i, row in enumerate(loads):
+                if i and self.lam_local is not None:
+                    self.apply(self._central)
+                self.observe(row)
+            return
+        self.readings += len(loads)  # each adds max(L / C_m - 1, 0) = 0 to over_sum
+        if self.rule != "none" and self.lam_local is not None:
+            self.last_load = loads[-1].copy()
+
     def observe(self, load) -> None:
         """The node's load per cluster at the end of the sub-tick: counted for :meth:`take_over`,
         and sets the next sub-tick's floor."""

@@ -146,6 +146,31 @@ class Plant:
         return ServedActions(actions=actions, mean_cost=self.cascade.cost[:, actions].mean(axis=1), revenue=rev,
                              revenue_sum=rev.sum())
 
+    def step_while_calm(self, arrivals: np.ndarray, dt_s: float, t_seconds: float, served: ServedActions,
+                        limit: np.ndarray, start: int = 0) -> tuple[np.ndarray, list]:
+        """Advance sub-ticks ``start, start + 1, ...`` of a tick (``arrivals``: one count per sub-tick
+        of ``dt_s`` seconds, sub-tick ``j`` starting at ``t_seconds + j dt_s``) at one set of
+        ``served`` actions for as long as the load stays at or under ``limit`` (per cluster) and
+        under 1: the sub-ticks where :meth:`step` degrades and drops nothing. Stops before the
+        first sub-tick that would go over either (or be NaN), leaving that one to :meth:`step`.
+
+        Returns the loads of the sub-ticks advanced ((m, G), m possibly 0) and their revenues
+        (m floats): the very numbers (same floating-point steps) :meth:`step` gives them.
+        """
+        alpha = self.lag_alpha(dt_s)
+        bound = np.minimum(np.asarray(limit, dtype=float), 1.0)
+        n = max(len(served.actions), 1)
+        loads, revenue = [], []
+        for j in range(start, len(arrivals)):
+            demand = arrivals[j] / dt_s * served.mean_cost * self.cost_factor(t_seconds + j * dt_s) / self.capacity
+            L = alpha * self.load + (1 - alpha) * demand
+            if not (L <= bound).all():
+                break
+            self.load = L
+            loads.append(L)
+            revenue.append(float(served.revenue_sum * int(arrivals[j]) / n))
+        return (np.array(loads) if loads else np.empty((0, len(self.capacity)))), revenue
+
     def step(self, qps: float, arrivals: int, actions: np.ndarray, weights: np.ndarray, t_seconds: float,
              u: np.ndarray, noise: np.ndarray, dt_s: float | None = None, served: ServedActions | None = None) -> TickOutcome:
         """Advance ``dt_s`` seconds (default: one control period) at ``qps`` with the requests'

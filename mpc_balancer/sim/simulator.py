@@ -239,9 +239,26 @@ class Simulator:
             serve = TickActions(policy, plant, x, w)
             log_lam = np.zeros(G)
             tick = {"revenue": 0.0, "served": 0, "degraded": 0, "dropped": 0}
-            for j in range(N):
+            j = 0
+            while j < N:
                 lam_j = guard.apply(lam_c)
                 sv = serve.at(lam_j)
+                if ads is None and not guard.floor.any():
+                    # the guard idle: the sub-ticks that stay under C_m and 1 in one go (the same numbers)
+                    calm, revenues = plant.step_while_calm(split, dt, tsec, sv, guard.target, start=j)
+                    if len(calm):
+                        m = len(calm)
+                        guard.observe_many(calm)
+                        sub_load[k, j:j + m] = calm
+                        for r in revenues:
+                            tick["revenue"] += r
+                        tick["served"] += int(split[j:j + m].sum())
+                        log_one = np.log(lam_j)
+                        for _ in range(m):
+                            log_lam = log_lam + log_one
+                        j += m
+                        if j == N:
+                            break
                 out = plant.step(split[j] / dt, int(split[j]), sv.actions, w, tsec + j * dt, u, noise, dt_s=dt, served=sv)
                 guard.observe(out.true_load)
                 if ads is not None:
@@ -254,6 +271,7 @@ class Simulator:
                 sub_load[k, j], log_lam = out.true_load, log_lam + np.log(lam_j)
                 for f in tick:
                     tick[f] += getattr(out, f)
+                j += 1
             # the lambda the nodes applied over the tick (geometric mean over its sub-ticks)
             lam = np.exp(log_lam / N) if guard_subticks[k].any() else lam_c
             true_tick = sub_load[k].mean(axis=0)

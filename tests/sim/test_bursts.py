@@ -227,6 +227,70 @@ def test_take_over_is_nu_on_the_guards_readings_and_starts_a_new_count(loads, ru
         g.observe([1.0])
 
 
+def _assert_same_guard(a: NodeGuard, b: NodeGuard) -> None:
+    for name in ("floor", "over_sum", "readings", "active"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert (a.last_load is None) == (b.last_load is None)
+    if a.last_load is not None:
+        np.testing.assert_array_equal(a.last_load, b.last_load)  # NaN readings compare equal
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.floats(0.0, 1.5), st.floats(0.0, 0.8)), min_size=0, max_size=8), min_size=1, max_size=6),
+       st.sampled_from(["proportional", "maxpower", "none"]), st.booleans())
+def test_observe_many_is_observe_row_by_row(runs, rule, broken):
+    """observe_many over each run of sub-ticks (apply once before it) leaves the guard exactly where
+    apply + observe per sub-tick does: the idle shortcut and the raises, decays and NaN readings of
+    the general case alike."""
+    one, many = NodeGuard(rule, target=[0.9, 0.5]), NodeGuard(rule, target=[0.9, 0.5])
+    lam = np.array([0.01, 0.02])
+    for i, run in enumerate(runs):
+        loads = np.array(run, dtype=float).reshape(-1, 2)
+        if broken and i == 1 and len(loads):
+            loads[0, 0] = np.nan
+        for row in loads:
+            one.apply(lam)
+            one.observe(row)
+        many.apply(lam)
+        many.observe_many(loads)
+        _assert_same_guard(many, one)
+        np.testing.assert_array_equal(many.apply(lam), one.apply(lam))
+    np.testing.assert_array_equal(many.take_over(), one.take_over())
+    with pytest.raises(ValueError, match=r"loads must have shape \(m, 2\)"):
+        many.observe_many([0.5, 0.5])
+
+
+def test_step_while_calm_is_step_until_the_first_sub_tick_over_its_limit():
+    """The calm sub-ticks advanced in one call are :meth:`Plant.step`'s, bit for bit; it stops
+    before the first sub-tick over the limit (or over 1), which step then takes from the same state."""
+    cas = Cascade()
+    rng = np.random.default_rng(3)
+    x = cas.sample_features(300, 12.0, rng)
+    a = rng.integers(0, cas.cost.shape[1], 300)
+    w, u, noise = cas.weights(x), rng.random(300), np.zeros(3)
+    calm, ref = (Plant(cas, PlantConfig(), peak_qps=20000.0, period_s=60.0) for _ in range(2))
+    served = calm.served(a, w)
+    demand = 20000.0 * served.mean_cost * calm.cost_factor(43200.0) / calm.capacity
+    arrivals = (np.linspace(0.3, 1.6, 12) / demand.max() * 20000.0 * 5.0).astype(np.int64)  # a ramp through C_m
+    for p in (calm, ref):
+        p.reset(np.array([0.2, 0.2, 0.2]))
+    loads, revenues = calm.step_while_calm(arrivals, 5.0, 43200.0, served, calm.target, start=2)
+    m = len(loads)
+    assert 0 < m < 10
+    for j in range(2, 2 + m):
+        out = ref.step(arrivals[j] / 5.0, int(arrivals[j]), a, w, 43200.0 + j * 5.0, u, noise, dt_s=5.0, served=served)
+        np.testing.assert_array_equal(loads[j - 2], out.true_load)
+        assert revenues[j - 2] == out.revenue and out.degraded == out.dropped == 0
+    np.testing.assert_array_equal(calm.load, ref.load)
+    nxt = ref.step(arrivals[2 + m] / 5.0, int(arrivals[2 + m]), a, w, 43200.0 + (2 + m) * 5.0, u, noise, dt_s=5.0,
+                   served=served)
+    assert (nxt.true_load > calm.target).any()  # the first sub-tick left to step is over C_m
+    high = np.full(3, 10.0)  # a limit above 1 still stops at the plant's own overload
+    more, _ = calm.step_while_calm(arrivals, 5.0, 43200.0, served, high, start=2 + m)
+    assert len(more) < 12 - 2 - m and (more <= 1.0).all()
+    assert calm.step_while_calm(arrivals, 5.0, 43200.0, served, high, start=12)[0].shape == (0, 3)
+
+
 # ------------------------------------------------------------------------------ controllers
 def test_pid_continues_from_the_lambda_the_nodes_applied():
     from mpc_balancer.controllers.base import ControlContext, Observation
