@@ -144,10 +144,10 @@ class MpcSettings:
     backoff_max, backoff_min, backoff_initial : float
         Bounds of the back-off ``b`` and its value at set-up (``backoff_min`` in ``(-1, 0]``).
         From a cold start ``b`` falls by at most ``backoff_gain * backoff_target`` per calm tick,
-        so the start value sets most of the first day: on the bundled traces ``b`` settles at
-        -0.012 to -0.028 (default target; -0.001 to -0.012 at a target of 0.0003), with or without
-        bursts, and at that target starting at -0.01 instead of 0.02 earned 0.06-0.07% more over a
-        week (README, "Bursty traffic"). A restarted controller restores ``b`` from its checkpoint.
+        so the start value sets most of the first day: on the bundled traces ``b`` settles (median
+        over a week) at -0.012 to -0.026 at the default target and -0.001 to -0.012 at 0.0003, with
+        or without bursts; at 0.0003, starting at -0.01 instead of 0.02 earned 0.06-0.07% more over
+        a week (README, "Bursty traffic"). A restarted controller restores ``b`` from its checkpoint.
     max_fall : float or None
         Lambda falls at most this factor per tick (> 1; None: no limit). It may rise at once.
     refine_steps : int
