@@ -146,6 +146,12 @@ class Plant:
         return ServedActions(actions=actions, mean_cost=self.cascade.cost[:, actions].mean(axis=1), revenue=rev,
                              revenue_sum=rev.sum())
 
+    def _next_load(self, qps, served: ServedActions, t_seconds: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """(demand load, lagged load) after a step at ``qps`` with ``served``'s actions (the module
+        doc's formulas); the plant's state is left to the caller."""
+        demand = qps * served.mean_cost * self.cost_factor(t_seconds) / self.capacity
+        return demand, alpha * self.load + (1 - alpha) * demand
+
     def step_while_calm(self, arrivals: np.ndarray, dt_s: float, t_seconds: float, served: ServedActions,
                         limit: np.ndarray, start: int = 0) -> tuple[np.ndarray, list]:
         """Advance sub-ticks ``start, start + 1, ...`` of a tick (``arrivals``: one count per sub-tick
@@ -162,8 +168,7 @@ class Plant:
         n = max(len(served.actions), 1)
         loads, revenue = [], []
         for j in range(start, len(arrivals)):
-            demand = arrivals[j] / dt_s * served.mean_cost * self.cost_factor(t_seconds + j * dt_s) / self.capacity
-            L = alpha * self.load + (1 - alpha) * demand
+            _, L = self._next_load(arrivals[j] / dt_s, served, t_seconds + j * dt_s, alpha)
             if not (L <= bound).all():
                 break
             self.load = L
@@ -182,10 +187,7 @@ class Plant:
         cas = self.cascade
         if served is None:
             served = self.served(actions, weights)
-        factor = self.cost_factor(t_seconds)
-        demand = qps * served.mean_cost * factor / self.capacity
-        alpha = self.alpha if dt_s is None else self.lag_alpha(dt_s)
-        self.load = alpha * self.load + (1 - alpha) * demand
+        demand, self.load = self._next_load(qps, served, t_seconds, self.alpha if dt_s is None else self.lag_alpha(dt_s))
         L = self.load
         n = len(actions)
         if (L > 1).any():  # overload (drop_load > 1: no drop without it)
