@@ -189,6 +189,7 @@ class MpcSettings:
     backoff_max: float = 0.3
     backoff_initial: float = 0.02
     backoff_min: float = -0.05
+    backoff_burst_ratio: float = 1.25
     max_fall: float | None = 10.0
     refine_steps: int = 8
     refine_above: float = 2.0
@@ -211,6 +212,9 @@ class MpcSettings:
             if not (isinstance(v, (int, np.integer)) and v >= 1):
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
             set_(k, int(v))
+        if not (isinstance(self.backoff_burst_ratio, numbers.Real) and np.isfinite(self.backoff_burst_ratio)
+                and self.backoff_burst_ratio > 1):
+            raise ValueError(f"backoff_burst_ratio must be a finite number > 1, got {self.backoff_burst_ratio!r}")
         if not 0 < self.offset_gain <= 1:
             raise ValueError(f"offset_gain must be in (0, 1], got {self.offset_gain!r}")
         if not (isinstance(self.steady_ratio, numbers.Real) and np.isfinite(self.steady_ratio) and self.steady_ratio > 1):
@@ -438,15 +442,17 @@ class MpcController(Controller):
             ok = predicted > 1e-3
             ratio = np.where(ok, np.asarray(obs.load) / np.maximum(predicted, 1e-12), self.theta_)
             self.theta_ += self.settings.offset_gain * steady * (np.clip(ratio, 0.2, 5.0) - self.theta_)
-            if (self.planned_ is not None and self.ticks_ > 30 and self.qps_hi_ is not None
-                    and obs.qps <= self.qps_hi_):  # the plan's own tick, after the start-up transient
+            if self.planned_ is not None and self.ticks_ > 30 and self.qps_hi_ is not None:  # after the start-up transient
                 s = self.settings
                 if obs.over is not None:  # the nodes' own nu; else the tick's mean load (backoff_target_load)
                     e = obs.over
                 else:
                     e = np.maximum(obs.load - ctx.target, 0.0) / ctx.target
-                # a guard's nudge scores the plan almost fully, a burst's raise not at all (module doc)
-                weight = self._steady_share(np.abs(np.log(guard_raise)))
+                # a guard's nudge, or traffic a little over the upper band, scores the plan almost
+                # fully; a burst, or the guard's raise that sheds it, not at all (module doc)
+                beyond = max(float(np.log(obs.qps / self.qps_hi_)), 0.0) if self.qps_hi_ > 0 else 0.0
+                weight = (self._steady_share(np.abs(np.log(guard_raise)))
+                          * max(1.0 - beyond / np.log(s.backoff_burst_ratio), 0.0))
                 counted = self.feasible_ & (lam_now < ctx.lam_max * (1 - 1e-9))
                 self.backoff_ = backoff_update(self.backoff_, e, counted, target, s.backoff_gain * weight,
                                                s.backoff_max, s.backoff_min)
