@@ -30,6 +30,8 @@ def test_the_controller_takes_exactly_the_settings_fields():
     ("backoff_target", 1.5, "backoff_target out of range: 1.5"),
     ("backoff_initial", 0.5, "backoff_initial out of range: 0.5"),
     ("max_fall", 1.0, "max_fall must be > 1"),
+    ("backoff_burst_ratio", 1.0, "backoff_burst_ratio must be a finite number > 1, got 1.0"),
+    ("backoff_burst_ratio", float("nan"), "backoff_burst_ratio must be a finite number > 1"),
     ("refine_above", 0.5, "refine_above must be >= 1"),
     ("local_points", -1, "local_points must be an integer >= 0, got -1"),
     ("local_points", 1.5, "local_points must be an integer >= 0, got 1.5"),
