@@ -34,10 +34,15 @@ any trace, without a quantile tuned on one trace (the ticks not counted, below, 
 the run). ``b`` may go below zero (``backoff_min=-0.05``): the plan is made on
 the forecast's upper band, itself a margin, and where that band alone over-protects the chance
 constraint gives part of it back. The margin answers the plan's own misses (the cost model, the
-disturbance estimate, the sampled request mix): a tick counts only if its traffic stayed within the
-forecast's upper band (traffic beyond it is the band's miss, and the bands calibrate themselves),
-the plan for it met ``C_m - b`` without slack and lambda was below its maximum (an overload no
-lambda can shed is not the margin's to answer). A tick the node guards raised lambda within counts
+disturbance estimate, the sampled request mix, the forecast's ordinary error): a tick counts if the
+plan for it met ``C_m - b`` without slack and lambda was below its maximum (an overload no lambda
+can shed is not the margin's to answer). Traffic above the forecast's upper band counts with the
+weight ``1 - log(qps / hi) / log(backoff_burst_ratio)`` (clipped to ``[0, 1]``): an 80% band
+leaves a fifth of ordinary ticks above it, and their overloads are the chance constraint's (counting
+only the ticks within the band held those to the target and left the rest out: on a noisy
+synthetic trace with bursts, 0.0009-0.0011 of each cluster's nu, about a third, came from ticks
+1-1.5x over the band); traffic ``backoff_burst_ratio`` x the band or more is a burst. A tick the
+node guards raised lambda within counts
 with the weight ``1 - |log r| / log(steady_ratio)`` (clipped to ``[0, 1]``), ``r`` the ratio of the
 curve's cost at the decided lambda to that at the applied one: a guard's nudge on a plan a little
 over ``C_m`` scores the plan almost fully, the raise that sheds a burst not at all. Skipping every
@@ -148,6 +153,10 @@ class MpcSettings:
         over a week) at -0.012 to -0.026 at the default target and -0.001 to -0.012 at 0.0003, with
         or without bursts; at 0.0003, starting at -0.01 instead of 0.02 earned 0.06-0.07% more over
         a week (README, "Bursty traffic"). A restarted controller restores ``b`` from its checkpoint.
+    backoff_burst_ratio : float
+        Traffic this many times the forecast's upper band or more is a burst (the node guards'
+        to shed) and does not score the plan; a tick between the band and this ratio counts with
+        the weight ``1 - log(qps / hi) / log(backoff_burst_ratio)`` (> 1).
     max_fall : float or None
         Lambda falls at most this factor per tick (> 1; None: no limit). It may rise at once.
     refine_steps : int
