@@ -149,10 +149,11 @@ class MpcSettings:
     backoff_max, backoff_min, backoff_initial : float
         Bounds of the back-off ``b`` and its value at set-up (``backoff_min`` in ``(-1, 0]``).
         From a cold start ``b`` falls by at most ``backoff_gain * backoff_target`` per calm tick,
-        so the start value sets most of the first day: on the bundled traces ``b`` settles (median
+        so the start value sets most of the first day: on the bundled traces ``b`` settled (median
         over a week) at -0.012 to -0.026 at the default target and -0.001 to -0.012 at 0.0003, with
-        or without bursts; at 0.0003, starting at -0.01 instead of 0.02 earned 0.06-0.07% more over
-        a week (README, "Bursty traffic"). A restarted controller restores ``b`` from its checkpoint.
+        or without bursts, before ticks over the forecast's band were scored (-0.0003 to -0.0039 at
+        0.0003 since); at 0.0003, starting at -0.01 instead of 0.02 earned 0.06-0.07% more over a
+        week (README, "Bursty traffic"). A restarted controller restores ``b`` from its checkpoint.
     backoff_burst_ratio : float
         Traffic this many times the forecast's upper band or more is a burst (the node guards'
         to shed) and does not score the plan; a tick between the band and this ratio counts with
