@@ -460,9 +460,10 @@ class MpcController(Controller):
                     e = np.maximum(obs.load - ctx.target, 0.0) / ctx.target
                 # a guard's nudge, or traffic a little over the upper band, scores the plan almost
                 # fully; a burst, or the guard's raise that sheds it, not at all (module doc)
-                beyond = max(float(np.log(obs.qps / self.qps_hi_)), 0.0) if self.qps_hi_ > 0 else 0.0
+                # (traffic after a forecast of none, e.g. the return from an outage, is beyond any band)
+                over_band = obs.qps / self.qps_hi_ if self.qps_hi_ > 0 else np.inf
                 weight = (self._steady_share(np.abs(np.log(guard_raise)))
-                          * max(1.0 - beyond / np.log(s.backoff_burst_ratio), 0.0))
+                          * max(1.0 - max(float(np.log(over_band)), 0.0) / np.log(s.backoff_burst_ratio), 0.0))
                 counted = self.feasible_ & (lam_now < ctx.lam_max * (1 - 1e-9))
                 self.backoff_ = backoff_update(self.backoff_, e, counted, target, s.backoff_gain * weight,
                                                s.backoff_max, s.backoff_min)

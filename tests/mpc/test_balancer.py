@@ -423,25 +423,38 @@ def test_backoff_weighs_traffic_over_the_upper_band_by_how_far_it_went(sim, rati
     scores the plan: in full at the band, with the weight ``1 - log(qps / hi) / log(backoff_burst_ratio)``
     above it, not at all from ``backoff_burst_ratio`` x the band on (a burst: the guard's). Skipping
     every tick over the band left those ticks' overloads outside the chance constraint."""
-    from mpc_balancer.controllers.base import Observation
-
-    ctx = sim.context(POLICY)
-    x = list(sim.environment())[0][1]
     hi = 2200.0
-    fc = {"mean": np.full(10, 2000.0), "hi": np.full(10, hi)}
-    obs = lambda qps, lam, over=None: Observation(t=0, time=pd.Timestamp("2024-01-01"), qps=qps,  # noqa: E731
-                                                  load=np.full(3, 0.9 * 1.05), lam=lam, features=x, over=over)
-    c = MpcController(horizon=10).setup(ctx)
-    plan = c.make_step(obs(2000.0, np.full(3, 0.05)), fc)
-    c.notify_applied(plan.lam)
-    c.ticks_, c.feasible_ = 31, np.full(3, True)  # past the start-up transient, the plan met C_m - b
-    b0 = c.backoff_.copy()
-    c.make_step(obs(ratio * hi, plan.lam, np.full(3, 0.02)), fc)
+    c, b0 = _backoff_step(sim, hi, ratio * hi)
     s = c.settings
     weight = float(np.clip(1 - max(np.log(ratio), 0.0) / np.log(s.backoff_burst_ratio), 0.0, 1.0))
     assert (weight == 1.0) == (ratio <= 1.0) and (weight == 0.0) == (ratio >= s.backoff_burst_ratio)
     np.testing.assert_allclose(c.backoff_, np.clip(b0 + s.backoff_gain * weight * (0.02 - s.backoff_target),
                                                    s.backoff_min, s.backoff_max), rtol=1e-9, atol=1e-12)
+
+
+def test_backoff_does_not_score_traffic_that_returns_after_a_forecast_of_none(sim):
+    """An outage's return (the forecast's band was 0, traffic is back) is beyond any band."""
+    c, b0 = _backoff_step(sim, 0.0, 2000.0)
+    np.testing.assert_array_equal(c.backoff_, b0)
+
+
+def _backoff_step(sim, hi: float, qps: float):
+    """An MPC past its start-up whose last plan was for the upper band ``hi`` and met ``C_m - b``,
+    then a tick of ``qps`` with the nodes' over-utilisation 0.02: (controller, back-off before)."""
+    from mpc_balancer.controllers.base import Observation
+
+    ctx = sim.context(POLICY)
+    x = list(sim.environment())[0][1]
+    fc = {"mean": np.full(10, 2000.0), "hi": np.full(10, 2200.0)}
+    obs = lambda q, lam, over=None: Observation(t=0, time=pd.Timestamp("2024-01-01"), qps=q,  # noqa: E731
+                                                load=np.full(3, 0.9 * 1.05), lam=lam, features=x, over=over)
+    c = MpcController(horizon=10).setup(ctx)
+    plan = c.make_step(obs(2000.0, np.full(3, 0.05)), fc)
+    c.notify_applied(plan.lam)
+    c.ticks_, c.feasible_, c.qps_hi_ = 31, np.full(3, True), hi  # past the start-up transient, the plan met C_m - b
+    b0 = c.backoff_.copy()
+    c.make_step(obs(qps, plan.lam, np.full(3, 0.02)), fc)
+    return c, b0
 
 
 class CountingPolicy:
