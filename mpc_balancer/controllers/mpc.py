@@ -41,9 +41,9 @@ weight ``1 - log(qps / hi) / log(backoff_burst_ratio)`` (clipped to ``[0, 1]``):
 leaves a fifth of ordinary ticks above it, and their overloads are the chance constraint's (counting
 only the ticks within the band held those to the target and left the rest out: on a noisy
 synthetic trace with bursts, 0.0009-0.0011 of each cluster's nu, about a third, came from ticks
-1-1.5x over the band); traffic ``backoff_burst_ratio`` x the band or more is a burst. A tick the
-node guards raised lambda within counts
-with the weight ``1 - |log r| / log(steady_ratio)`` (clipped to ``[0, 1]``), ``r`` the ratio of the
+1-1.5x over the band); traffic ``backoff_burst_ratio`` x the band or more is a burst, as is
+traffic after a band of 0 (the return from an outage). A tick the node guards raised lambda
+within counts with the weight ``1 - |log r| / log(steady_ratio)`` (clipped to ``[0, 1]``), ``r`` the ratio of the
 curve's cost at the decided lambda to that at the applied one: a guard's nudge on a plan a little
 over ``C_m`` scores the plan almost fully, the raise that sheds a burst not at all. Skipping every
 guarded tick instead counts only the ticks the guard left calm: the margin then falls to
