@@ -76,6 +76,12 @@ from .base import ControlContext, Controller, Observation, Plan
 RESPONSES = ("auto", "sample", "telemetry")
 
 
+def log_share(d, ratio: float):
+    """``1 - d / log(ratio)`` clipped to ``[0, 1]``: the weight of a tick ``d`` (in log) away from
+    where it counts fully, none from ``log(ratio)`` on (``d = inf``: none)."""
+    return np.clip(1.0 - d / np.log(ratio), 0.0, 1.0)
+
+
 def backoff_update(b: np.ndarray, e: np.ndarray, counted: np.ndarray, target: float, gain: float,
                    b_max: float, b_min: float = 0.0) -> np.ndarray:
     """One step of the online chance constraint: ``b + gain (e - target)`` on the counted clusters,
@@ -222,13 +228,12 @@ class MpcSettings:
             if not (isinstance(v, (int, np.integer)) and v >= 1):
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
             set_(k, int(v))
-        if not (isinstance(self.backoff_burst_ratio, numbers.Real) and np.isfinite(self.backoff_burst_ratio)
-                and self.backoff_burst_ratio > 1):
-            raise ValueError(f"backoff_burst_ratio must be a finite number > 1, got {self.backoff_burst_ratio!r}")
         if not 0 < self.offset_gain <= 1:
             raise ValueError(f"offset_gain must be in (0, 1], got {self.offset_gain!r}")
-        if not (isinstance(self.steady_ratio, numbers.Real) and np.isfinite(self.steady_ratio) and self.steady_ratio > 1):
-            raise ValueError(f"steady_ratio must be a finite number > 1, got {self.steady_ratio!r}")
+        for k in ("steady_ratio", "backoff_burst_ratio"):
+            v = getattr(self, k)
+            if not (isinstance(v, numbers.Real) and np.isfinite(v) and v > 1):
+                raise ValueError(f"{k} must be a finite number > 1, got {v!r}")
         b_min = self.backoff_min
         for k, ok in (("backoff_target", lambda v: 0 <= v < 1), ("backoff_target_load", lambda v: 0 <= v < 1),
                       ("backoff_gain", lambda v: v >= 0),
@@ -463,7 +468,7 @@ class MpcController(Controller):
                 # (traffic after a forecast of none, e.g. the return from an outage, is beyond any band)
                 over_band = obs.qps / self.qps_hi_ if self.qps_hi_ > 0 else np.inf
                 weight = (self._steady_share(np.abs(np.log(guard_raise)))
-                          * max(1.0 - max(float(np.log(over_band)), 0.0) / np.log(s.backoff_burst_ratio), 0.0))
+                          * log_share(max(float(np.log(over_band)), 0.0), s.backoff_burst_ratio))
                 counted = self.feasible_ & (lam_now < ctx.lam_max * (1 - 1e-9))
                 self.backoff_ = backoff_update(self.backoff_, e, counted, target, s.backoff_gain * weight,
                                                s.backoff_max, s.backoff_min)
@@ -530,7 +535,7 @@ class MpcController(Controller):
     def _steady_share(self, d: np.ndarray) -> np.ndarray:
         """``1 - d / log(steady_ratio)`` clipped to ``[0, 1]``: the weight of a tick whose operating
         point moved by ``d`` in log (full at 0, none from ``log(steady_ratio)`` on)."""
-        return np.clip(1.0 - d / np.log(self.settings.steady_ratio), 0.0, 1.0)
+        return log_share(d, self.settings.steady_ratio)
 
     def _sample_cost(self, lam: np.ndarray) -> np.ndarray:
         """Mean estimated cost per request of each cluster at ``lam`` on the curve's request pool."""
