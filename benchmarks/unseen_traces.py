@@ -61,8 +61,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="directory to write social.csv and spike90.csv into")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--force", action="store_true", help="overwrite the CSVs if they exist")
     a = ap.parse_args()
     out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        ap.error(f"--out {a.out} is a file, not a directory")
+    existing = [str(out / f"{name}.csv") for name in ("social", "spike90") if (out / f"{name}.csv").exists()]
+    if existing and not a.force:
+        ap.error(f"{', '.join(existing)} already exist(s): pass --force to overwrite")
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(a.seed)
     for name, make in (("social", social), ("spike90", spike90)):
