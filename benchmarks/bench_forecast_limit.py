@@ -14,7 +14,10 @@ hindsight) and measures revenue against the PID's at the PID's nu:
   = the truth; the later steps of the horizon keep the forecaster's shape, rescaled to it): the
   most a better traffic forecast could give;
 - ``mpc+sample``: also its response curve measured on the coming tick's request sample instead of
-  the last tick's.
+  the last tick's;
+- ``mpc+ar1``: deployable again, a better nowcast: the tick forecaster's, times the last tick's
+  change beyond the slow model's shape carried forward by an AR(1) fitted online
+  (:class:`Ar1Nowcast`): what part of the perfect forecast's gain an achievable forecast keeps.
 
 Each MPC runs at every back-off target of ``--targets`` (``mpc.backoff_target``); its revenue at
 the PID's nu is interpolated between the two targets whose nu brackets it (linearly in nu;
@@ -30,29 +33,83 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-VARIANTS = ("mpc", "mpc+qps", "mpc+sample")
+VARIANTS = ("mpc", "mpc+qps", "mpc+sample", "mpc+ar1")
+
+
+def ar1_nowcast(forget: float = 0.995, cap: float = 0.1, clip: float = 0.2):
+    """A :class:`~mpc_balancer.forecast.TickForecaster` whose forecast is also scaled by
+    ``exp(d phi (1 - phi^k) / (1 - phi))`` at step ``k``: ``d`` the last tick's change of log QPS
+    beyond the slow model's slope (clipped to ``+-clip``), ``phi`` the lag-1 regression of these
+    changes on the previous ones, fitted online with forgetting factor ``forget`` (clipped to
+    ``+-0.9``); the scale's log is capped at ``+-cap``."""
+    from mpc_balancer.forecast import TickForecaster, _multiplier
+
+    class Ar1Nowcast(TickForecaster):
+        def predict(self, h: int) -> dict:
+            out = super().predict(h)
+            st = self.__dict__.setdefault("ar1_", {"time": None, "log_qps": None, "slope": 0.0, "d": None,
+                                                   "sxy": 0.0, "sxx": 0.0})
+            dt = int(self.period_s_ * 1e9)
+            now_ns = self.last_time_.value
+            t = now_ns + dt * np.arange(2)
+            nb, step = self.next_bucket_.value, self.step.value
+            f = self._model_forecast(max(int(np.ceil((now_ns + dt * h - nb) / step)) + 2, 1))  # predict's, memoised
+            centers = (nb + step // 2 + step * np.arange(len(f["mean"]))).astype(float)
+            base = np.interp(t.astype(float), centers, f["mean"]) * _multiplier(self.calendar_, t)
+            if self.last_qps_ <= 0 or base[0] <= 0 or base[1] <= 0:
+                st.update(time=None, log_qps=None, d=None)
+                return out
+            now, log_qps = now_ns, float(np.log(self.last_qps_))
+            if st["time"] != now:  # a new tick: score the change since the last one
+                if st["log_qps"] is not None and st["time"] == now - dt:
+                    d = float(np.clip(log_qps - st["log_qps"] - st["slope"], -clip, clip))
+                    if st["d"] is not None:
+                        st["sxy"] = forget * st["sxy"] + d * st["d"]
+                        st["sxx"] = forget * st["sxx"] + st["d"] ** 2
+                    st["d"] = d
+                else:
+                    st["d"] = None
+                st.update(time=now, log_qps=log_qps, slope=float(np.log(base[1] / base[0])))
+            if st["d"] is None or st["sxx"] <= 0:
+                return out
+            phi = float(np.clip(st["sxy"] / st["sxx"], -0.9, 0.9))
+            k = np.arange(1, h + 1)
+            scale = np.exp(np.clip(st["d"] * phi * (1 - phi ** k) / (1 - phi), -cap, cap))
+            mean = out["mean"] * scale
+            return {"mean": mean, "hi": np.maximum(out["hi"] * scale, mean)}
+
+    return Ar1Nowcast()
 
 
 def make(variant: str, target: float | None):
-    """The controller of ``variant`` (``pid`` or one of :data:`VARIANTS`) at back-off ``target``."""
+    """The controller of ``variant`` (``pid`` or one of :data:`VARIANTS`) at back-off ``target``.
+    An MPC records the one-tick forecast it was given (``errors()``: the relative errors of the
+    forecaster's mean for the coming tick against the QPS then measured)."""
     from mpc_balancer.controllers import MpcController, make_controller
     from mpc_balancer.response import Response
 
     if variant == "pid":
         return make_controller("pid")
-    if variant == "mpc":
-        return make_controller("mpc", backoff_target=target)
 
-    class ForesightMpc(MpcController):
-        """The MPC shown the coming tick's QPS (and, with ``sample``, its requests)."""
+    class VariantMpc(MpcController):
+        """The MPC, shown the coming tick's QPS (``mpc+qps``) and its requests (``mpc+sample``)."""
 
         name = variant
-        clairvoyant = True
+        clairvoyant = variant in ("mpc+qps", "mpc+sample")
 
         def foresee(self, future) -> None:
             self.future_ = future
 
+        def errors(self) -> np.ndarray:
+            pairs = np.array(self.__dict__.get("pairs_", []), dtype=float).reshape(-1, 2)
+            ok = pairs[:-1, 0] > 0
+            return pairs[1:, 1][ok] / pairs[:-1, 0][ok] - 1.0  # QPS measured a tick later / its forecast
+
         def make_step(self, obs, forecast=None, response=None):
+            if forecast is not None:
+                self.__dict__.setdefault("pairs_", []).append((float(forecast["mean"][0]), float(obs.qps)))
+            if not self.clairvoyant:
+                return super().make_step(obs, forecast, response)
             f = self.future_
             if forecast is not None:
                 mean, hi = np.array(forecast["mean"], dtype=float), np.array(forecast["hi"], dtype=float)
@@ -65,7 +122,7 @@ def make(variant: str, target: float | None):
                 response = Response(self.ctx_.policy, f.features, max_requests=len(response.features), lam=obs.lam)
             return super().make_step(obs, forecast, response)
 
-    return ForesightMpc(backoff_target=target)
+    return VariantMpc(backoff_target=target)
 
 
 def one(job):
@@ -76,9 +133,13 @@ def one(job):
     cfg = ExperimentConfig(trace=trace, days=days, seed=seed)
     sim = build_simulator(cfg)
     t0 = time.perf_counter()
-    m = sim.run(make(variant, target), make_policy(cfg.policy, sim.cascade)).metrics()
+    controller = make(variant, target)
+    balancer = sim.balancer(controller, forecaster=ar1_nowcast() if variant == "mpc+ar1" else None)
+    m = sim.run(balancer, make_policy(cfg.policy, sim.cascade)).metrics()
+    e = controller.errors() if variant in ("mpc", "mpc+ar1") else np.array([])
     return {"trace": trace, "seed": seed, "variant": variant, "target": target, "revenue": m["revenue"],
-            "nu": m["nu"], "mu": m["mu"], "wall_s": time.perf_counter() - t0}
+            "nu": m["nu"], "mu": m["mu"], "forecast_error_sd": float(e.std()) if e.size else None,
+            "wall_s": time.perf_counter() - t0}
 
 
 def at_nu(runs: list[dict], nu: float) -> tuple[float, str]:
@@ -107,6 +168,7 @@ def table(rows: list[dict]) -> str:
             cell = f"{mark}{100 * (rev / pid['revenue'] - 1):+.3f}%"
             cells.append(f"{cell:>19}")
             runs += [f"{v} {r['target']:g} -> {100 * (r['revenue'] / pid['revenue'] - 1):+.3f}% / {r['nu']:.5f}"
+                     + (f" (one-tick forecast error {100 * r['forecast_error_sd']:.2f}%)" if r.get("forecast_error_sd") else "")
                      for r in sorted(vs, key=lambda r: r["target"])]
         out.append(f"{trace:<9}{seed:>5}{pid['nu']:>9.5f}  " + "".join(cells) + "   " + "; ".join(runs))
     return "\n".join(out)
