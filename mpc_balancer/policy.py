@@ -23,7 +23,10 @@ A policy may also offer ``respond_many(features, lams) -> (cost (K, n, G), reven
 same numbers as ``respond`` at each row of ``lams`` (K, G) in one call (:class:`BatchPolicy`; the
 shipped policies compute the lambda-free part of their argmax once). Controllers that sweep lambda
 over one sample use it through :func:`checked_response_many`, which loops over ``respond`` for a
-policy without it.
+policy without it. Likewise ``respond_cost(features, lam) -> cost (n, G)``, the cost part of
+``respond`` alone (:class:`CostPolicy`): a controller that reads only costs (a bisection on the
+load budget, the hindsight limit) calls :func:`checked_cost`, which skips the revenue estimate
+where the policy offers it.
 """
 from __future__ import annotations
 
@@ -53,6 +56,15 @@ class BatchPolicy(Policy, Protocol):
         ...
 
 
+@runtime_checkable
+class CostPolicy(Policy, Protocol):
+    """A :class:`Policy` that also answers the cost part of :meth:`Policy.respond` alone."""
+
+    def respond_cost(self, features: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """Cost ``(n, G)``: the same numbers as ``respond(features, lam)[0]``, without the revenue estimate."""
+        ...
+
+
 def check_policy(policy, clusters: tuple[str, ...]) -> None:
     """Raise ``ValueError`` unless ``policy`` implements :class:`Policy` for exactly ``clusters``."""
     if not isinstance(policy, Policy):
@@ -67,6 +79,16 @@ def check_policy(policy, clusters: tuple[str, ...]) -> None:
 def checked_response(policy, features: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``policy.respond`` with its output validated: cost ``(n, G)`` >= 0 and revenue ``(n,)``, finite."""
     return _checked(policy, "respond", policy.respond(features, lam), (len(features), len(policy.clusters)))
+
+
+def checked_cost(policy, features: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """Cost ``(n, G)`` of :func:`checked_response`, validated the same way: ``respond_cost`` for a
+    :class:`CostPolicy` (its revenue estimate is never computed), ``respond`` otherwise."""
+    respond_cost = getattr(policy, "respond_cost", None)  # CostPolicy, without the Protocol's isinstance cost per call
+    if respond_cost is None:
+        return checked_response(policy, features, lam)[0]
+    shape = (len(features), len(policy.clusters))
+    return _checked_cost(f"{type(policy).__name__}.respond_cost", respond_cost(features, lam), shape)
 
 
 def checked_response_many(policy, features: np.ndarray, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -89,15 +111,25 @@ def _checked(policy, method: str, out, shape: tuple) -> tuple[np.ndarray, np.nda
     if not (isinstance(out, tuple) and len(out) == 2):
         raise ValueError(f"{who} must return a tuple (cost, revenue), got {type(out).__name__}")
     try:
-        cost, revenue = np.asarray(out[0], dtype=float), np.asarray(out[1], dtype=float)
+        revenue = np.asarray(out[1], dtype=float)
     except (TypeError, ValueError):
         raise ValueError(f"{who} must return numeric arrays (cost, revenue)") from None
-    if cost.shape != shape:
-        raise ValueError(f"{who}: cost must have shape {shape}, got {cost.shape}")
+    cost = _checked_cost(who, out[0], shape)
     if revenue.shape != shape[:-1]:
         raise ValueError(f"{who}: revenue must have shape {shape[:-1]}, got {revenue.shape}")
-    if not (np.all(np.isfinite(cost)) and cost.min(initial=0.0) >= 0):
-        raise ValueError(f"{who}: cost must be finite and >= 0")
     if not np.all(np.isfinite(revenue)):
         raise ValueError(f"{who}: revenue must be finite")
     return cost, revenue
+
+
+def _checked_cost(who: str, cost, shape: tuple) -> np.ndarray:
+    """``cost`` as a float array of ``shape``, finite and >= 0, or a ``ValueError`` naming ``who``."""
+    try:
+        cost = np.asarray(cost, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who} must return a numeric cost array") from None
+    if cost.shape != shape:
+        raise ValueError(f"{who}: cost must have shape {shape}, got {cost.shape}")
+    if not (np.all(np.isfinite(cost)) and cost.min(initial=0.0) >= 0):
+        raise ValueError(f"{who}: cost must be finite and >= 0")
+    return cost

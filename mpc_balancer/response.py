@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .policy import checked_response, checked_response_many
+from .policy import checked_cost, checked_response, checked_response_many
 
 
 def check_sample_size(value, name: str) -> None:
@@ -58,8 +58,7 @@ class Response:
         """(mean estimated cost per request per cluster, mean estimated revenue per request); a scalar
         ``lam`` applies to every cluster."""
         self.n_evals += 1
-        lam = np.broadcast_to(np.asarray(lam, dtype=float), (len(self.policy.clusters),)).copy()
-        cost, revenue = checked_response(self.policy, self.features, lam)
+        cost, revenue = checked_response(self.policy, self.features, self._lam(lam))
         return cost.mean(axis=0), float(revenue.mean())
 
     def evaluate_many(self, lams) -> tuple[np.ndarray, np.ndarray]:
@@ -72,5 +71,14 @@ class Response:
         return cost.mean(axis=1), revenue.mean(axis=1)
 
     def cost(self, lam) -> np.ndarray:
-        """Mean estimated cost per request of each cluster at ``lam`` (``(G,)``)."""
-        return self.evaluate(lam)[0]
+        """Mean estimated cost per request of each cluster at ``lam`` (``(G,)``): :meth:`evaluate`'s
+        cost, without the revenue estimate where the policy can skip it
+        (:func:`~mpc_balancer.policy.checked_cost`)."""
+        self.n_evals += 1
+        return checked_cost(self.policy, self.features, self._lam(lam)).mean(axis=0)
+
+    def _lam(self, lam) -> np.ndarray:
+        """``lam`` as a private ``(G,)`` float array (a scalar applies to every cluster)."""
+        lam = np.array(lam, dtype=float)
+        G = len(self.policy.clusters)
+        return lam if lam.shape == (G,) else np.broadcast_to(lam, (G,)).copy()

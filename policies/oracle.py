@@ -98,6 +98,11 @@ class OraclePolicy:
         cost, revenue = self._respond(self._cached_weights(features), lam[None, :])
         return cost[0], revenue[0]
 
+    def respond_cost(self, features: np.ndarray, lam) -> np.ndarray:
+        """The cost part of :meth:`respond` (the same numbers), without the revenue."""
+        lam = check_lambda(lam, self._cost.shape[0])
+        return self.cascade.cost[:, self._actions(self._cached_weights(features), lam[None, :])[0]].T
+
     def respond_many(self, features: np.ndarray, lams) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`respond` at every row of ``lams`` (K, G): cost (K, N, G), revenue (K, N), the same
         numbers as K calls, with the lambda-free scores computed once (:mod:`policies.sweep`)."""

@@ -567,6 +567,12 @@ class PolicyRuntime:
         a = self._actions(entry, lam[None, :])
         return self.cost[:, a[0]].T, self._revenue(entry[0], entry[1], a)[0]
 
+    def respond_cost(self, features, lam) -> np.ndarray:
+        """The cost part of :meth:`respond` (the same numbers), without the revenue estimate."""
+        entry = self._cached_profiles(features)
+        a = self._actions(entry, check_lambda(lam, self.cost.shape[0])[None, :])
+        return self.cost[:, a[0]].T
+
     def respond_many(self, features, lams) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`respond` at every row of ``lams`` (K, G): cost (K, N, G) and revenue (K, N), the
         same numbers as K calls. The request side and, for small batches, the lambda-free scores

@@ -5,7 +5,7 @@ import pytest
 
 from mpc_balancer.controllers import make_controller
 from mpc_balancer.frontier import ResponseCurve, default_grid, measure_response
-from mpc_balancer.policy import BatchPolicy, checked_response_many
+from mpc_balancer.policy import BatchPolicy, CostPolicy, checked_cost, checked_response_many
 from mpc_balancer.response import Response
 from mpc_balancer.sim.simulator import Simulator
 from mpc_balancer.traces import load_trace
@@ -182,6 +182,56 @@ def test_respond_many_answers_are_validated_naming_the_method():
         PolicyRuntime.load("pretrained").respond_many(CAS.sample_features(4, 1.0, np.random.default_rng(0)), np.ones(3))
     with pytest.raises(ValueError, match="lambda must be finite and >= 0, got row 1"):
         OraclePolicy(CAS).respond_many(CAS.sample_features(4, 1.0, np.random.default_rng(0)), [[0.1] * 3, [-1.0, 0, 0]])
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+@pytest.mark.parametrize("n", [1, 256, 700])  # 700: the runtime's pruned large-batch path
+def test_respond_cost_is_respond_cost_part_bit_for_bit(name, n):
+    """The cost-only path (what a bisection and the hindsight limit read) gives respond's cost, on a
+    writeable sample, a read-only one and from its cache; Response.cost is evaluate's cost."""
+    rng = np.random.default_rng(100 + n)
+    policy, ref = POLICIES[name](), POLICIES[name]()
+    assert isinstance(policy, CostPolicy)
+    x = CAS.sample_features(n, rng.uniform(0, 24, n), rng)
+    ro = x.copy()
+    ro.setflags(write=False)
+    for lam in random_lams(rng, 12):
+        expect = ref.respond(x.copy(), lam)[0]
+        for sample in (x.copy(), ro, ro):
+            np.testing.assert_array_equal(policy.respond_cost(sample, lam), expect)
+            np.testing.assert_array_equal(checked_cost(policy, sample, lam), expect)
+        r = Response(policy, ro, max_requests=None)
+        np.testing.assert_array_equal(r.cost(lam), r.evaluate(lam)[0])
+        assert r.n_evals == 2
+
+
+def test_checked_cost_loops_over_respond_without_respond_cost_and_validates_naming_the_method():
+    class NoCost:
+        clusters = ("a", "b")
+
+        def respond(self, x, lam):
+            return np.outer(np.arange(len(x)), 1.0 / (1.0 + np.asarray(lam))), np.zeros(len(x))
+
+    x = np.zeros((5, 2))
+    np.testing.assert_array_equal(checked_cost(NoCost(), x, np.array([1.0, 3.0])),
+                                  NoCost().respond(x, np.array([1.0, 3.0]))[0])
+    assert not isinstance(NoCost(), CostPolicy)
+
+    class BadCost(NoCost):
+        def __init__(self, out):
+            self.out = out
+
+        def respond_cost(self, x, lam):
+            return self.out
+
+    for out, match in ((np.ones((5, 3)), r"BadCost.respond_cost: cost must have shape \(5, 2\), got \(5, 3\)"),
+                       (-np.ones((5, 2)), "BadCost.respond_cost: cost must be finite and >= 0"),
+                       (np.full((5, 2), np.nan), "BadCost.respond_cost: cost must be finite and >= 0"),
+                       ("x", "BadCost.respond_cost must return a numeric cost array")):
+        with pytest.raises(ValueError, match=match):
+            checked_cost(BadCost(out), x, np.ones(2))
+        with pytest.raises(ValueError, match=match):
+            Response(BadCost(out), x, max_requests=None).cost(np.ones(2))
 
 
 def test_response_shares_a_read_only_sample_and_copies_a_writeable_one():
