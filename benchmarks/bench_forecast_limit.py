@@ -45,10 +45,14 @@ def ar1_nowcast(forget: float = 0.995, cap: float = 0.1, clip: float = 0.2):
     from mpc_balancer.forecast import TickForecaster, _multiplier
 
     class Ar1Nowcast(TickForecaster):
+        def _fit(self, qps, times, period_s):
+            super()._fit(qps, times, period_s)
+            self.ar1_ = {"time": None, "log_qps": None, "slope": 0.0, "d": None, "sxy": 0.0, "sxx": 0.0}
+            return self
+
         def predict(self, h: int) -> dict:
             out = super().predict(h)
-            st = self.__dict__.setdefault("ar1_", {"time": None, "log_qps": None, "slope": 0.0, "d": None,
-                                                   "sxy": 0.0, "sxx": 0.0})
+            st = self.ar1_
             dt = int(self.period_s_ * 1e9)
             now_ns = self.last_time_.value
             t = now_ns + dt * np.arange(2)
@@ -97,17 +101,22 @@ def make(variant: str, target: float | None):
         name = variant
         clairvoyant = variant in ("mpc+qps", "mpc+sample")
 
+        def setup(self, context):
+            super().setup(context)
+            self.pairs_: list = []  # (forecast mean for the coming tick, QPS measured) per tick
+            return self
+
         def foresee(self, future) -> None:
             self.future_ = future
 
         def errors(self) -> np.ndarray:
-            pairs = np.array(self.__dict__.get("pairs_", []), dtype=float).reshape(-1, 2)
+            pairs = np.array(self.pairs_, dtype=float).reshape(-1, 2)
             ok = pairs[:-1, 0] > 0
             return pairs[1:, 1][ok] / pairs[:-1, 0][ok] - 1.0  # QPS measured a tick later / its forecast
 
         def make_step(self, obs, forecast=None, response=None):
             if forecast is not None:
-                self.__dict__.setdefault("pairs_", []).append((float(forecast["mean"][0]), float(obs.qps)))
+                self.pairs_.append((float(forecast["mean"][0]), float(obs.qps)))
             if not self.clairvoyant:
                 return super().make_step(obs, forecast, response)
             f = self.future_
@@ -188,10 +197,15 @@ def main() -> None:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         ap.error(f"--variants: unknown {unknown}, choose from {list(VARIANTS)}")
-    targets = [float(t) for t in a.targets.split(",")]
-    jobs = [(t, int(s), a.days, "pid", None) for t in a.traces.split(",") for s in a.seeds.split(",")]
-    jobs += [(t, int(s), a.days, v, x) for t in a.traces.split(",") for s in a.seeds.split(",")
-             for v in variants for x in targets]
+    try:
+        targets = [float(t) for t in a.targets.split(",")]
+        seeds = [int(s) for s in a.seeds.split(",")]
+    except ValueError as e:
+        ap.error(f"--targets must be numbers and --seeds integers, comma-separated ({e})")
+    if not all(0 <= t < 1 for t in targets):
+        ap.error(f"--targets: every back-off target must be in [0, 1), got {targets}")
+    jobs = [(t, s, a.days, "pid", None) for t in a.traces.split(",") for s in seeds]
+    jobs += [(t, s, a.days, v, x) for t in a.traces.split(",") for s in seeds for v in variants for x in targets]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:
         rows = list(ex.map(one, jobs))
