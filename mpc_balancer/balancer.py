@@ -6,8 +6,9 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
 1. check the telemetry (a missing cluster or a wrong shape is a caller bug and raises
    ``ValueError`` naming the field; non-finite or negative values, a load above ``max_load``
    (10 x capacity by default: no sensor reading is that), a QPS over ``max_qps_ratio`` (100) times
-   the larger of the last accepted QPS and the history's 99th percentile, and a time not after the
-   previous tick's are faults of the plant's sensors, and so are a cluster's load of exactly 0
+   the larger of the last accepted QPS and the history's 99th percentile, a lambda in force outside
+   ``[lam_min, lam_max]`` (no node applies one the Balancer cannot have sent) and a time not after
+   the previous tick's are faults of the plant's sensors, and so are a cluster's load of exactly 0
    while requests are served and a load reading repeated unchanged for more than
    ``max_flat_ticks`` (5) ticks while the QPS moved by 5% or more (a stuck sensor: a live
    reading carries noise): the tick holds the last good lambda and the Decision's ``reason``
@@ -35,7 +36,7 @@ it has data again) and never raises for it.
 
 ``state_dict()`` / ``load_state_dict()`` are JSON holding the state the next decision needs (the
 controller's, the PID's, the forecaster's own state: its recent window, fitted parameters,
-scored errors), bounded by those windows, not by the ticks since ``setup``. Restore into a
+scored errors; the stuck-sensor watch), bounded by those windows, not by the ticks since ``setup``. Restore into a
 Balancer created the same way (same clusters, controller and history): the next decision is the
 one the uninterrupted Balancer makes. A checkpoint is validated field by field and applied all or
 nothing: a bad one raises :class:`~forecasting.state.StateError` (a ``ValueError``) naming the
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import threading
 import time
 from concurrent.futures import Future
@@ -140,10 +142,14 @@ class Balancer:
         if isinstance(max_flat_ticks, bool) or not isinstance(max_flat_ticks, (int, np.integer)) or max_flat_ticks < 1:
             raise ValueError(f"max_flat_ticks must be an integer >= 1, got {max_flat_ticks!r}")
         self.max_flat_ticks = int(max_flat_ticks)
-        if not (isinstance(max_qps_ratio, (int, float)) and np.isfinite(max_qps_ratio) and max_qps_ratio > 1):
+        for name, v in (("max_qps_ratio", max_qps_ratio), ("max_gap_s", max_gap_s), ("max_load", max_load),
+                        ("max_ratio", max_ratio), ("time_budget_s", time_budget_s)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+                raise ValueError(f"{name} must be a number, got {v!r}")
+        if not (np.isfinite(max_qps_ratio) and max_qps_ratio > 1):
             raise ValueError(f"max_qps_ratio must be finite and > 1, got {max_qps_ratio!r}")
         self.max_qps_ratio = float(max_qps_ratio)
-        if not (isinstance(max_gap_s, (int, float)) and np.isfinite(max_gap_s) and max_gap_s > 0):
+        if not (np.isfinite(max_gap_s) and max_gap_s > 0):
             raise ValueError(f"max_gap_s must be finite and > 0 (seconds), got {max_gap_s!r}")
         self.max_gap = pd.Timedelta(seconds=float(max_gap_s))
         if not (np.isfinite(max_load) and max_load > 0):
@@ -294,7 +300,7 @@ class Balancer:
         self.ticks_ = 0
         self.last_time_: pd.Timestamp | None = None
         self.n_features_: int | None = None
-        # stuck-sensor watch (not checkpointed: after a restore it starts again)
+        # stuck-sensor watch (checkpointed with the rest)
         self.last_load_: np.ndarray | None = None
         self.flat_ = np.zeros(context.n_clusters, dtype=int)  # ticks each reading repeated unchanged
         self.flat_lo_ = np.zeros(context.n_clusters)  # lowest and highest QPS seen over that run
@@ -309,11 +315,16 @@ class Balancer:
         ref = max(self.last_qps_, self.qps_ref_)
         if ref > 0 and obs.qps > self.max_qps_ratio * ref:
             return f"invalid telemetry: qps={obs.qps!r} is more than max_qps_ratio={self.max_qps_ratio:g} x {ref:.6g}"
-        for name, v, top in (("load", obs.load, self.max_load), ("lam", obs.lam, np.inf)):
-            bad = ~np.isfinite(v) | (v < 0) | (v > top)
+        c = self.ctx_
+        # the lambda in force: within the bounds up to rounding (the nodes may report a geometric
+        # mean over their sub-ticks, exp(mean(log)), which can land an ulp outside)
+        for name, v, lo, hi in (("load", obs.load, 0.0, self.max_load),
+                                ("lam", obs.lam, c.lam_min * (1 - 1e-9), c.lam_max * (1 + 1e-9))):
+            bad = ~np.isfinite(v) | (v < lo) | (v > hi)
             if bad.any():
                 g = int(np.flatnonzero(bad)[0])
-                return f"invalid telemetry: {name}[{self.ctx_.clusters[g]}]={float(v[g])!r}"
+                bounds = f"[0, max_load={self.max_load:g}]" if name == "load" else f"[lam_min, lam_max] = [{c.lam_min:g}, {c.lam_max:g}]"
+                return f"invalid telemetry: {name}[{c.clusters[g]}]={float(v[g])!r} (outside {bounds})"
         if obs.over is not None:
             bad = ~np.isfinite(obs.over) | (obs.over < 0) | (obs.over > self.max_load / self.ctx_.target - 1)
             if bad.any():
@@ -386,7 +397,7 @@ class Balancer:
         self.last_qps_ = float(obs.qps)
         self.ticks_ += 1
         self.last_time_ = obs.time
-        if obs.features is not None:
+        if obs.features is not None and self.ctx_.policy is not None:  # unused features fix no width
             self.n_features_ = obs.features.shape[1]
         shadow = self.pid_.make_step(obs) if self.pid_ is not None else None
         reason, plan = "", None
@@ -554,6 +565,8 @@ class Balancer:
              "suspect_time": None if self.suspect_time_ is None else self.suspect_time_.value, "last_qps": self.last_qps_,
              "jump": None if self.jump_ is None else [self.jump_[0].value, self.jump_[1]],
              "n_features": self.n_features_, "controller_state": controller_state,
+             "sensors": {"last_load": None if self.last_load_ is None else self.last_load_.tolist(),
+                         "flat": self.flat_.tolist(), "flat_lo": self.flat_lo_.tolist(), "flat_hi": self.flat_hi_.tolist()},
              "pid": None if self.pid_ is None else self.pid_.state_dict(),
              "forecaster": None if self.forecaster is None else self.forecaster.state_dict()}
         json.dumps(d)  # must be JSON
@@ -596,6 +609,30 @@ class Balancer:
             self.suspect_time_ = None if d["suspect_time"] is None else pd.Timestamp(d["suspect_time"])
             self.last_qps_ = float(d["last_qps"])
             self.jump_ = None if d["jump"] is None else (pd.Timestamp(d["jump"][0]), d["jump"][1])
+            sensors = d.get("sensors")  # absent from checkpoints written before it was kept: the watch starts again
+            G = self.ctx_.n_clusters
+            self.last_load_ = None if sensors is None or sensors["last_load"] is None else np.asarray(sensors["last_load"], dtype=float)
+            self.flat_ = np.zeros(G, dtype=int) if sensors is None else np.asarray(sensors["flat"], dtype=int)
+            self.flat_lo_ = np.zeros(G) if sensors is None else np.asarray(sensors["flat_lo"], dtype=float)
+            self.flat_hi_ = np.zeros(G) if sensors is None else np.asarray(sensors["flat_hi"], dtype=float)
+
+    def _check_sensor_state(self, sensors) -> None:
+        """``checkpoint.sensors``: the stuck-sensor watch (per cluster: the last load read, the
+        ticks it repeated, the QPS range over them)."""
+        from forecasting.state import StateError
+        G = self.ctx_.n_clusters
+        if not (isinstance(sensors, dict) and set(sensors) == {"last_load", "flat", "flat_lo", "flat_hi"}):
+            raise StateError(f"checkpoint.sensors must be a dict with last_load, flat, flat_lo, flat_hi, got {sensors!r}")
+        for k in ("last_load", "flat", "flat_lo", "flat_hi"):
+            v = sensors[k]
+            if v is None and k == "last_load":
+                continue
+            ok = (isinstance(v, list) and len(v) == G
+                  and all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and x >= 0 for x in v)
+                  and (k != "flat" or all(isinstance(x, int) for x in v)))
+            if not ok:
+                kind = "integers" if k == "flat" else "finite numbers"
+                raise StateError(f"checkpoint.sensors.{k} must be {G} {kind} >= 0{' or null' if k == 'last_load' else ''}, got {v!r}")
 
     def _check_state(self, d) -> None:
         from forecasting.state import StateError, StateReader
@@ -631,6 +668,8 @@ class Balancer:
         for k in ("last_time", "suspect_time"):
             s.number(k, integer=True, lo=-(2 ** 62), hi=2 ** 62, optional=True)
         s.number("n_features", 1, integer=True, optional=True)
+        if "sensors" in d:
+            self._check_sensor_state(d["sensors"])
         if not isinstance(d["controller_state"], dict):
             raise StateError(f"checkpoint.controller_state must be a dict, got {type(d['controller_state']).__name__}")
         if (d["pid"] is None) != (self.pid_ is None):

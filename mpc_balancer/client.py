@@ -16,8 +16,9 @@ ETag) and falls back by itself:
 
 * the service answers: its decision (``source="service"``), whatever its status (``ok``,
   ``fallback``, ``hold``, ``override``);
-* the service does not answer (refused, timed out, 5xx): the cached decision while its lease
-  lasts (``source="cache"``);
+* the service does not answer (refused, timed out, 5xx), or its answer cannot be read (not
+  HTTP, cut short, not JSON, not a decision: :class:`BadResponse`, never cached): the cached
+  decision while its lease lasts (``source="cache"``);
 * the lease is over (``now > valid_until``): the decision's ``safe_lam`` (``status="expired"``,
   ``source="safe"``);
 * nothing received yet: the client's own ``safe_lam`` (``status="no-decision"``), or
@@ -28,7 +29,10 @@ a skew of ``s`` seconds moves the expiry by ``s``.
 """
 from __future__ import annotations
 
+import http.client
 import json
+import math
+import numbers
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -41,6 +45,10 @@ class ServiceError(Exception):
     def __init__(self, status: int, detail):
         super().__init__(f"HTTP {status}: {detail}")
         self.status, self.detail = status, detail
+
+
+class BadResponse(Exception):
+    """The service's answer could not be read: not HTTP, cut short, not JSON, or not a decision."""
 
 
 class ServiceUnavailable(Exception):
@@ -66,6 +74,21 @@ def _parse_time(s: str) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
+def _check_decision(body) -> None:
+    """A decision body as :meth:`BalancerClient.decision` reads it, or :class:`BadResponse`."""
+    need = ("lam", "safe_lam", "status", "version", "valid_until", "reason")
+    if not (isinstance(body, dict) and all(k in body for k in need)):
+        raise BadResponse(f"GET /v1/decision: not a decision (need {', '.join(need)}), got {str(body)[:80]!r}")
+    try:
+        _parse_time(body["valid_until"])
+        ok = all(isinstance(body[k], dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in body[k].values())
+                 for k in ("lam", "safe_lam"))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise BadResponse(f"GET /v1/decision: a decision with unreadable lam, safe_lam or valid_until: {str(body)[:80]!r}")
+
+
 class BalancerClient:
     """HTTP client of one node (or scheduler). ``token``: a write token to report, a read token
     suffices for :meth:`decision`."""
@@ -80,7 +103,8 @@ class BalancerClient:
 
     # -- transport ------------------------------------------------------------------------------
     def request(self, method: str, path: str, body=None, headers: dict | None = None) -> tuple[int, dict, object]:
-        """(status, headers, decoded JSON or None); raises ServiceError for 4xx/5xx and OSError when unreachable."""
+        """(status, headers, decoded JSON or None); raises ServiceError for 4xx/5xx, OSError when unreachable,
+        BadResponse when the answer cannot be read."""
         data = None if body is None else json.dumps(body, allow_nan=False).encode()
         h = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", **(headers or {})}
         if data is not None:
@@ -89,7 +113,12 @@ class BalancerClient:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 raw = resp.read()
-                return resp.status, dict(resp.headers), json.loads(raw) if raw else None
+                try:
+                    return resp.status, dict(resp.headers), json.loads(raw) if raw else None
+                except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                    raise BadResponse(f"{method} {path}: HTTP {resp.status} with a body that is not JSON: {raw[:80]!r}") from None
+        except http.client.HTTPException as e:  # not HTTP, or a body cut short (IncompleteRead)
+            raise BadResponse(f"{method} {path}: {type(e).__name__}: {e}") from None
         except urllib.error.HTTPError as e:
             if e.code == 304:
                 return 304, dict(e.headers), None
@@ -103,6 +132,10 @@ class BalancerClient:
     @staticmethod
     def _tick(time, qps, load, lam, features, over) -> dict:
         t = time.isoformat() if hasattr(time, "isoformat") else str(time)
+        for name, v in (("qps", {"": qps}), ("load", load), ("lam", lam), ("over", over or {})):
+            for k, x in dict(v).items():
+                if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
+                    raise ValueError(f"{name}{f'[{k}]' if k else ''} must be a finite number, got {x!r}")
         x = None
         if features is not None:
             x = features.tolist() if hasattr(features, "tolist") else [list(map(float, r)) for r in features]
@@ -123,6 +156,7 @@ class BalancerClient:
     def step(self, time, qps: float, load: dict, lam: dict, features=None, over: dict | None = None) -> dict:
         """A whole tick for a scheduler that owns the clock (``POST /v1/step``): the decision body."""
         body = self.request("POST", "/v1/step", self._tick(time, qps, load, lam, features, over))[2]
+        _check_decision(body)
         self._cached, self._etag = body, f'"v{body["version"]}"'
         return body
 
@@ -131,6 +165,7 @@ class BalancerClient:
         """The service's decision body (conditional GET; the cached body on 304). Raises when unreachable."""
         status, headers, body = self.request("GET", "/v1/decision", headers={"If-None-Match": self._etag} if self._etag else None)
         if status != 304:
+            _check_decision(body)  # a malformed answer never replaces the cached decision
             self._cached, self._etag = body, headers.get("ETag") or headers.get("etag")
         return self._cached
 
@@ -140,7 +175,7 @@ class BalancerClient:
         try:
             self.fetch()
             self.last_error = None
-        except (OSError, ServiceError) as e:  # OSError covers refused, reset and timed-out connections
+        except (OSError, ServiceError, BadResponse) as e:  # OSError covers refused, reset and timed-out connections
             if isinstance(e, ServiceError) and e.status < 500 and e.status != 404:
                 raise  # 401/403/...: a configuration error, not an outage
             self.last_error, source = str(e), "cache"
@@ -151,6 +186,8 @@ class BalancerClient:
             return LeasedDecision(dict(self.safe_lam), "no-decision", "safe", 0, None,
                                   f"no decision received yet ({self.last_error})")
         valid = _parse_time(d["valid_until"])
+        if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
+            raise ValueError(f"now must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)), got {now!r}")
         now = now or datetime.now(timezone.utc)
         if now > valid:
             return LeasedDecision(dict(d["safe_lam"]), "expired", "safe", d["version"], valid,

@@ -95,9 +95,16 @@ class NodeGuard:
                  lookahead: float = 4.0):
         if rule not in GUARDS:
             raise ValueError(f"guard must be one of {GUARDS}, got {rule!r}")
-        target = np.asarray(target, dtype=float)
-        if target.ndim != 1 or target.size == 0 or not np.all(np.isfinite(target) & (target > 0)):
-            raise ValueError(f"guard target (C_m per cluster) must be positive finite values, got {target!r}")
+        try:
+            arr = np.asarray(target)
+            if arr.dtype.kind not in "iuf":  # strings, flags, a dict: not C_m values
+                raise TypeError
+            arr = arr.astype(float)
+        except (TypeError, ValueError):
+            raise ValueError(f"guard target (C_m per cluster) must be numbers, got {target!r}") from None
+        if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr) & (arr > 0) & (arr <= 1)):
+            raise ValueError(f"guard target (C_m per cluster) must be load fractions in (0, 1], got {target!r}")
+        target = arr
         for name, v, ok in (("gain", gain, lambda x: x > 0), ("step", step, lambda x: x > 1),
                             ("max_step", max_step, lambda x: x > 1), ("release", release, lambda x: 0 <= x < 1),
                             ("halflife", halflife, lambda x: x > 0), ("lam_max", lam_max, lambda x: x > 0),
@@ -141,6 +148,8 @@ class NodeGuard:
         lam_central = np.asarray(lam_central, dtype=float)
         if lam_central.shape != self.target.shape:
             raise ValueError(f"lam_central must have {self.target.size} values, got shape {lam_central.shape}")
+        if not np.all(np.isfinite(lam_central) & (lam_central > 0)):  # a floor raised from 0 or NaN stays there
+            raise ValueError(f"lam_central must be finite and > 0, got {lam_central.tolist()}")
         self._central = lam_central
         self.lam_local = np.minimum(np.maximum(lam_central, self.floor), np.maximum(self.lam_max, lam_central))
         return self.lam_local
@@ -155,7 +164,7 @@ class NodeGuard:
             raise ValueError(f"loads must have shape (m, {self.target.size}), got {loads.shape}")
         if not len(loads):
             return
-        if self.floor.any() or not (loads <= self.target).all():  # a raise, a decay or a broken meter on the way
+        if self.floor.any() or not ((loads >= 0) & (loads <= self.target)).all():  # a raise, a decay or a broken meter on the way
             for i, row in enumerate(loads):
                 if i and self.lam_local is not None:
                     self.apply(self._central)
@@ -167,12 +176,13 @@ class NodeGuard:
 
     def observe(self, load) -> None:
         """The node's load per cluster at the end of the sub-tick: counted for :meth:`take_over`,
-        and sets the next sub-tick's floor."""
+        and sets the next sub-tick's floor. A reading that is not a finite load >= 0 (a broken
+        meter) is not counted and neither raises nor releases the floor."""
         load = np.array(load, dtype=float)  # a copy: kept as last_load, whatever the caller does with its buffer
         if load.shape != self.target.shape:
             raise ValueError(f"load must have {self.target.size} values, got shape {load.shape}")
         ratio = load / self.target
-        read = np.isfinite(ratio)
+        read = np.isfinite(ratio) & (ratio >= 0)  # NaN, inf or a negative load: a broken meter, not a reading
         self.over_sum += np.where(read, np.maximum(ratio - 1.0, 0.0), 0.0)
         self.readings += read
         if self.rule == "none" or self.lam_local is None:

@@ -1,6 +1,7 @@
 """What a deployment tells the balancer: its clusters once, and one :class:`Telemetry` per tick."""
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -71,7 +72,10 @@ def _per_cluster(name: str, value, clusters: tuple[str, ...]) -> np.ndarray:
                              f"expected exactly {list(clusters)}")
         value = [value[c] for c in clusters]
     try:
-        arr = np.asarray(value, dtype=float)
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iuf":  # strings, flags and objects are a caller's mistake, not a reading
+            raise TypeError
+        arr = arr.astype(float)
     except (TypeError, ValueError):
         raise ValueError(f"telemetry {name} must be numbers, one per cluster {list(clusters)}, got {value!r}") from None
     if arr.shape != (len(clusters),):
@@ -91,10 +95,9 @@ def to_observation(tel: Telemetry, clusters: tuple[str, ...], t: int, n_features
         raise ValueError(f"telemetry time must be a timestamp, got {tel.time!r}") from None
     if time is pd.NaT or time.tzinfo is not None:
         raise ValueError(f"telemetry time must be a timezone-naive timestamp, got {tel.time!r}")
-    try:
-        qps = float(tel.qps)
-    except (TypeError, ValueError):
-        raise ValueError(f"telemetry qps must be a number, got {tel.qps!r}") from None
+    if isinstance(tel.qps, (bool, np.bool_)) or not isinstance(tel.qps, numbers.Real):  # not a flag, not a string
+        raise ValueError(f"telemetry qps must be a number, got {tel.qps!r}")
+    qps = float(tel.qps)
     load, lam = _per_cluster("load", tel.load, clusters), _per_cluster("lam", tel.lam, clusters)
     x = tel.features
     if x is not None:

@@ -528,3 +528,67 @@ def test_a_corrupted_plan_feasibility_in_a_checkpoint_is_refused_by_name(sim, fe
     del old["controller_state"]["feasible"]
     b.load_state_dict(old)
     assert b.controller.feasible_.tolist() == [True, True, True]
+
+
+@pytest.mark.parametrize("split", range(3, 11))
+def test_the_stuck_sensor_watch_survives_a_checkpoint(sim, split):
+    """A frozen reading straddling a restore: the restored Balancer holds when the uninterrupted one
+    does (the watch is in the checkpoint), whatever tick the checkpoint falls on."""
+    def make():
+        return Balancer(PidController(), max_flat_ticks=4).setup(sim.context(POLICY), initial_lam=0.05)
+
+    rng = np.random.default_rng(0)
+    tels = [_tel(sim, k, 100.0 + 0.3 * rng.standard_normal(), 0.8 + 0.01 * rng.random(3)) for k in range(3)]
+    tels += [_tel(sim, 3 + k, 100.0 + 2.0 * k, [0.81, 0.77, 0.93]) for k in range(8)]
+    a, b = make(), make()
+    whole = [a.step(t) for t in tels]
+    for t in tels[:split]:
+        b.step(t)
+    c = make()
+    c.load_state_dict(json.loads(json.dumps(b.state_dict())))
+    rest = [c.step(t) for t in tels[split:]]
+    assert [d.status for d in whole][7:] == ["hold"] * 4
+    assert [d.status for d in rest] == [d.status for d in whole[split:]]
+    for d, e in zip(rest, whole[split:]):
+        np.testing.assert_array_equal(d.lam_vector, e.lam_vector)
+
+
+def test_a_checkpoint_without_the_sensor_watch_still_loads_and_a_bad_one_is_named(sim):
+    a = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
+    a.step(_tel(sim, 0, 100.0, [0.8, 0.8, 0.8]))
+    state = json.loads(json.dumps(a.state_dict()))
+    old = {k: v for k, v in state.items() if k != "sensors"}  # written before the watch was kept
+    b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
+    b.load_state_dict(old)
+    assert b.last_load_ is None and not b.flat_.any()
+    for bad, needle in (({**state["sensors"], "flat": [1, 2]}, r"sensors.flat must be 3 integers >= 0"),
+                        ({**state["sensors"], "flat_hi": [1.0, float("nan"), 2.0]}, r"sensors.flat_hi must be 3 finite"),
+                        ({"flat": [0, 0, 0]}, r"sensors must be a dict with last_load, flat, flat_lo, flat_hi")):
+        with pytest.raises(ValueError, match=needle):
+            b.load_state_dict({**state, "sensors": bad})
+
+
+@pytest.mark.parametrize("lam,held", [(0.0, True), (1e-6, True), (1e9, True), (10.0 * (1 + 1e-12), False), (1e-5, False)])
+def test_a_lambda_in_force_outside_the_bounds_is_a_sensor_fault(sim, lam, held):
+    """No node applies a lambda the Balancer cannot have sent: 0 (which rate-limited the next decision
+    to lam_min x max_ratio) or 1e9 holds; an ulp over lam_max (a geometric mean over sub-ticks) does not."""
+    b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
+    b.step(_tel(sim, 0, 100.0, [0.8, 0.81, 0.82]))
+    tel = _tel(sim, 1, 100.0, [0.81, 0.8, 0.83])
+    tel.lam = np.array([0.05, lam, 0.05])
+    d = b.step(tel)
+    assert d.status == ("hold" if held else "ok"), d.reason
+    if held:
+        assert f"lam[prerank]={lam!r} (outside [lam_min, lam_max] = [1e-05, 10])" in d.reason
+        np.testing.assert_array_equal(d.lam_vector, b.last_good_)
+        assert b.step(_tel(sim, 2, 100.0, [0.8, 0.82, 0.81])).status == "ok"  # the next good report is used
+
+
+@pytest.mark.parametrize("field,value", [("qps", True), ("qps", "4200"), ("qps", None), ("load", ["0.8", "0.8", "0.8"]),
+                                         ("lam", [True, True, True]), ("over", [None, 0.0, 0.0])])
+def test_telemetry_of_the_wrong_type_is_named_not_read(sim, field, value):
+    b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
+    tel = _tel(sim, 0, 100.0, [0.8, 0.8, 0.8])
+    setattr(tel, field, value)
+    with pytest.raises(ValueError, match=f"telemetry {field} must be (a number|numbers)"):
+        b.step(tel)

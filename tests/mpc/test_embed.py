@@ -421,6 +421,9 @@ def test_more_bad_setups_name_the_field():
         mb.Balancer.create("pid", clusters=good, response_requests=0)
     with pytest.raises(ValueError, match="lam_min must be a number"):
         mb.Balancer.create("pid", clusters=good, lam_min="0.1")
+    for name in ("max_load", "max_gap_s", "max_qps_ratio", "max_ratio", "time_budget_s"):
+        with pytest.raises(ValueError, match=f"{name} must be a number, got '10'"):
+            mb.Balancer.create("pid", clusters=good, **{name: "10"})
 
     named = SeparablePolicy(1)
     named.clusters = "c0"  # a string, not a tuple of names

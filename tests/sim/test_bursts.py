@@ -237,17 +237,17 @@ def _assert_same_guard(a: NodeGuard, b: NodeGuard) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.floats(0.0, 1.5), st.floats(0.0, 0.8)), min_size=0, max_size=8), min_size=1, max_size=6),
-       st.sampled_from(["proportional", "maxpower", "none"]), st.booleans())
+       st.sampled_from(["proportional", "maxpower", "none"]), st.sampled_from([None, np.nan, -np.inf, np.inf, -0.2]))
 def test_observe_many_is_observe_row_by_row(runs, rule, broken):
     """observe_many over each run of sub-ticks (apply once before it) leaves the guard exactly where
-    apply + observe per sub-tick does: the idle shortcut and the raises, decays and NaN readings of
-    the general case alike."""
+    apply + observe per sub-tick does: the idle shortcut and the raises, decays and broken readings
+    (NaN, +-inf, negative: not counted) of the general case alike."""
     one, many = NodeGuard(rule, target=[0.9, 0.5]), NodeGuard(rule, target=[0.9, 0.5])
     lam = np.array([0.01, 0.02])
     for i, run in enumerate(runs):
         loads = np.array(run, dtype=float).reshape(-1, 2)
-        if broken and i == 1 and len(loads):
-            loads[0, 0] = np.nan
+        if broken is not None and i == 1 and len(loads):
+            loads[0, 0] = broken
         for row in loads:
             one.apply(lam)
             one.observe(row)
@@ -390,3 +390,23 @@ def test_lookahead_stops_windup_on_a_lagged_burst(lag_subticks):
 def test_guard_settings_of_the_wrong_type_name_the_setting(key, value):
     with pytest.raises(ValueError, match=f"guard {key} must be a number, got {value!r}"):
         NodeGuard("proportional", target=[0.9], **{key: value})
+
+
+@pytest.mark.parametrize("target, needle", [((1.5,), r"load fractions in \(0, 1\], got \(1.5,\)"),
+                                            ({"recall": 0.9}, "must be numbers, got {'recall': 0.9}"),
+                                            (("0.9",), r"must be numbers, got \('0.9',\)"), ((True,), "must be numbers"),
+                                            ((), r"load fractions in \(0, 1\]")])
+def test_guard_target_must_be_load_fractions(target, needle):
+    with pytest.raises(ValueError, match=needle):
+        NodeGuard("proportional", target=target)
+
+
+@pytest.mark.parametrize("lam", [np.nan, np.inf, 0.0, -1.0])
+def test_guard_refuses_a_central_lambda_it_could_not_raise_from(lam):
+    """A floor raised from 0 or NaN stays there (NaN also never compares idle): named, not applied."""
+    g = NodeGuard("proportional", target=[0.9, 0.9])
+    with pytest.raises(ValueError, match=r"lam_central must be finite and > 0, got \[0.1, "):
+        g.apply([0.1, lam])
+    g.apply([0.1, 0.1])  # the guard still works after the refusal
+    g.observe([1.0, 0.5])
+    assert g.apply([0.1, 0.1])[0] > 0.1 and g.apply([0.1, 0.1])[1] == 0.1
