@@ -210,6 +210,49 @@ def parse_trace(text: str, name: str = "<csv>") -> Trace:
             f"{name}: row {i + 2}: timestamp {ts_raw.iloc[i]} is not after the previous row's {ts_raw.iloc[i - 1]} "
             "(timestamps must be strictly increasing)"
         )
-    step = pd.Timedelta(int(np.median(np.diff(t.astype(np.int64)))), unit="ns")
-    series = pd.Series(vals, index=pd.DatetimeIndex(t), name=cols[1])
+    step, t = _on_grid(t.astype(np.int64), ts_raw, name)
+    series = pd.Series(vals, index=pd.DatetimeIndex(t.astype("datetime64[ns]")), name=cols[1])
     return Trace(name=name, series=series, step=step)
+
+
+# steps a logger writes (seconds): a median spacing within 5% of one is that step (jitter moves the median)
+NICE_STEPS_S = np.array([1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400])
+SNAP_RUN = 12  # this many consecutive rows at a multiple of the step: a coarser resolution, not a gap
+
+
+def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta, np.ndarray]:
+    """The trace's step and its timestamps (int64 ns) on the grid ``t0 + k step``.
+
+    The step is the median spacing, taken as the nearest of ``NICE_STEPS_S`` when within 5% of it,
+    else rounded to whole seconds (milliseconds under one second): a logger's timestamps carry
+    jitter. Rows off the grid are moved to the nearest grid point:
+    without it only the rows landing exactly on the grid would be read, and the rest interpolated
+    over (1-49 ms of jitter flattened a trace's minute-scale bursts). Two rows on the same grid
+    point (timestamps more irregular than the step), or a run of ``SNAP_RUN`` rows spaced a
+    multiple of the step (a trace whose older part was rolled up coarser: its counts would be read
+    per step), are errors naming the rows."""
+    med = float(np.median(np.diff(t)))
+    unit = 10 ** 9 if med >= 10 ** 9 else 10 ** 6
+    nice = NICE_STEPS_S[np.argmin(np.abs(np.log(med / (NICE_STEPS_S * 1e9))))] * 10 ** 9
+    step_ns = int(nice) if abs(med / nice - 1) < 0.05 else max(int(round(med / unit)) * unit, unit)
+    # the grid's phase: the circular mean of the rows' offsets within a step (0 on an exact grid)
+    angle = 2 * np.pi * ((t - t[0]) % step_ns) / step_ns
+    phase = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()) / (2 * np.pi)
+    t0 = int(round((t[0] + phase * step_ns) / unit)) * unit
+    k = np.round((t - t0) / step_ns).astype(np.int64)
+    same = np.diff(k) == 0
+    if same.any():
+        i = int(np.flatnonzero(same)[0]) + 1
+        raise TraceError(f"{name}: rows {i + 1} and {i + 2} ({ts_raw.iloc[i - 1]}, {ts_raw.iloc[i]}) fall on the same "
+                         f"step of {pd.Timedelta(step_ns, unit='ns')} (the median spacing): the timestamps are too irregular "
+                         "for one step; resample the trace to a regular step")
+    gap = np.diff(k)
+    repeat = (gap[1:] >= 2) & (gap[1:] == gap[:-1])  # repeat[j]: gaps j and j + 1 are the same multiple
+    runs = np.convolve(repeat, np.ones(SNAP_RUN - 1, dtype=int), mode="valid") if len(repeat) >= SNAP_RUN - 1 else repeat[:0]
+    if len(runs) and runs.max() >= SNAP_RUN - 1:  # SNAP_RUN equal gaps from gap j: rows j .. j + SNAP_RUN
+        j = int(np.argmax(runs >= SNAP_RUN - 1))
+        raise TraceError(f"{name}: rows {j + 2}..{j + SNAP_RUN + 2} ({ts_raw.iloc[j]} ..) are {int(gap[j])} steps of "
+                         f"{pd.Timedelta(step_ns, unit='ns')} apart, the trace's step elsewhere: its resolution changes, "
+                         "and coarser counts would be read per step; resample the trace to one step")
+    snapped = t0 + k * step_ns
+    return pd.Timedelta(step_ns, unit="ns"), t if np.array_equal(snapped, t) else snapped

@@ -56,7 +56,11 @@ class Traffic:
             raise TraceError(f"trace {trace.name!r}: the rate near {self.times[int(np.argmax(r))]} is {r.max() / ref:.3g} x "
                              f"the 99.5th percentile of its traffic (more than {MAX_SPIKE:g} x): an outlier row, not "
                              "traffic; fix or remove it")
-        self.scale = self.peak_qps / max(p995, 1e-12)
+        if ref <= 0 or p995 * MAX_SPIKE < ref:  # idle on more than 0.5% short of every tick
+            raise TraceError(f"trace {trace.name!r} has traffic on {np.mean(r > 0):.2%} of its ticks: its 99.5th percentile "
+                             f"({p995:.3g}) is no busy level to scale to peak_qps; give a trace with a daily cycle, "
+                             "or cut it to the part with traffic")
+        self.scale = self.peak_qps / p995
         self.rate_qps = r * self.scale
 
     def __len__(self) -> int:
@@ -78,6 +82,10 @@ class Traffic:
                 ts = pd.Timestamp(start)
             except (ValueError, TypeError):
                 raise ValueError(f"--start {start!r} is not a timestamp") from None
+            if ts is pd.NaT:
+                raise ValueError(f"--start {start!r} is not a timestamp")
+            if ts.tzinfo is not None:  # traces are read in UTC (or naive): an offset is converted like theirs
+                ts = ts.tz_convert("UTC").tz_localize(None)
             if ts < self.times[0] or ts > self.times[-1]:
                 raise ValueError(f"--start {ts} is outside the trace {self.trace.name!r} ({self.times[0]} .. {self.times[-1]})")
             s0 = int(self.times.searchsorted(ts))
@@ -128,8 +136,9 @@ def _level_matched_smooth(counts: pd.Series, step: pd.Timedelta, target_cv: floa
     cap = max(1, int(pd.Timedelta(hours=1) // step))
     level = counts.rolling(cap | 1, center=True, min_periods=1).mean().to_numpy()
     w = np.ceil(1.0 / (target_cv ** 2 * np.maximum(level, 1e-9)))
-    half = (np.clip(w, 1, cap).astype(np.int64)) // 2
     y = counts.to_numpy(dtype=float)
+    # a box no wider than the data: np.convolve(mode="same") returns the longer of the two
+    half = np.minimum(np.clip(w, 1, cap).astype(np.int64) // 2, (len(y) - 1) // 2)
     # windowed sums computed directly, one box filter per distinct half-width: a running cumulative
     # sum would lose every count after one huge outlier to rounding (1e300 + 5 - 1e300 == 0)
     sums, n = np.empty(len(y)), np.empty(len(y))

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from mpc_balancer.traces import TraceError, available, load_trace, parse_trace
+from mpc_balancer.traffic import Traffic
 
 
 @pytest.mark.parametrize("name,step,col", [("nasa", "1min", "requests"), ("nyc-taxi", "30min", "value"), ("elb", "5min", "value")])
@@ -117,3 +118,59 @@ def test_one_outlier_row_is_an_error_and_never_wipes_out_the_trace():
     far = np.abs(np.arange(len(vals)) - 400) > 12
     np.testing.assert_allclose(smooth.to_numpy()[far], ref.to_numpy()[far], rtol=1e-12)
     assert clean.rate_qps.min() > 0
+
+
+def _csv(times, values) -> str:
+    return "timestamp,count\n" + "\n".join(f"{t.isoformat()},{v}" for t, v in zip(times, values))
+
+
+def test_jittered_timestamps_are_read_on_the_grid_not_interpolated_over():
+    """A logger's 1-49 ms of jitter: every row is read at its nearest grid point. Before, only rows
+    landing exactly on the grid were read and the rest interpolated over (the bursts were gone)."""
+    rng = np.random.default_rng(0)
+    t = pd.date_range("2026-01-01", periods=3 * 1440, freq="min")
+    v = rng.poisson(400, len(t)) * np.where(rng.random(len(t)) < 0.02, 6, 1)  # minute-scale bursts
+    exact = parse_trace(_csv(t, v))
+    jittered = parse_trace(_csv(t + pd.to_timedelta(rng.integers(1, 50, len(t)), unit="ms"), v))
+    assert jittered.step == exact.step == pd.Timedelta(minutes=1)
+    pd.testing.assert_series_equal(jittered.series, exact.series)
+    np.testing.assert_array_equal(Traffic(jittered).rate_qps, Traffic(exact).rate_qps)
+    wide = parse_trace(_csv(t + pd.to_timedelta(rng.uniform(-25, 25, len(t)), unit="s"), v))  # up to 25 s either way
+    shift = wide.series.index[0] - t[0]  # the grid's phase, estimated from the rows: within a second or two
+    assert abs(shift) <= pd.Timedelta(seconds=2) and wide.series.index.equals(t + shift)
+    np.testing.assert_array_equal(wide.series.to_numpy(), v)
+
+
+def test_irregular_or_coarsening_timestamps_are_named_not_flattened():
+    rng = np.random.default_rng(1)
+    random = pd.to_datetime(np.sort(rng.choice(10 ** 6, 500, replace=False)) * 10 ** 9)
+    with pytest.raises(TraceError, match="fall on the same step .* too irregular"):
+        parse_trace(_csv(random, np.ones(500)))
+    coarse = pd.date_range("2026-01-01", periods=300, freq="5min")  # older data rolled up to 5 minutes
+    fine = pd.date_range(coarse[-1] + pd.Timedelta(minutes=5), periods=1000, freq="min")
+    with pytest.raises(TraceError, match=r"rows 2\.\.14 .* are 5 steps of 0 days 00:01:00 apart"):
+        parse_trace(_csv(coarse.append(fine), np.ones(1300)))
+    gap = pd.date_range("2026-01-01", periods=1000, freq="min").delete(range(300, 400))  # one gap: interpolated
+    assert parse_trace(_csv(gap, np.ones(900))).step == pd.Timedelta(minutes=1)
+
+
+def test_a_short_trace_and_an_idle_one():
+    """Fewer rows than the smoothing window (at most an hour) smooth over what there is; a trace idle
+    on almost every tick has no busy level to scale to peak_qps: named, not scaled by 1e12."""
+    t = pd.date_range("2026-01-01", periods=45, freq="min")
+    tr = Traffic(parse_trace(_csv(t, np.full(45, 3))))
+    np.testing.assert_allclose(tr.rate_qps, tr.peak_qps)  # constant counts stay constant
+    t = pd.date_range("2026-01-01", periods=4 * 1440, freq="min")
+    burst = np.where((t >= "2026-01-03 12:00") & (t < "2026-01-03 12:20"), 500, 0)
+    with pytest.raises(TraceError, match=r"has traffic on 0\.35% of its ticks"):
+        Traffic(parse_trace(_csv(t, burst)), mode="raw")
+
+
+@pytest.mark.parametrize("start", ["2026-01-02T00:00:00Z", "2026-01-02T02:00:00+02:00", "2026-01-02 00:00:00"])
+def test_start_may_carry_a_time_zone(start):
+    t = pd.date_range("2026-01-01", periods=3 * 1440, freq="min")
+    tr = Traffic(parse_trace(_csv(t, np.full(len(t), 100) + np.arange(len(t)) % 7)))
+    hist, sim = tr.window(days=0.5, start=start)
+    assert tr.times[sim.start] == pd.Timestamp("2026-01-02") and sim.stop - sim.start == 720
+    with pytest.raises(ValueError, match="--start '' is not a timestamp"):
+        tr.window(days=0.5, start="")
