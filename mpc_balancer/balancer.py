@@ -282,6 +282,12 @@ class Balancer:
 
                 self.forecaster = TickForecaster()
             need = "at least two days of history at the control period"
+            bucket_s = pd.Timedelta(getattr(self.forecaster, "step", pd.Timedelta(minutes=5))).total_seconds()
+            if context.period_s > bucket_s:  # each tick fills one of the forecaster's buckets, not all
+                ticks = int(np.ceil(2 * 86400 / bucket_s))
+                need = (f"at least {ticks} ticks of history ({ticks * context.period_s / 86400:.3g} days at a period of "
+                        f"{context.period_s:g} s: the tick forecaster models {bucket_s:g}-second buckets and a tick "
+                        f"fills one), or a control period of at most {bucket_s:g} s")
             if len(context.history_qps) == 0:
                 raise ValueError(f"history: controller {self.controller.name!r} forecasts traffic and needs {need}; got none")
             try:

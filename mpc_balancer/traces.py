@@ -218,6 +218,7 @@ def parse_trace(text: str, name: str = "<csv>") -> Trace:
 # steps a logger writes (seconds): a median spacing within 5% of one is that step (jitter moves the median)
 NICE_STEPS_S = np.array([1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400])
 SNAP_RUN = 12  # this many consecutive rows at a multiple of the step: a coarser resolution, not a gap
+MAX_MISSING = 0.5  # more than this share of the steps missing: interpolation would make up most of the trace
 
 
 def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta, np.ndarray]:
@@ -230,7 +231,8 @@ def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta,
     over (1-49 ms of jitter flattened a trace's minute-scale bursts). Two rows on the same grid
     point (timestamps more irregular than the step), or a run of ``SNAP_RUN`` rows spaced a
     multiple of the step (a trace whose older part was rolled up coarser: its counts would be read
-    per step), are errors naming the rows."""
+    per step), and more than ``MAX_MISSING`` of the steps missing (day-first dates read month-first
+    spread four days over four months), are errors naming the rows."""
     med = float(np.median(np.diff(t)))
     unit = 10 ** 9 if med >= 10 ** 9 else 10 ** 6
     nice = NICE_STEPS_S[np.argmin(np.abs(np.log(med / (NICE_STEPS_S * 1e9))))] * 10 ** 9
@@ -254,5 +256,13 @@ def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta,
         raise TraceError(f"{name}: rows {j + 2}..{j + SNAP_RUN + 2} ({ts_raw.iloc[j]} ..) are {int(gap[j])} steps of "
                          f"{pd.Timedelta(step_ns, unit='ns')} apart, the trace's step elsewhere: its resolution changes, "
                          "and coarser counts would be read per step; resample the trace to one step")
+    missing = 1.0 - len(k) / float(k[-1] - k[0] + 1)
+    if missing > MAX_MISSING:
+        j = int(np.argmax(gap))
+        raise TraceError(f"{name}: {missing:.0%} of the steps of {pd.Timedelta(step_ns, unit='ns')} between the first and "
+                         f"the last row have no row (the largest gap: {ts_raw.iloc[j]} to {ts_raw.iloc[j + 1]}, rows "
+                         f"{j + 2}-{j + 3}); they would be interpolated, not read. Check the date format (day-first "
+                         "dates read month-first?), write the steps with a count of 0 if they were left out, or cut "
+                         "the trace to the part with data")
     snapped = t0 + k * step_ns
     return pd.Timedelta(step_ns, unit="ns"), t if np.array_equal(snapped, t) else snapped

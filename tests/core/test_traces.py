@@ -174,3 +174,13 @@ def test_start_may_carry_a_time_zone(start):
     assert tr.times[sim.start] == pd.Timestamp("2026-01-02") and sim.stop - sim.start == 720
     with pytest.raises(ValueError, match="--start '' is not a timestamp"):
         tr.window(days=0.5, start="")
+
+
+def test_a_trace_mostly_made_of_gaps_is_named():
+    """Day-first dates read month-first spread four days over four months: 96% of the steps would
+    have been interpolated without a word."""
+    days = [pd.date_range(f"2026-01-0{d}", periods=1440, freq="min") for d in (1, 2, 3, 4)]  # 1-4 January
+    text = "timestamp,value\n" + "\n".join(f"{t.strftime('%d/%m/%Y %H:%M')},5" for d in days for t in d)
+    with pytest.raises(TraceError, match=r"96% of the steps .* rows 1441-1442\); they would be interpolated"):
+        parse_trace(text)
+    assert parse_trace(_csv(days[0].append(days[1][:1]), np.ones(1441))).step == pd.Timedelta(minutes=1)  # 1 gap in 2

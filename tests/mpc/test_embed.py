@@ -417,6 +417,9 @@ def test_more_bad_setups_name_the_field():
         mb.Balancer.create("pid", clusters=good, history=history().tz_localize("UTC"))
     with pytest.raises(ValueError, match="history: controller 'mpc' forecasts traffic and needs at least two days"):
         mb.Balancer.create("mpc", clusters=good)
+    hourly = history(days=10).resample("h").mean()  # ten days, but one 5-minute bucket in 12 filled
+    with pytest.raises(ValueError, match=r"needs at least 576 ticks of history \(24 days at a period of 3600 s"):
+        mb.Balancer.create("mpc", clusters=good, policy=SeparablePolicy(2), history=hourly, period_s=3600)
     with pytest.raises(ValueError, match="response_requests must be an integer >= 1"):
         mb.Balancer.create("pid", clusters=good, response_requests=0)
     with pytest.raises(ValueError, match="lam_min must be a number"):
