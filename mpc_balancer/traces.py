@@ -215,7 +215,7 @@ def parse_trace(text: str, name: str = "<csv>") -> Trace:
     return Trace(name=name, series=series, step=step)
 
 
-# steps a logger writes (seconds): a median spacing within 5% of one is that step (jitter moves the median)
+# steps a logger writes (seconds): a median spacing within 1% of one is that step (jitter moves the median)
 NICE_STEPS_S = np.array([1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400])
 SNAP_RUN = 12  # this many consecutive rows at a multiple of the step: a coarser resolution, not a gap
 MAX_MISSING = 0.5  # more than this share of the steps missing: interpolation would make up most of the trace
@@ -224,7 +224,7 @@ MAX_MISSING = 0.5  # more than this share of the steps missing: interpolation wo
 def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta, np.ndarray]:
     """The trace's step and its timestamps (int64 ns) on the grid ``t0 + k step``.
 
-    The step is the median spacing, taken as the nearest of ``NICE_STEPS_S`` when within 5% of it,
+    The step is the median spacing, taken as the nearest of ``NICE_STEPS_S`` when within 1% of it,
     else rounded to whole seconds (milliseconds under one second): a logger's timestamps carry
     jitter. Rows off the grid are moved to the nearest grid point:
     without it only the rows landing exactly on the grid would be read, and the rest interpolated
@@ -236,7 +236,7 @@ def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta,
     med = float(np.median(np.diff(t)))
     unit = 10 ** 9 if med >= 10 ** 9 else 10 ** 6
     nice = NICE_STEPS_S[np.argmin(np.abs(np.log(med / (NICE_STEPS_S * 1e9))))] * 10 ** 9
-    step_ns = int(nice) if abs(med / nice - 1) < 0.05 else max(int(round(med / unit)) * unit, unit)
+    step_ns = int(nice) if abs(med / nice - 1) < 0.01 else max(int(round(med / unit)) * unit, unit)
     # the grid's phase: the circular mean of the rows' offsets within a step (0 on an exact grid)
     angle = 2 * np.pi * ((t - t[0]) % step_ns) / step_ns
     phase = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()) / (2 * np.pi)
