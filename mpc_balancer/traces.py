@@ -217,7 +217,8 @@ def parse_trace(text: str, name: str = "<csv>") -> Trace:
 
 # steps a logger writes (seconds): a median spacing within 1% of one is that step (jitter moves the median)
 NICE_STEPS_S = np.array([1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400])
-SNAP_RUN = 12  # this many consecutive rows at a multiple of the step: a coarser resolution, not a gap
+# rows at one multiple of the step for this long, and this many: a coarser resolution, not gaps
+COARSE_SPAN, COARSE_ROWS = pd.Timedelta(days=1), 12
 MAX_MISSING = 0.5  # more than this share of the steps missing: interpolation would make up most of the trace
 
 
@@ -226,11 +227,12 @@ def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta,
 
     The step is the median spacing, taken as the nearest of ``NICE_STEPS_S`` when within 1% of it,
     else rounded to whole seconds (milliseconds under one second): a logger's timestamps carry
-    jitter. Rows off the grid are moved to the nearest grid point:
+    jitter. The grid's phase is the circular mean of the rows' offsets from it. Rows off the grid
+    are moved to the nearest grid point:
     without it only the rows landing exactly on the grid would be read, and the rest interpolated
     over (1-49 ms of jitter flattened a trace's minute-scale bursts). Two rows on the same grid
-    point (timestamps more irregular than the step), or a run of ``SNAP_RUN`` rows spaced a
-    multiple of the step (a trace whose older part was rolled up coarser: its counts would be read
+    point (timestamps more irregular than the step), ``COARSE_ROWS`` or more rows spaced one
+    multiple of the step for ``COARSE_SPAN`` or longer (a trace whose older part was rolled up coarser: its counts would be read
     per step), and more than ``MAX_MISSING`` of the steps missing (day-first dates read month-first
     spread four days over four months), are errors naming the rows."""
     med = float(np.median(np.diff(t)))
@@ -249,11 +251,14 @@ def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta,
                          f"step of {pd.Timedelta(step_ns, unit='ns')} (the median spacing): the timestamps are too irregular "
                          "for one step; resample the trace to a regular step")
     gap = np.diff(k)
-    repeat = (gap[1:] >= 2) & (gap[1:] == gap[:-1])  # repeat[j]: gaps j and j + 1 are the same multiple
-    runs = np.convolve(repeat, np.ones(SNAP_RUN - 1, dtype=int), mode="valid") if len(repeat) >= SNAP_RUN - 1 else repeat[:0]
-    if len(runs) and runs.max() >= SNAP_RUN - 1:  # SNAP_RUN equal gaps from gap j: rows j .. j + SNAP_RUN
-        j = int(np.argmax(runs >= SNAP_RUN - 1))
-        raise TraceError(f"{name}: rows {j + 2}..{j + SNAP_RUN + 2} ({ts_raw.iloc[j]} ..) are {int(gap[j])} steps of "
+    # runs of equal gaps of 2 steps or more: a stretch spaced at one coarser step for a day or more
+    change = np.flatnonzero(np.diff(gap) != 0) + 1
+    starts, ends = np.concatenate([[0], change]), np.concatenate([change, [len(gap)]])
+    span = (ends - starts) * gap[starts] * step_ns
+    coarse = (gap[starts] >= 2) & (ends - starts >= COARSE_ROWS) & (span >= COARSE_SPAN.value)
+    if coarse.any():
+        a, b = int(starts[coarse][0]), int(ends[coarse][0])
+        raise TraceError(f"{name}: rows {a + 2}..{b + 2} ({ts_raw.iloc[a]} .. {ts_raw.iloc[b]}) are {int(gap[a])} steps of "
                          f"{pd.Timedelta(step_ns, unit='ns')} apart, the trace's step elsewhere: its resolution changes, "
                          "and coarser counts would be read per step; resample the trace to one step")
     missing = 1.0 - len(k) / float(k[-1] - k[0] + 1)

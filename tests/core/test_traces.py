@@ -146,12 +146,15 @@ def test_irregular_or_coarsening_timestamps_are_named_not_flattened():
     random = pd.to_datetime(np.sort(rng.choice(10 ** 6, 500, replace=False)) * 10 ** 9)
     with pytest.raises(TraceError, match="fall on the same step .* too irregular"):
         parse_trace(_csv(random, np.ones(500)))
-    coarse = pd.date_range("2026-01-01", periods=300, freq="5min")  # older data rolled up to 5 minutes
-    fine = pd.date_range(coarse[-1] + pd.Timedelta(minutes=5), periods=1000, freq="min")
-    with pytest.raises(TraceError, match=r"rows 2\.\.14 .* are 5 steps of 0 days 00:01:00 apart"):
-        parse_trace(_csv(coarse.append(fine), np.ones(1300)))
-    gap = pd.date_range("2026-01-01", periods=1000, freq="min").delete(range(300, 400))  # one gap: interpolated
-    assert parse_trace(_csv(gap, np.ones(900))).step == pd.Timedelta(minutes=1)
+    coarse = pd.date_range("2026-01-01", periods=300, freq="5min")  # older data rolled up to 5 minutes (25 h)
+    fine = pd.date_range(coarse[-1] + pd.Timedelta(minutes=5), periods=1500, freq="min")
+    with pytest.raises(TraceError, match=r"rows 2\.\.302 .* are 5 steps of 0 days 00:01:00 apart"):
+        parse_trace(_csv(coarse.append(fine), np.ones(1800)))
+    t = pd.date_range("2026-01-01", periods=4 * 1440, freq="min")
+    night = ((t.hour < 6) & (t.minute % 2 == 1)) & (t.day == 2)  # a sparse night: every other minute left out
+    long_gap = (t >= "2026-01-03") & (t < "2026-01-04 06:00")  # an outage of 30 h without rows
+    for drop in (night, long_gap):  # gaps, not a coarser resolution: read, the gaps interpolated
+        assert parse_trace(_csv(t[~drop], np.ones((~drop).sum()))).step == pd.Timedelta(minutes=1)
 
 
 def test_a_short_trace_and_an_idle_one():
