@@ -29,6 +29,7 @@ a skew of ``s`` seconds moves the expiry by ``s``.
 """
 from __future__ import annotations
 
+import decimal
 import http.client
 import json
 import math
@@ -118,6 +119,8 @@ class BalancerClient:
                 except ValueError:  # JSONDecodeError, UnicodeDecodeError
                     raise BadResponse(f"{method} {path}: HTTP {resp.status} with a body that is not JSON: {raw[:80]!r}") from None
         except http.client.HTTPException as e:  # not HTTP, or a body cut short (IncompleteRead)
+            if isinstance(e, OSError):  # RemoteDisconnected: closed without an answer, i.e. unreachable
+                raise
             raise BadResponse(f"{method} {path}: {type(e).__name__}: {e}") from None
         except urllib.error.HTTPError as e:
             if e.code == 304:
@@ -132,9 +135,9 @@ class BalancerClient:
     @staticmethod
     def _tick(time, qps, load, lam, features, over) -> dict:
         t = time.isoformat() if hasattr(time, "isoformat") else str(time)
-        for name, v in (("qps", {"": qps}), ("load", load), ("lam", lam), ("over", over or {})):
+        for name, v in (("qps", {"": qps}), ("load", load), ("lam", lam), ("over", {} if over is None else over)):
             for k, x in dict(v).items():
-                if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
+                if isinstance(x, (bool, str, bytes)) or not isinstance(x, (numbers.Real, decimal.Decimal)) or not math.isfinite(x):
                     raise ValueError(f"{name}{f'[{k}]' if k else ''} must be a finite number, got {x!r}")
         x = None
         if features is not None:
@@ -214,7 +217,7 @@ class BalancerClient:
             try:
                 if self.request("GET", "/readyz")[0] == 200:
                     return
-            except (OSError, ServiceError):
+            except (OSError, ServiceError, BadResponse):  # still starting: refused, closed, half an answer
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.url} not ready within {timeout_s:g} s")

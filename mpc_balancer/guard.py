@@ -84,7 +84,9 @@ class NodeGuard:
     halflife : float
         Sub-ticks for the floor to halve while it decays.
     lam_max : float
-        Ceiling on the local lambda.
+        Ceiling on the local lambda: the central Balancer's ``lam_max`` (both default to 10). The
+        Balancer holds a tick whose reported lambda in force is above its own ``lam_max`` (a
+        sensor fault), so a guard allowed higher would cost those ticks.
     lookahead : float
         Sub-ticks over which an overloaded but falling load is extrapolated before raising again
         (anti-windup against a lagging load meter; see the module doc). 0: no hold.

@@ -1,7 +1,6 @@
 """What a deployment tells the balancer: its clusters once, and one :class:`Telemetry` per tick."""
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -73,8 +72,8 @@ def _per_cluster(name: str, value, clusters: tuple[str, ...]) -> np.ndarray:
         value = [value[c] for c in clusters]
     try:
         arr = np.asarray(value)
-        if arr.dtype.kind not in "iuf":  # strings, flags and objects are a caller's mistake, not a reading
-            raise TypeError
+        if arr.dtype.kind in "bUS" or (arr.dtype.kind == "O" and any(isinstance(v, (bool, str, bytes)) for v in arr.ravel())):
+            raise TypeError  # flags and strings are a caller's mistake, not a reading (None fails the cast below)
         arr = arr.astype(float)
     except (TypeError, ValueError):
         raise ValueError(f"telemetry {name} must be numbers, one per cluster {list(clusters)}, got {value!r}") from None
@@ -95,9 +94,12 @@ def to_observation(tel: Telemetry, clusters: tuple[str, ...], t: int, n_features
         raise ValueError(f"telemetry time must be a timestamp, got {tel.time!r}") from None
     if time is pd.NaT or time.tzinfo is not None:
         raise ValueError(f"telemetry time must be a timezone-naive timestamp, got {tel.time!r}")
-    if isinstance(tel.qps, (bool, np.bool_)) or not isinstance(tel.qps, numbers.Real):  # not a flag, not a string
-        raise ValueError(f"telemetry qps must be a number, got {tel.qps!r}")
-    qps = float(tel.qps)
+    try:
+        if isinstance(tel.qps, (bool, np.bool_, str, bytes)):  # a flag or a string is a caller's mistake
+            raise TypeError
+        qps = float(tel.qps)  # a number: int, float, numpy scalar or 0-d array, Decimal, Fraction
+    except (TypeError, ValueError):
+        raise ValueError(f"telemetry qps must be a number, got {tel.qps!r}") from None
     load, lam = _per_cluster("load", tel.load, clusters), _per_cluster("lam", tel.lam, clusters)
     x = tel.features
     if x is not None:

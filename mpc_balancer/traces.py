@@ -12,6 +12,11 @@ nyc-taxi   NYC taxi passengers per 30 min (NAB)           30 min  2014-07-01..20
 elb        AWS ELB request count per 5 min (NAB)          5 min   2014-04-10..04-24
 ========== ============================================== ======= =====================
 
+Timestamps are put on the trace's grid when it is read (:func:`parse_trace`): the step is fitted
+to them, and rows carrying a logger's jitter are read at their nearest grid point; timestamps too
+irregular for one step, a stretch at a coarser resolution and a trace mostly made of gaps are
+errors naming the rows.
+
 Gaps. Two kinds are handled explicitly:
 
 * *missing rows* (a timestamp step is absent): :meth:`Trace.resample` leaves them NaN and the
@@ -50,7 +55,7 @@ class Trace:
 
     name: str
     series: pd.Series  # float counts per step, DatetimeIndex
-    step: pd.Timedelta  # the trace's own (median) step
+    step: pd.Timedelta  # the trace's own step (fitted to its timestamps; see parse_trace)
 
     def __len__(self) -> int:
         return len(self.series)
@@ -215,9 +220,10 @@ def parse_trace(text: str, name: str = "<csv>") -> Trace:
     return Trace(name=name, series=series, step=step)
 
 
-# steps a logger writes (seconds): a median spacing within 1% of one is that step (jitter moves the median)
+# steps a logger writes (seconds): a fitted step within NICE_TOLERANCE of one is that step
+NICE_TOLERANCE = 1e-4
 NICE_STEPS_S = np.array([1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400])
-# rows at one multiple of the step for this long, and this many: a coarser resolution, not gaps
+# this many consecutive spacings of one multiple of the step, lasting this long: a coarser resolution, not gaps
 COARSE_SPAN, COARSE_ROWS = pd.Timedelta(days=1), 12
 MAX_MISSING = 0.5  # more than this share of the steps missing: interpolation would make up most of the trace
 
@@ -225,30 +231,57 @@ MAX_MISSING = 0.5  # more than this share of the steps missing: interpolation wo
 def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta, np.ndarray]:
     """The trace's step and its timestamps (int64 ns) on the grid ``t0 + k step``.
 
-    The step is the median spacing, taken as the nearest of ``NICE_STEPS_S`` when within 1% of it,
-    else rounded to whole seconds (milliseconds under one second): a logger's timestamps carry
-    jitter. The grid's phase is the circular mean of the rows' offsets from it. Rows off the grid
-    are moved to the nearest grid point:
+    A logger's timestamps carry jitter. The step is the nearest of ``NICE_STEPS_S`` when the median
+    spacing is within ``NICE_TOLERANCE`` of it; else the rows are numbered by the mean spacing (the
+    median where rows are missing; a gap skips numbers) and the least-squares slope of time on that number is the step: a nice one
+    if within the tolerance, else rounded to the millisecond (microsecond under a second; a 59.9 s
+    or 1.5 s logger keeps its own step). The grid's phase is the median of the rows' offsets from
+    it, unwrapped around their circular mean. Rows off the grid are moved to the nearest grid point:
     without it only the rows landing exactly on the grid would be read, and the rest interpolated
-    over (1-49 ms of jitter flattened a trace's minute-scale bursts). Two rows on the same grid
-    point (timestamps more irregular than the step), ``COARSE_ROWS`` or more rows spaced one
-    multiple of the step for ``COARSE_SPAN`` or longer (a trace whose older part was rolled up coarser: its counts would be read
-    per step), and more than ``MAX_MISSING`` of the steps missing (day-first dates read month-first
-    spread four days over four months), are errors naming the rows."""
+    over (1-49 ms of jitter flattened a trace's minute-scale bursts). A late row whose point the
+    next row holds takes its free neighbour; two rows left on one point (timestamps more irregular
+    than the step), ``COARSE_ROWS`` or more consecutive spacings of one multiple of the step lasting
+    ``COARSE_SPAN`` or longer (a trace whose older part was rolled up coarser: its counts would be
+    read per step), and more than ``MAX_MISSING`` of the steps missing (day-first dates read
+    month-first spread four days over four months) are errors naming the rows. A trace already on
+    its grid is returned as it is."""
+    rel = (t - t[0]).astype(float)
     med = float(np.median(np.diff(t)))
-    unit = 10 ** 9 if med >= 10 ** 9 else 10 ** 6
-    nice = NICE_STEPS_S[np.argmin(np.abs(np.log(med / (NICE_STEPS_S * 1e9))))] * 10 ** 9
-    step_ns = int(nice) if abs(med / nice - 1) < 0.01 else max(int(round(med / unit)) * unit, unit)
-    # the grid's phase: the circular mean of the rows' offsets within a step (0 on an exact grid)
-    angle = 2 * np.pi * ((t - t[0]) % step_ns) / step_ns
-    phase = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()) / (2 * np.pi)
+    fitted = rel[-1] / (len(t) - 1)  # the mean spacing: the better first guess under heavy jitter, unless rows are missing
+    if not abs(fitted / med - 1) < 0.05:
+        fitted = med
+    for _ in range(2):  # number the rows by the guess (a gap skips numbers), fit the slope, renumber
+        n0 = np.round(rel / fitted)
+        dn = n0 - n0.mean()
+        if (dn * dn).sum() > 0:
+            fitted = float((dn * (rel - rel.mean())).sum() / (dn * dn).sum())
+    grain = 10 ** 6 if fitted >= 10 ** 9 else 10 ** 3  # ms (us under a second): finer is the fit's own noise
+    step_ns = max(int(round(fitted / grain)) * grain, grain)
+    for guess in (med, fitted):  # the median first: a phase that shifts once pulls the fit, not the median
+        nice = NICE_STEPS_S[np.argmin(np.abs(np.log(guess / (NICE_STEPS_S * 1e9))))] * 10 ** 9
+        if abs(guess / nice - 1) < NICE_TOLERANCE:
+            step_ns = int(nice)
+            break
+    # the grid's phase: the median of the rows' offsets within a step, unwrapped around their circular
+    # mean (a late row or two do not move it; 0 on an exact grid)
+    frac = ((t - t[0]) % step_ns) / step_ns
+    mean = np.arctan2(np.sin(2 * np.pi * frac).mean(), np.cos(2 * np.pi * frac).mean()) / (2 * np.pi)
+    phase = mean + float(np.median((frac - mean + 0.5) % 1.0 - 0.5))
+    unit = 10 ** 6 if step_ns >= 10 ** 9 else 10 ** 3  # the grid on whole ms (us under a 1 s step): far under step / 2
     t0 = int(round((t[0] + phase * step_ns) / unit)) * unit
     k = np.round((t - t0) / step_ns).astype(np.int64)
-    same = np.diff(k) == 0
+    for i in np.flatnonzero(np.diff(k) == 0):  # a late row on the next one's point: its free neighbour, if any
+        if k[i + 1] != k[i]:
+            continue  # resolved by an earlier move
+        if i == 0 or k[i - 1] < k[i] - 1:
+            k[i] -= 1
+        elif i + 2 >= len(k) or k[i + 2] > k[i + 1] + 1:
+            k[i + 1] += 1
+    same = np.diff(k) <= 0
     if same.any():
         i = int(np.flatnonzero(same)[0]) + 1
         raise TraceError(f"{name}: rows {i + 1} and {i + 2} ({ts_raw.iloc[i - 1]}, {ts_raw.iloc[i]}) fall on the same "
-                         f"step of {pd.Timedelta(step_ns, unit='ns')} (the median spacing): the timestamps are too irregular "
+                         f"step of {pd.Timedelta(step_ns, unit='ns')} (the trace's step): the timestamps are too irregular "
                          "for one step; resample the trace to a regular step")
     gap = np.diff(k)
     # runs of equal gaps of 2 steps or more: a stretch spaced at one coarser step for a day or more

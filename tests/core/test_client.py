@@ -33,6 +33,7 @@ ANSWERS = {
     "cut": lambda h: (_send(h, 200, b'{"version": 4,', length=500), h.connection.shutdown(socket.SHUT_RDWR)),
     "not-a-decision": lambda h: _send(h, 200, b'{"version": 4, "lam": [0.2]}'),
     "bad-lam": lambda h: _send(h, 200, json.dumps({**BODY, "version": 4, "lam": {"a": "0.2"}}).encode()),
+    "close": lambda h: setattr(h, "close_connection", True),  # accepted, closed without an answer (restarting)
 }
 
 
@@ -54,7 +55,7 @@ def server():
     srv.server_close()
 
 
-@pytest.mark.parametrize("answer", ["503", "html", "not-http", "cut", "not-a-decision", "bad-lam"])
+@pytest.mark.parametrize("answer", ["503", "html", "not-http", "cut", "not-a-decision", "bad-lam", "close"])
 def test_an_unreadable_answer_serves_the_cached_decision_and_never_replaces_it(server, answer):
     srv, mode = server
     c = BalancerClient(f"http://127.0.0.1:{srv.server_port}", token="t", node="n1", timeout_s=2.0)
@@ -64,8 +65,11 @@ def test_an_unreadable_answer_serves_the_cached_decision_and_never_replaces_it(s
         d = c.decision()
         assert (d.source, d.lam, d.version) == ("cache", {"a": 0.1}, 3)
         assert c.last_error
-    if answer != "503":
+    if answer not in ("503", "close"):
         with pytest.raises(BadResponse):
+            c.fetch()
+    if answer == "close":  # closed without an answer: unreachable (an OSError), as refused is
+        with pytest.raises(OSError):
             c.fetch()
     mode["now"] = "ok"
     assert c.decision().source == "service" and c.last_error is None
@@ -93,3 +97,28 @@ def test_client_inputs_are_named(server):
                                  ("over", {"a": "0.1"}, r"over\[a\] must be a finite number, got '0.1'")):
         with pytest.raises(ValueError, match=needle):
             c.report(**{**good, field: value})
+
+
+def test_wait_ready_retries_a_service_that_is_still_starting(server):
+    srv, mode = server
+    c = BalancerClient(f"http://127.0.0.1:{srv.server_port}", token="t", timeout_s=1.0)
+    for answer in ("close", "not-http", "503"):
+        mode["now"] = answer
+        with pytest.raises(TimeoutError, match="not ready within 0.5 s"):
+            c.wait_ready(timeout_s=0.5)
+    mode["now"] = "ok"
+    c.wait_ready(timeout_s=5.0)
+
+
+def test_report_takes_what_a_node_has_at_hand(server):
+    """A pandas Series (e.g. of NodeGuard.take_over()), numpy scalars and Decimals are numbers."""
+    import decimal
+
+    import numpy as np
+    import pandas as pd
+
+    srv, _ = server
+    c = BalancerClient(f"http://127.0.0.1:{srv.server_port}", token="t", node="n1")
+    tick = c._tick(datetime(2024, 1, 1), np.float32(10.0), pd.Series({"a": 0.5}), {"a": decimal.Decimal("0.1")}, None,
+                   pd.Series({"a": np.float64(0.0)}))
+    assert tick["qps"] == 10.0 and tick["load"] == {"a": 0.5} and tick["lam"] == {"a": 0.1} and tick["over"] == {"a": 0.0}

@@ -133,7 +133,10 @@ def test_jittered_timestamps_are_read_on_the_grid_not_interpolated_over():
     exact = parse_trace(_csv(t, v))
     jittered = parse_trace(_csv(t + pd.to_timedelta(rng.integers(1, 50, len(t)), unit="ms"), v))
     assert jittered.step == exact.step == pd.Timedelta(minutes=1)
-    pd.testing.assert_series_equal(jittered.series, exact.series)
+    shift = jittered.series.index[0] - t[0]  # the logger's phase: its median offset, 1-49 ms
+    assert pd.Timedelta(milliseconds=1) <= shift <= pd.Timedelta(milliseconds=49)
+    assert jittered.series.index.equals(t + shift)
+    np.testing.assert_array_equal(jittered.series.to_numpy(), exact.series.to_numpy())
     np.testing.assert_array_equal(Traffic(jittered).rate_qps, Traffic(exact).rate_qps)
     wide = parse_trace(_csv(t + pd.to_timedelta(rng.uniform(-25, 25, len(t)), unit="s"), v))  # up to 25 s either way
     shift = wide.series.index[0] - t[0]  # the grid's phase, estimated from the rows: within a second or two
@@ -187,3 +190,20 @@ def test_a_trace_mostly_made_of_gaps_is_named():
     with pytest.raises(TraceError, match=r"96% of the steps .* rows 1441-1442\); they would be interpolated"):
         parse_trace(text)
     assert parse_trace(_csv(days[0].append(days[1][:1]), np.ones(1441))).step == pd.Timedelta(minutes=1)  # 1 gap in 2
+
+
+@pytest.mark.parametrize("step_s,jitter_s", [(1.5, 0.0), (2.5, 0.0), (7.5, 0.001), (420.0, 0.0), (59.9, 0.0), (1.0, 0.0)])
+def test_any_regular_step_is_kept_and_a_late_row_finds_its_point(step_s, jitter_s):
+    """A step that is not whole seconds, or a logger drifting to 59.9 s, keeps its own step (rounding
+    the spacing to whole seconds read 2.5 s as 2 s, +25% traffic); a 1 s grid at half a second
+    keeps its phase; one row 35% of a step late takes the free point before the next row's."""
+    rng = np.random.default_rng(2)
+    n = 2000
+    t = pd.Timestamp("2024-05-01 12:00:00.5") + pd.to_timedelta(np.arange(n) * step_s + rng.uniform(-jitter_s, jitter_s, n), unit="s")
+    tr = parse_trace(_csv(t, np.arange(n) % 9 + 1))
+    assert tr.step == pd.Timedelta(seconds=step_s) and len(tr.series) == n
+    assert abs(tr.series.index[0] - pd.Timestamp("2024-05-01 12:00:00.5")) <= pd.Timedelta(milliseconds=1)
+    assert tr.series.asfreq(tr.step).notna().all()  # nothing to interpolate
+    late = t.to_series().reset_index(drop=True)
+    late[200] += pd.Timedelta(seconds=0.85 * step_s)
+    assert parse_trace(_csv(pd.DatetimeIndex(late), np.arange(n) % 9 + 1)).series.index.equals(tr.series.index)

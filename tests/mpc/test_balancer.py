@@ -585,10 +585,30 @@ def test_a_lambda_in_force_outside_the_bounds_is_a_sensor_fault(sim, lam, held):
 
 
 @pytest.mark.parametrize("field,value", [("qps", True), ("qps", "4200"), ("qps", None), ("load", ["0.8", "0.8", "0.8"]),
-                                         ("lam", [True, True, True]), ("over", [None, 0.0, 0.0])])
+                                         ("lam", [True, True, True]), ("over", ["0.1", 0.0, 0.0])])
 def test_telemetry_of_the_wrong_type_is_named_not_read(sim, field, value):
     b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
     tel = _tel(sim, 0, 100.0, [0.8, 0.8, 0.8])
     setattr(tel, field, value)
     with pytest.raises(ValueError, match=f"telemetry {field} must be (a number|numbers)"):
         b.step(tel)
+
+
+def test_telemetry_numbers_of_any_numeric_type_are_read(sim):
+    """A 0-d array, a Decimal (SQL NUMERIC) or a Fraction is a number: the same decision as a float."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    def decide(qps, load):
+        b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
+        tel = _tel(sim, 0, 100.0, [0.8, 0.8, 0.8])
+        tel.qps, tel.load = qps, load
+        return b.step(tel)
+
+    ref = decide(100.0, [0.8, 0.81, 0.82])
+    for qps, load in ((np.array(100.0), [Decimal("0.8"), Decimal("0.81"), Decimal("0.82")]),
+                      (Decimal("100"), pd.Series([0.8, 0.81, 0.82], index=POLICY.clusters)),
+                      (Fraction(100), [Fraction(4, 5), 0.81, 0.82])):
+        d = decide(qps, load)
+        assert d.status == "ok"
+        np.testing.assert_array_equal(d.lam_vector, ref.lam_vector)
