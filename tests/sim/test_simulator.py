@@ -189,3 +189,15 @@ def test_sampling_option_is_validated_and_reaches_the_simulator():
         small_sim(sampling="sobol")
     assert build_simulator(ExperimentConfig(trace="elb", days=0.1, sampling="iid")).sampling == "iid"
     assert build_simulator(ExperimentConfig(trace="elb", days=0.1)).sampling == "stratified"
+
+
+def test_the_table_says_why_mu_and_nu_are_nan():
+    from mpc_balancer.sim.experiment import format_table
+
+    nan = float("nan")
+    row = {"controller": "pid", "revenue": 0.0, "uplift_vs_static_pct": None, "mu": nan, "nu": nan, "degraded_pct": 0.0,
+           "wall_s": 1.0, "clusters": {"rank": {"mu": nan, "nu": nan}}}
+    summary = {"trace": "t", "days": 0.2, "window": ["a", "b"], "policy": "pretrained", "results": [row]}
+    assert "undefined (nan) where the window has no tick with traffic" in format_table(summary)
+    summary["results"] = [row | {"mu": 0.9, "nu": 0.001, "clusters": {"rank": {"mu": 0.9, "nu": 0.001}}}]
+    assert "undefined" not in format_table(summary)
