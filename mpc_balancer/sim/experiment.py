@@ -110,10 +110,14 @@ def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_opt
         load_events(cfg.events)  # fail fast on a bad events file
     sim = build_simulator(cfg, plant_overrides)
     policy = make_policy(cfg.policy, sim.cascade)
-    runs = []
-    for c in built:
+    # forecasting controllers first: one that cannot fit its forecaster on the history fails at its
+    # set-up, before the others have run (each run is independent; the results keep the given order)
+    order = sorted(range(len(built)), key=lambda i: not built[i].needs_forecast)
+    runs: list = [None] * len(built)
+    for i in order:
+        c = built[i]
         forecaster = TickForecaster(events=cfg.events) if c.needs_forecast else None
-        runs.append(sim.run(sim.balancer(c, forecaster), policy, progress=progress))
+        runs[i] = sim.run(sim.balancer(c, forecaster), policy, progress=progress)
     return runs, summarize(cfg, sim, runs)
 
 

@@ -201,3 +201,29 @@ def test_the_table_says_why_mu_and_nu_are_nan():
     assert "undefined (nan) where the window has no tick with traffic" in format_table(summary)
     summary["results"] = [row | {"mu": 0.9, "nu": 0.001, "clusters": {"rank": {"mu": 0.9, "nu": 0.001}}}]
     assert "undefined" not in format_table(summary)
+
+
+def test_compare_runs_forecasting_controllers_first_and_reports_in_the_given_order(monkeypatch, tmp_path):
+    """A controller that cannot fit its forecaster fails before the others have run (it used to fail
+    after them, tens of seconds later); the results keep the order asked for."""
+    from mpc_balancer.sim.experiment import ExperimentConfig, run_comparison
+    from mpc_balancer.sim.simulator import Simulator
+
+    calls = []
+    real = Simulator.run
+
+    def spy(self, controller, *args, **kw):
+        calls.append(controller.controller.name)
+        return real(self, controller, *args, **kw)
+
+    monkeypatch.setattr(Simulator, "run", spy)
+    runs, summary = run_comparison(ExperimentConfig(trace="nasa", days=0.02), ["pid", "mpc", "static"])
+    assert calls == ["mpc", "pid", "static"]
+    assert [r.controller for r in runs] == [m["controller"] for m in summary["results"]] == ["pid", "mpc", "static"]
+    idx = pd.date_range("2026-01-01", periods=3 * 1440, freq="min")
+    path = tmp_path / "short.csv"
+    path.write_text("timestamp,count\n" + "\n".join(f"{t},{100 + (i % 60)}" for i, t in enumerate(idx)))
+    calls.clear()
+    with pytest.raises(ValueError, match="history: controller 'mpc' forecasts traffic"):
+        run_comparison(ExperimentConfig(trace=str(path), days=2.5), ["pid", "mpc"])
+    assert calls == ["mpc"]
