@@ -7,9 +7,9 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
    ``ValueError`` naming the field; non-finite or negative values, a load above ``max_load``
    (10 x capacity by default: no sensor reading is that), a QPS over ``max_qps_ratio`` (100) times
    the larger of the last accepted QPS and the history's 99th percentile, a lambda in force outside
-   ``[lam_min, lam_max]`` (no node applies one the Balancer cannot have sent) and a time not after
-   the previous tick's are faults of the plant's sensors, and so are a cluster's load of exactly 0
-   while requests are served and a load reading repeated unchanged for more than
+   ``[lam_min, lam_max]`` (no node applies one the Balancer cannot have sent), a time not after
+   the previous tick's and a time outside ``[1970, 2100)`` (a mistyped year) are faults of the
+   plant's sensors, and so are a cluster's load of exactly 0 while requests are served and a load reading repeated unchanged for more than
    ``max_flat_ticks`` (5) ticks while the QPS moved by 5% or more (a stuck sensor: a live
    reading carries noise): the tick holds the last good lambda and the Decision's ``reason``
    names the field and the value -- the documented safe fallback);
@@ -64,6 +64,7 @@ from .response import Response, check_sample_size
 from .telemetry import Cluster, Telemetry, to_observation
 
 log = logging.getLogger(__name__)
+TIME_MIN, TIME_MAX = pd.Timestamp("1970-01-01"), pd.Timestamp("2100-01-01")  # telemetry times the Balancer takes
 CHECKPOINT_VERSION = 2
 
 
@@ -502,6 +503,8 @@ class Balancer:
 
     def _check_time(self, t: pd.Timestamp) -> str:
         """Why this tick's time cannot be taken ("" if it can); see the module doc."""
+        if not TIME_MIN <= t < TIME_MAX:  # a mistyped year: never a suspect jump (a checkpoint could not hold it)
+            return f"invalid telemetry: time {t} is outside [{TIME_MIN.date()}, {TIME_MAX.date()})"
         last = self.last_time_
         if last is None:
             return ""

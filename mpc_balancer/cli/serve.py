@@ -50,6 +50,12 @@ def _serve(args) -> int:
 
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         raise UsageError("--ssl-certfile and --ssl-keyfile go together")
+    import logging
+
+    # the engine logs holds, fallbacks and failed ticks to the "mpc_balancer" logger (a NullHandler by
+    # default): the service shows them at --log-level, beside uvicorn's own lines
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mpc_balancer").setLevel(args.log_level.upper())
     config = load_config(args.config, state_db=args.state_db)
     app = create_app(config, refit=args.refit)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,

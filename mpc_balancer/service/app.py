@@ -42,7 +42,7 @@ from .aggregate import NodeReport
 from .config import ServeConfig
 from .control import Conflict, ControlService, NotReady
 from .metrics import CONTENT_TYPE_LATEST
-from .models import OverrideIn, ReportIn, TickIn, check_tick, to_naive_utc
+from .models import OverrideIn, ReportIn, TickIn, check_tick, check_time
 
 log = logging.getLogger("mpc_balancer.service")
 
@@ -109,12 +109,13 @@ def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) ->
     clusters = config.cluster_names
 
     def validate(tick: TickIn) -> pd.Timestamp:
-        errors = check_tick(tick, clusters, max_load=config.max_load, lam_max=config.lam_max, max_qps=config.max_qps,
-                            n_features=service.n_features if config.policy_bundle else None,
-                            max_rows=config.max_report_rows)
+        naive, errors = check_time(tick.time)
+        errors += check_tick(tick, clusters, max_load=config.max_load, lam_max=config.lam_max, max_qps=config.max_qps,
+                             n_features=service.n_features if config.policy_bundle else None,
+                             max_rows=config.max_report_rows)
         if errors:
             raise RequestValidationError(errors)
-        return pd.Timestamp(to_naive_utc(tick.time))
+        return pd.Timestamp(naive)
 
     def guarded(fn, *args):
         try:
@@ -156,7 +157,7 @@ def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) ->
         return JSONResponse(body, headers={"ETag": tag, "Cache-Control": "no-cache"})
 
     @app.get("/v1/decisions", dependencies=[read])
-    def get_decisions(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=10000)):
+    def get_decisions(after: int = Query(0, ge=0, le=2 ** 62), limit: int = Query(100, ge=1, le=10000)):
         return service.decisions(after, limit)
 
     @app.put("/v1/override", dependencies=[write])

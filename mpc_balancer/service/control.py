@@ -132,6 +132,8 @@ class ControlService:
                     state, tick_time, written = ckpt
                     bal.load_state_dict(state)
                     self._last_tick = pd.Timestamp(tick_time)
+                    if bal.suspect_time_ is not None and bal.suspect_time_ == self._last_tick:  # a held jump: as above
+                        self._last_tick = bal.last_time_
                     self.metrics.last_checkpoint = written
                 self._override = self.store.get_meta("override")
                 for d in self.store.pending_reports():
@@ -237,6 +239,9 @@ class ControlService:
         """A whole tick from a scheduler: close earlier open ticks, then step this one."""
         with self._lock:
             self._check_open(tel_time)
+            if tel_time in self._pending:  # one tick is stepped once: by its nodes' reports or by a scheduler
+                raise Conflict(f"tick {tel_time} has {len(self._pending[tel_time])} node report(s) open: it closes "
+                               "with them (POST /v1/telemetry), not by POST /v1/step")
             self._close_before(tel_time)
             self._last_telemetry = time.time()
             self.metrics.last_telemetry = self._last_telemetry
@@ -267,7 +272,8 @@ class ControlService:
             plan = {"lam": np.asarray(d.plan.lam_plan, dtype=float).tolist(),
                     "load": None if d.plan.load_plan is None else np.asarray(d.plan.load_plan, dtype=float).tolist()}
         t = pd.Timestamp(tel.time)
-        self._last_tick = t
+        if self.balancer.suspect_time_ != t:  # a forward jump held until a report confirms it closes no tick
+            self._last_tick = t
         self._stale = False
         self.metrics.nodes.set(n_reports)
         base = {"time": t.isoformat(), "lam": dict(d.lam), "status": d.status, "reason": d.reason,

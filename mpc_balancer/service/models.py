@@ -74,8 +74,22 @@ class DecisionOut(BaseModel):
 
 
 def to_naive_utc(t: datetime) -> datetime:
-    """Telemetry times are timezone-naive (as the history's): aware times are converted to UTC."""
+    """Telemetry times are timezone-naive (as the history's): aware times are converted to UTC.
+    ``OverflowError`` when the conversion leaves the calendar (year 1 or 9999 with an offset)."""
     return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo is not None else t
+
+
+def check_time(t: datetime) -> tuple[datetime | None, list[dict]]:
+    """The tick's time as naive UTC, or the 422 error naming ``time``: it must lie in
+    ``[1970, 2100)`` (a mistyped year is refused here, before it can close ticks or reach a checkpoint)."""
+    try:
+        naive = to_naive_utc(t)
+    except OverflowError:
+        naive = None
+    lo, hi = datetime(1970, 1, 1), datetime(2100, 1, 1)
+    if naive is None or not lo <= naive < hi:
+        return None, [_err(("time",), f"time {t.isoformat()} is outside [1970-01-01, 2100-01-01) (UTC)", t.isoformat())]
+    return naive, []
 
 
 def _err(loc: tuple, msg: str, value) -> dict:

@@ -45,7 +45,11 @@ class StateStore:
 
     def open(self) -> StateStore:
         """Open (or create) the database in WAL mode; returns ``self``."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a parent that is a file, or not writable
+            raise ValueError(f"state_db {self.path}: cannot create its directory {self.path.parent} "
+                             f"({type(e).__name__}: {e.strerror or e})") from None
         try:
             self.db_ = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.db_.execute("PRAGMA journal_mode=WAL")

@@ -612,3 +612,19 @@ def test_telemetry_numbers_of_any_numeric_type_are_read(sim):
         d = decide(qps, load)
         assert d.status == "ok"
         np.testing.assert_array_equal(d.lam_vector, ref.lam_vector)
+
+
+@pytest.mark.parametrize("when", ["2200-01-01", "1000-01-01"])
+def test_a_mistyped_year_holds_and_the_checkpoint_still_loads(sim, when):
+    """A year out of [1970, 2100) is a sensor fault, never a suspect jump: the checkpoint (int64 ns
+    times checked against 2^62) kept it and then refused to load after a restart."""
+    b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
+    b.step(_tel(sim, 0, 100.0, [0.8, 0.81, 0.82]))
+    tel = _tel(sim, 1, 100.0, [0.8, 0.82, 0.81])
+    tel.time = pd.Timestamp(when)
+    d = b.step(tel)
+    assert d.status == "hold" and "is outside [1970-01-01, 2100-01-01)" in d.reason and b.suspect_time_ is None
+    c = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
+    c.load_state_dict(json.loads(json.dumps(b.state_dict())))
+    nxt = _tel(sim, 2, 100.0, [0.8, 0.81, 0.83])
+    np.testing.assert_array_equal(b.step(nxt).lam_vector, c.step(nxt).lam_vector)

@@ -196,6 +196,9 @@ BAD_FIELDS = [
     ("qps", {"qps": 1e12}, ["body", "qps"]),
     ("qps", {"qps": "many"}, ["body", "qps"]),
     ("time", {"time": "yesterday"}, ["body", "time"]),
+    ("time", {"time": "3000-01-01T00:00:00"}, ["body", "time"]),  # a checkpoint could not hold it (it broke restores)
+    ("time", {"time": "1000-01-01T00:00:00"}, ["body", "time"]),
+    ("time", {"time": "9999-12-31T23:59:59-05:00"}, ["body", "time"]),  # past the calendar in UTC: was a 500
     ("node", {"node": ""}, ["body", "node"]),
     ("node", {"node": None}, ["body", "node"]),
     ("load", {"load": {**GOOD["load"], "retrieval": -0.1}}, ["body", "load", "retrieval"]),
@@ -275,3 +278,33 @@ def test_auth_scopes_etag_and_metrics(tmp_path, server_factory):
     assert 0 <= samples[("mpc_balancer_checkpoint_age_seconds", ())] < 600
     assert fams["mpc_balancer_step_seconds"].type == "histogram"
     assert not math.isnan(samples[("mpc_balancer_override_active", ())])
+
+
+def test_a_mistyped_future_time_locks_no_one_out_and_a_tick_is_stepped_once(tmp_path, server_factory):
+    """A report a year ahead (in range) is held by the Balancer until a report confirms the jump: it
+    must not close the timeline for the fleet, before or after a kill -9. A tick with node reports
+    open is not also stepped by POST /v1/step (it was stepped twice, one report lost)."""
+    cfg = write_config(tmp_path / "serve.toml", service={"expected_nodes": 1})
+    srv = server_factory(cfg).start()
+
+    def report(k, **kw):
+        return call(srv.url + "/v1/telemetry", "POST", {**GOOD, "time": (T0 + pd.Timedelta(minutes=k)).isoformat(), **kw})
+
+    assert report(0)[0] == 202
+    assert report(0, time=(T0 + pd.Timedelta(days=365)).isoformat())[0] == 202
+    d = call(srv.url + "/v1/decision", token=READ)[1]
+    assert d["status"] == "hold" and "held until the next report confirms it" in d["reason"]
+    assert report(1)[0] == 202  # the fleet carries on
+    assert call(srv.url + "/v1/decision", token=READ)[1]["status"] == "ok"
+    assert report(2, time=(T0 + pd.Timedelta(days=365)).isoformat())[0] == 202
+    srv.kill9()
+    srv.start()
+    assert report(3)[0] == 202 and call(srv.url + "/v1/decision", token=READ)[1]["status"] == "ok"
+    assert call(srv.url + "/v1/decisions?after=99999999999999999999999", token=READ)[0] == 422  # was a 500
+    (tmp_path / "two").mkdir()
+    cfg2 = write_config(tmp_path / "two" / "serve.toml", service={"expected_nodes": 2})
+    two = server_factory(cfg2).start()
+    t1 = (T0 + pd.Timedelta(minutes=1)).isoformat()
+    assert call(two.url + "/v1/telemetry", "POST", {**GOOD, "time": t1})[0] == 202  # 1 of 2 nodes: open
+    status, err, _ = call(two.url + "/v1/step", "POST", {k: v for k, v in GOOD.items() if k != "node"} | {"time": t1})
+    assert status == 409 and "node report(s) open" in err["detail"]
