@@ -206,6 +206,10 @@ def parse_trace(text: str, name: str = "<csv>") -> Trace:
         i = int(np.flatnonzero(neg)[0])
         raise TraceError(f"{name}: row {i + 2}: negative value {vals[i]:g} in column {cols[1]!r}")
     t = ts.to_numpy(dtype="datetime64[ns]")
+    outside = (t < np.datetime64("1970-01-01")) | (t >= np.datetime64("2100-01-01"))
+    if outside.any():  # the Balancer takes telemetry times in this range only (it holds the others)
+        i = int(np.flatnonzero(outside)[0])
+        raise TraceError(f"{name}: row {i + 2}: timestamp {ts_raw.iloc[i]} is outside [1970-01-01, 2100-01-01)")
     if len(t) < 2:
         raise TraceError(f"{name}: need at least 2 rows, got {len(t)}")
     nonincr = np.diff(t.astype(np.int64)) <= 0

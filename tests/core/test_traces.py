@@ -207,3 +207,12 @@ def test_any_regular_step_is_kept_and_a_late_row_finds_its_point(step_s, jitter_
     late = t.to_series().reset_index(drop=True)
     late[200] += pd.Timedelta(seconds=0.85 * step_s)
     assert parse_trace(_csv(pd.DatetimeIndex(late), np.arange(n) % 9 + 1)).series.index.equals(tr.series.index)
+
+
+def test_timestamps_outside_the_balancers_range_are_named():
+    """The Balancer holds telemetry times outside [1970, 2100) (a mistyped year): a trace there would
+    have every simulated tick held."""
+    t = pd.date_range("1969-12-31 23:00", periods=120, freq="min")
+    with pytest.raises(TraceError, match=r"row 2: timestamp 1969-12-31T23:00:00 is outside \[1970-01-01, 2100-01-01\)"):
+        parse_trace(_csv(t, np.ones(120)))
+    assert parse_trace(_csv(t[60:], np.ones(60))).start == pd.Timestamp("1970-01-01")
