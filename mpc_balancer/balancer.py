@@ -9,8 +9,8 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
    the larger of the last accepted QPS and the history's 99th percentile, a lambda in force outside
    ``[lam_min, lam_max]`` (no node applies one the Balancer cannot have sent), a time not after
    the previous tick's and a time outside ``[1970, 2100)`` (a mistyped year) are faults of the
-   plant's sensors, and so are a cluster's load of exactly 0 while requests are served and a load reading repeated unchanged for more than
-   ``max_flat_ticks`` (5) ticks while the QPS moved by 5% or more (a stuck sensor: a live
+   plant's sensors, and so are a cluster's load of exactly 0 while requests are served and a load
+   reading repeated unchanged for more than ``max_flat_ticks`` (5) ticks while the QPS moved by 5% or more (a stuck sensor: a live
    reading carries noise): the tick holds the last good lambda and the Decision's ``reason``
    names the field and the value -- the documented safe fallback);
 2. feed the forecaster and ask it for the horizon (controllers that declare ``needs_forecast``);
@@ -61,10 +61,9 @@ from .controllers.base import LAM_MAX, LAM_MIN, ControlContext, Controller, Obse
 from .controllers.pid import PidController
 from .policy import check_policy
 from .response import Response, check_sample_size
-from .telemetry import Cluster, Telemetry, to_observation
+from .telemetry import TIME_MAX, TIME_MIN, Cluster, Telemetry, to_observation
 
 log = logging.getLogger(__name__)
-TIME_MIN, TIME_MAX = pd.Timestamp("1970-01-01"), pd.Timestamp("2100-01-01")  # telemetry times the Balancer takes
 CHECKPOINT_VERSION = 2
 
 
@@ -307,12 +306,16 @@ class Balancer:
         self.ticks_ = 0
         self.last_time_: pd.Timestamp | None = None
         self.n_features_: int | None = None
-        # stuck-sensor watch (checkpointed with the rest)
-        self.last_load_: np.ndarray | None = None
-        self.flat_ = np.zeros(context.n_clusters, dtype=int)  # ticks each reading repeated unchanged
-        self.flat_lo_ = np.zeros(context.n_clusters)  # lowest and highest QPS seen over that run
-        self.flat_hi_ = np.zeros(context.n_clusters)
+        self._reset_sensor_watch()
         return self
+
+    def _reset_sensor_watch(self) -> None:
+        """The stuck-sensor watch from scratch (checkpointed with the rest)."""
+        G = self.ctx_.n_clusters
+        self.last_load_: np.ndarray | None = None
+        self.flat_ = np.zeros(G, dtype=int)  # ticks each reading repeated unchanged
+        self.flat_lo_ = np.zeros(G)  # lowest and highest QPS seen over that run
+        self.flat_hi_ = np.zeros(G)
 
     # --------------------------------------------------------------------------------------
     def _validate(self, obs: Observation) -> str:
@@ -618,12 +621,14 @@ class Balancer:
             self.suspect_time_ = None if d["suspect_time"] is None else pd.Timestamp(d["suspect_time"])
             self.last_qps_ = float(d["last_qps"])
             self.jump_ = None if d["jump"] is None else (pd.Timestamp(d["jump"][0]), d["jump"][1])
-            sensors = d.get("sensors")  # absent from checkpoints written before it was kept: the watch starts again
-            G = self.ctx_.n_clusters
-            self.last_load_ = None if sensors is None or sensors["last_load"] is None else np.asarray(sensors["last_load"], dtype=float)
-            self.flat_ = np.zeros(G, dtype=int) if sensors is None else np.asarray(sensors["flat"], dtype=int)
-            self.flat_lo_ = np.zeros(G) if sensors is None else np.asarray(sensors["flat_lo"], dtype=float)
-            self.flat_hi_ = np.zeros(G) if sensors is None else np.asarray(sensors["flat_hi"], dtype=float)
+            sensors = d.get("sensors")
+            if sensors is None:  # a checkpoint written before the watch was kept: it starts again
+                self._reset_sensor_watch()
+            else:
+                self.last_load_ = None if sensors["last_load"] is None else np.asarray(sensors["last_load"], dtype=float)
+                self.flat_ = np.asarray(sensors["flat"], dtype=int)
+                self.flat_lo_ = np.asarray(sensors["flat_lo"], dtype=float)
+                self.flat_hi_ = np.asarray(sensors["flat_hi"], dtype=float)
 
     def _check_sensor_state(self, sensors) -> None:
         """``checkpoint.sensors``: the stuck-sensor watch (per cluster: the last load read, the

@@ -9,6 +9,10 @@ import pandas as pd
 
 from .controllers.base import Observation
 
+# the telemetry times the Balancer takes (a checkpoint holds int64 ns under 2^62, about 2116): a time
+# outside is a mistyped year, held by the Balancer, refused by the service and by the trace reader
+TIME_MIN, TIME_MAX = pd.Timestamp("1970-01-01"), pd.Timestamp("2100-01-01")
+
 
 @dataclass(frozen=True)
 class Cluster:

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .telemetry import TIME_MAX, TIME_MIN
+
 BUNDLED = {
     "nasa": "nasa_http_1995_1min.csv.gz",
     "nyc-taxi": "nab_nyc_taxi_30min.csv.gz",
@@ -206,10 +208,10 @@ def parse_trace(text: str, name: str = "<csv>") -> Trace:
         i = int(np.flatnonzero(neg)[0])
         raise TraceError(f"{name}: row {i + 2}: negative value {vals[i]:g} in column {cols[1]!r}")
     t = ts.to_numpy(dtype="datetime64[ns]")
-    outside = (t < np.datetime64("1970-01-01")) | (t >= np.datetime64("2100-01-01"))
+    outside = (t < TIME_MIN.to_datetime64()) | (t >= TIME_MAX.to_datetime64())
     if outside.any():  # the Balancer takes telemetry times in this range only (it holds the others)
         i = int(np.flatnonzero(outside)[0])
-        raise TraceError(f"{name}: row {i + 2}: timestamp {ts_raw.iloc[i]} is outside [1970-01-01, 2100-01-01)")
+        raise TraceError(f"{name}: row {i + 2}: timestamp {ts_raw.iloc[i]} is outside [{TIME_MIN.date()}, {TIME_MAX.date()})")
     if len(t) < 2:
         raise TraceError(f"{name}: need at least 2 rows, got {len(t)}")
     nonincr = np.diff(t.astype(np.int64)) <= 0
@@ -232,13 +234,19 @@ COARSE_SPAN, COARSE_ROWS = pd.Timedelta(days=1), 12
 MAX_MISSING = 0.5  # more than this share of the steps missing: interpolation would make up most of the trace
 
 
+def _grain(ns: float) -> int:
+    """The resolution (ns) a step of ``ns`` and its grid are kept to: a millisecond, a microsecond
+    under one second."""
+    return 10 ** 6 if ns >= 10 ** 9 else 10 ** 3
+
+
 def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta, np.ndarray]:
     """The trace's step and its timestamps (int64 ns) on the grid ``t0 + k step``.
 
     A logger's timestamps carry jitter. The step is the nearest of ``NICE_STEPS_S`` when the median
     spacing is within ``NICE_TOLERANCE`` of it; else the rows are numbered by the mean spacing (the
-    median where rows are missing; a gap skips numbers) and the least-squares slope of time on that number is the step: a nice one
-    if within the tolerance, else rounded to the millisecond (microsecond under a second; a 59.9 s
+    median where rows are missing; a gap skips numbers) and the least-squares slope of time on that
+    number is the step: a nice one if within the tolerance, else rounded to :func:`_grain` (a 59.9 s
     or 1.5 s logger keeps its own step). The grid's phase is the median of the rows' offsets from
     it, unwrapped around their circular mean. Rows off the grid are moved to the nearest grid point:
     without it only the rows landing exactly on the grid would be read, and the rest interpolated
@@ -259,7 +267,7 @@ def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta,
         dn = n0 - n0.mean()
         if (dn * dn).sum() > 0:
             fitted = float((dn * (rel - rel.mean())).sum() / (dn * dn).sum())
-    grain = 10 ** 6 if fitted >= 10 ** 9 else 10 ** 3  # ms (us under a second): finer is the fit's own noise
+    grain = _grain(fitted)  # finer is the fit's own noise
     step_ns = max(int(round(fitted / grain)) * grain, grain)
     for guess in (med, fitted):  # the median first: a phase that shifts once pulls the fit, not the median
         nice = NICE_STEPS_S[np.argmin(np.abs(np.log(guess / (NICE_STEPS_S * 1e9))))] * 10 ** 9
@@ -271,7 +279,7 @@ def _on_grid(t: np.ndarray, ts_raw: pd.Series, name: str) -> tuple[pd.Timedelta,
     frac = ((t - t[0]) % step_ns) / step_ns
     mean = np.arctan2(np.sin(2 * np.pi * frac).mean(), np.cos(2 * np.pi * frac).mean()) / (2 * np.pi)
     phase = mean + float(np.median((frac - mean + 0.5) % 1.0 - 0.5))
-    unit = 10 ** 6 if step_ns >= 10 ** 9 else 10 ** 3  # the grid on whole ms (us under a 1 s step): far under step / 2
+    unit = _grain(step_ns)  # the grid on it: far under step / 2
     t0 = int(round((t[0] + phase * step_ns) / unit)) * unit
     k = np.round((t - t0) / step_ns).astype(np.int64)
     for i in np.flatnonzero(np.diff(k) == 0):  # a late row on the next one's point: its free neighbour, if any

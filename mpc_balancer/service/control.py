@@ -132,7 +132,7 @@ class ControlService:
                     state, tick_time, written = ckpt
                     bal.load_state_dict(state)
                     self._last_tick = pd.Timestamp(tick_time)
-                    if bal.suspect_time_ is not None and bal.suspect_time_ == self._last_tick:  # a held jump: as above
+                    if bal.suspect_time_ == self._last_tick:  # a held jump closes no tick (see _step)
                         self._last_tick = bal.last_time_
                     self.metrics.last_checkpoint = written
                 self._override = self.store.get_meta("override")

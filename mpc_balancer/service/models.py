@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..telemetry import TIME_MAX, TIME_MIN
+
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -86,9 +88,9 @@ def check_time(t: datetime) -> tuple[datetime | None, list[dict]]:
         naive = to_naive_utc(t)
     except OverflowError:
         naive = None
-    lo, hi = datetime(1970, 1, 1), datetime(2100, 1, 1)
-    if naive is None or not lo <= naive < hi:
-        return None, [_err(("time",), f"time {t.isoformat()} is outside [1970-01-01, 2100-01-01) (UTC)", t.isoformat())]
+    if naive is None or not TIME_MIN <= naive < TIME_MAX:
+        return None, [_err(("time",), f"time {t.isoformat()} is outside [{TIME_MIN.date()}, {TIME_MAX.date()}) (UTC)",
+                           t.isoformat())]
     return naive, []
 
 
