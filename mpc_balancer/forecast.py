@@ -371,15 +371,16 @@ class TickForecaster:
         """The adaptive quantile of the scored relative errors per horizon step (NaN: too few
         scored); only ``steps`` when given (the others keep their margin)."""
         E = self.errors_[: min(self.err_rows_, self.calib_window)]
-        ok = np.sum(~np.isnan(E), axis=0) >= max(self.min_calib, 1)
+        if steps is not None and self.margin_ is not None:  # only these steps' scores are counted (a tick's misses)
+            ok = np.zeros(E.shape[1], dtype=bool)
+            ok[steps] = np.sum(~np.isnan(E[:, steps]), axis=0) >= max(self.min_calib, 1)
+        else:
+            ok = np.sum(~np.isnan(E), axis=0) >= max(self.min_calib, 1)
         if not ok.any():
             return
         margin = np.full(E.shape[1], np.nan)
         if steps is not None and self.margin_ is not None:
             margin[: len(self.margin_)] = self.margin_[: E.shape[1]]
-            sel = np.zeros(E.shape[1], dtype=bool)
-            sel[steps] = True
-            ok &= sel
         level = np.full(E.shape[1], self.band / 100.0)
         level[: min(self.level_.size, level.size)] = self.level_[: level.size]
         cols = np.flatnonzero(ok)

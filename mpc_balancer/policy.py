@@ -26,7 +26,10 @@ over one sample use it through :func:`checked_response_many`, which loops over `
 policy without it. Likewise ``respond_cost(features, lam) -> cost (n, G)``, the cost part of
 ``respond`` alone (:class:`CostPolicy`): a controller that reads only costs (a bisection on the
 load budget, the hindsight limit) calls :func:`checked_cost`, which skips the revenue estimate
-where the policy offers it.
+where the policy offers it. And ``take_rows(features, rows) -> features[rows]``, read-only, carrying
+over whatever per-request work the policy cached on ``features`` (:class:`RowsPolicy`): a
+controller that cuts a tick's sample down (:class:`mpc_balancer.response.Response`) calls
+:func:`take_rows`, which indexes the rows itself for a policy without it.
 """
 from __future__ import annotations
 
@@ -65,6 +68,16 @@ class CostPolicy(Policy, Protocol):
         ...
 
 
+@runtime_checkable
+class RowsPolicy(Policy, Protocol):
+    """A :class:`Policy` that can cut a request sample down without redoing its per-request work."""
+
+    def take_rows(self, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``features[rows]`` as a new read-only array; :meth:`Policy.respond` on it answers as on
+        ``features[rows]`` computed afresh."""
+        ...
+
+
 def check_policy(policy, clusters: tuple[str, ...]) -> None:
     """Raise ``ValueError`` unless ``policy`` implements :class:`Policy` for exactly ``clusters``."""
     if not isinstance(policy, Policy):
@@ -89,6 +102,23 @@ def checked_cost(policy, features: np.ndarray, lam: np.ndarray) -> np.ndarray:
         return checked_response(policy, features, lam)[0]
     shape = (len(features), len(policy.clusters))
     return _checked_cost(f"{type(policy).__name__}.respond_cost", respond_cost(features, lam), shape)
+
+
+def take_rows(policy, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``features[rows]``, read-only: the policy's ``take_rows`` for a :class:`RowsPolicy` (its
+    cached per-request work carried over), plain indexing otherwise. ``ValueError`` unless the
+    answer has the rows' shape."""
+    rows = np.asarray(rows, dtype=np.intp)
+    take = getattr(policy, "take_rows", None)
+    if take is None:
+        out = np.asarray(features)[rows]
+    else:
+        out = np.asarray(take(features, rows))
+        shape = (len(rows), *np.shape(features)[1:])
+        if out.shape != shape:
+            raise ValueError(f"{type(policy).__name__}.take_rows: must return shape {shape}, got {out.shape}")
+    out.setflags(write=False)
+    return out
 
 
 def checked_response_many(policy, features: np.ndarray, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

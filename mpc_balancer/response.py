@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .policy import checked_cost, checked_response, checked_response_many
+from .policy import checked_cost, checked_response, checked_response_many, take_rows
 
 
 def check_sample_size(value, name: str) -> None:
@@ -49,7 +49,7 @@ class Response:
             _, revenue = checked_response(policy, x, np.full(G, 1e-2) if lam is None else np.asarray(lam, dtype=float))
             rng = rng or np.random.default_rng(0)
             order = np.argsort(revenue, kind="stable")
-            x = x[order[((np.arange(max_requests) + rng.random()) * (len(x) / max_requests)).astype(np.int64)]]
+            x = take_rows(policy, x, order[((np.arange(max_requests) + rng.random()) * (len(x) / max_requests)).astype(np.int64)])
         x.setflags(write=False)  # policies may cache per-request work on a read-only sample
         self.policy, self.features = policy, x
         self.n_evals = 0

@@ -42,7 +42,9 @@ lambda-free scores ``z . psi`` of small batches (the chunks and their bounding b
 and the last single decision are cached, so a sweep costs one subtraction and one argmax per lambda
 (:mod:`policies.sweep`), a large batch decided at several lambdas (the plant's sub-ticks under the
 guard, a bisection) only the bounds and the survivors' scores per lambda, and the controller's
-first ``respond`` on the sample the plant just served at the same lambda costs nothing. Every path takes
+first ``respond`` on the sample the plant just served at the same lambda costs nothing; a cut of a
+cached sample (:meth:`PolicyRuntime.take_rows`, the Balancer's tick sample cut to its response
+requests) carries its rows' profiles over. Every path takes
 the same floating-point steps as a single decision -- the actions are identical -- but one: a small
 batch's sweep (``respond_many`` at several lambdas) scores in float32 (``SWEEP_DTYPE``; 2.7x faster
 per lambda on 256 requests), so it may choose another action than the float64 single decision
@@ -519,6 +521,22 @@ class PolicyRuntime:
         if isinstance(features, np.ndarray) and not features.flags.writeable and features.flags.owndata:
             self._respond_cache = ((features, entry), *cache[:self.CACHED_SAMPLES - 1])
         return entry
+
+    def take_rows(self, features, rows) -> np.ndarray:
+        """``features[rows]`` as a new read-only sample. When ``features`` is a cached read-only
+        sample (see :meth:`_cached_profiles`), the rows' request profiles are carried over
+        instead of running the request-side networks again: a row's profile is its own chain
+        of matrix products, whatever batch it was computed in."""
+        rows = np.asarray(rows, dtype=np.intp)
+        out = np.asarray(features)[rows]
+        out.setflags(write=False)
+        for cached, entry in self._respond_cache:
+            if features is cached:
+                # z keeps request_profiles' layout (the transpose of a contiguous (P, N) array)
+                z = np.ascontiguousarray(entry[0].T[:, rows]).T
+                self._respond_cache = ((out, [z, entry[1][rows], None, (), None]), *self._respond_cache[:self.CACHED_SAMPLES - 1])
+                break
+        return out
 
     def _lambda_free(self, entry: list):
         """The lambda-free part of a decision on the entry's batch: the scores ``z @ psi`` of a small

@@ -193,6 +193,10 @@ class MpcProblem:
             raise RuntimeError("internal: P sparsity changed")
         return P
 
+    def P_values(self, data: MpcData) -> np.ndarray:
+        """The values of :meth:`P_matrix` in its (fixed) sparsity order: OSQP's ``Px`` update."""
+        return self.P_matrix(data).data
+
     def q_vector(self, data: MpcData) -> np.ndarray:
         """The QP's linear term for this tick's data (OSQP ``q``)."""
         H, w = self.H, self.weights
@@ -319,6 +323,7 @@ class QuadraticMpcProblem:
         self.m = self.n
         Dk = sp.diags([np.ones(H), -np.ones(H - 1)], [0, -1], shape=(H, H), format="csc")
         self.D = sp.block_diag([Dk] * G, format="csc")
+        self._p0 = None
 
     def validate(self, data: MpcData) -> None:
         """Check ``data``'s shapes against the problem's (any number of segments)."""
@@ -342,17 +347,26 @@ class QuadraticMpcProblem:
 
     def P_matrix(self, data: MpcData) -> sp.csc_matrix:
         """Upper triangle of P: the constant rate-penalty band plus the per-tick curvature diagonal."""
-        if not hasattr(self, "_P0"):
+        P0 = self._P0()
+        return sp.csc_matrix((self.P_values(data), P0.indices, P0.indptr), shape=P0.shape)
+
+    def P_values(self, data: MpcData) -> np.ndarray:
+        """The values of :meth:`P_matrix` in its (fixed) sparsity order: OSQP's ``Px`` update."""
+        P0 = self._P0()
+        values = P0.data.copy()
+        values[self._diag_pos] += self._curvature(data).ravel()
+        return values
+
+    def _P0(self) -> sp.csc_matrix:
+        """The constant part of P's upper triangle (the rate-penalty band), built once."""
+        if self._p0 is None:
             w = self.weights.rho if self.objective == "revenue" else self.weights.beta
             rate = np.repeat(2.0 * w / self.u_scale ** 2, self.H)
             P0 = sp.triu((self.D.T @ sp.diags(rate) @ self.D + sp.diags(np.full(self.n, 1e-9))).tocsc(), format="csc")
             P0.sort_indices()
-            self._P0 = P0
             # position of each diagonal entry in P0.data (the last entry of each column of an upper triangle)
-            self._diag_pos = P0.indptr[1:] - 1
-        P = self._P0.copy()
-        P.data[self._diag_pos] += self._curvature(data).ravel()
-        return P
+            self._p0, self._diag_pos = P0, P0.indptr[1:] - 1
+        return self._p0
 
     def q_vector(self, data: MpcData) -> np.ndarray:
         """The QP's linear term for this tick's data (OSQP ``q``)."""

@@ -111,7 +111,7 @@ class OsqpMpcSolver:
         else:
             kw = {"q": q, "l": l, "u": u}
             if p.objective == "tracking" or isinstance(p, QuadraticMpcProblem):
-                kw["Px"] = p.P_matrix(data).data
+                kw["Px"] = p.P_values(data)
             self._solver.update(**kw)
             if self._x is not None:
                 self._solver.warm_start(x=p.shift(self._x), y=self._y)

@@ -257,7 +257,10 @@ def test_mpc_closed_loop_decisions_are_those_of_one_lambda_at_a_time():
     """The MPC over the batched, cached policy decides exactly as over the reference policy (each
     lambda on its own, nothing cached, the sweep's float32 scores): the same lambdas every tick,
     the same revenue; and within rounding of the all-float64 reference."""
-    sim = Simulator(Traffic(load_trace("nasa"), period_s=60), cascade=CAS, n_requests=300, days=0.08, seed=3)
+    # the whole tick's sample is the curve's (no cut): a cut sample's profiles are carried over from the
+    # tick's batch, the same numbers only as far as the BLAS is batch-independent (test_take_rows_...)
+    sim = Simulator(Traffic(load_trace("nasa"), period_s=60), cascade=CAS, n_requests=300, days=0.08, seed=3,
+                    response_requests=300)
     fast = sim.run(make_controller("mpc"), PolicyRuntime.load("pretrained", cost=CAS.cost))
     slow = sim.run(make_controller("mpc"), OneAtATimeSweeps(PolicyRuntime.load("pretrained", cost=CAS.cost)))
     cols = [c for c in fast.log.columns if c.startswith("lambda_")]
@@ -267,6 +270,64 @@ def test_mpc_closed_loop_decisions_are_those_of_one_lambda_at_a_time():
     f64 = sim.run(make_controller("mpc"), OneAtATime(PolicyRuntime.load("pretrained", cost=CAS.cost)))
     np.testing.assert_allclose(fast.log[cols].to_numpy(), f64.log[cols].to_numpy(), rtol=1e-3)
     assert abs(fast.log["revenue"].sum() / f64.log["revenue"].sum() - 1) < 1e-4
+
+
+def test_take_rows_carries_the_profiles_over_and_decides_as_the_rows_afresh(monkeypatch):
+    """A cut of a cached sample (the Balancer's tick sample cut to ``response_requests``) is its rows,
+    read-only; the request-side networks do not run again on it, and its decisions are those of the
+    same rows profiled afresh (up to near-ties: a row's profile computed in another batch may differ
+    in the last bit on a BLAS whose kernels depend on the batch); a sample not in the cache is
+    plain indexing, profiled on first use."""
+    rng = np.random.default_rng(21)
+    policy, ref = POLICIES["pretrained"](), OneAtATime(POLICIES["pretrained"]())
+    x = CAS.sample_features(1000, rng.uniform(0, 24, 1000), rng)
+    x.setflags(write=False)
+    lams = random_lams(rng, 6)
+    policy.act(x, lams[2])  # the plant's decision: x's profiles are cached
+    profiled = []
+    original = policy.request_profiles
+    monkeypatch.setattr(policy, "request_profiles", lambda f: profiled.append(f) or original(f))
+    rows = rng.permutation(1000)[:256]
+    cut = Response(policy, x, max_requests=256, lam=lams[2]).features
+    assert not cut.flags.writeable and profiled == []
+    taken = policy.take_rows(x, rows)
+    np.testing.assert_array_equal(taken, x[rows])
+    assert not taken.flags.writeable
+    cost, revenue = policy.respond_many(taken, lams)
+    assert profiled == []  # the carried-over profiles answered
+    assert_same_or_near_tie(cost, revenue, [ref.respond(x[rows], lam) for lam in lams], lams, rel=1e-5)
+    for lam in lams:
+        c, r = policy.respond(cut, lam)
+        assert_same_or_near_tie(c[None], r[None], [ref.respond(np.array(cut), lam)], lam[None], rel=1e-9)
+    assert profiled == []
+    fresh = CAS.sample_features(300, rng.uniform(0, 24, 300), rng)  # not cached: indexed, profiled when used
+    part = policy.take_rows(fresh, np.arange(0, 300, 2))
+    np.testing.assert_array_equal(part, fresh[::2])
+    np.testing.assert_array_equal(policy.act(part, lams[3]), ref.act(fresh[::2], lams[3]))
+    assert len(profiled) == 1
+
+
+def test_take_rows_without_the_method_indexes_and_a_bad_answer_is_named():
+    from mpc_balancer.policy import RowsPolicy, take_rows
+
+    x = np.arange(20.0).reshape(10, 2)
+    plain = OraclePolicy(CAS)
+    assert not isinstance(plain, RowsPolicy) and isinstance(POLICIES["pretrained"](), RowsPolicy)
+    out = take_rows(plain, x, [3, 1, 3])
+    np.testing.assert_array_equal(out, x[[3, 1, 3]])
+    assert not out.flags.writeable
+
+    class Short:
+        clusters = ("a", "b")
+
+        def respond(self, f, lam):
+            return np.zeros((len(f), 2)), np.zeros(len(f))
+
+        def take_rows(self, f, rows):
+            return f[:1]
+
+    with pytest.raises(ValueError, match=r"Short.take_rows: must return shape \(3, 2\), got \(1, 2\)"):
+        take_rows(Short(), x, [3, 1, 3])
 
 
 def test_cached_samples_and_decisions_interleaved_are_the_decisions(monkeypatch):
