@@ -21,7 +21,11 @@ from ..telemetry import Telemetry
 
 @dataclass(frozen=True)
 class NodeReport:
-    """One node's telemetry for one tick, as the service received it."""
+    """One node's telemetry for one tick, as the service received it.
+
+    ``time`` is the tick's time: the node's own stamp, or, when the node's stamp lay within
+    ``tick_tolerance_s`` of an open tick's time and the report joined that tick, the tick's time,
+    the node's stamp then kept in ``sent_time`` (see :mod:`.control`)."""
 
     node: str
     time: pd.Timestamp
@@ -31,18 +35,21 @@ class NodeReport:
     features: list | None
     received: float  # wall clock (s since the epoch) at acceptance
     over: dict | None = None  # cluster -> over-utilisation the node saw (None: not reported)
+    sent_time: pd.Timestamp | None = None  # the node's own stamp when it differs from the tick's time
 
     def to_json(self) -> dict:
         """The report as JSON-able values (for the store)."""
         return {"node": self.node, "time": self.time.isoformat(), "qps": self.qps, "load": self.load, "lam": self.lam,
-                "features": self.features, "received": self.received, "over": self.over}
+                "features": self.features, "received": self.received, "over": self.over,
+                "sent_time": None if self.sent_time is None else self.sent_time.isoformat()}
 
     @classmethod
     def from_json(cls, d: dict) -> NodeReport:
         """The inverse of :meth:`to_json`."""
         return cls(node=d["node"], time=pd.Timestamp(d["time"]), qps=float(d["qps"]), load=dict(d["load"]),
                    lam=dict(d["lam"]), features=d["features"], received=float(d["received"]),
-                   over=None if d.get("over") is None else dict(d["over"]))
+                   over=None if d.get("over") is None else dict(d["over"]),
+                   sent_time=None if d.get("sent_time") is None else pd.Timestamp(d["sent_time"]))
 
 
 def _weighted(values: list[float], weights: list[float]) -> float:

@@ -22,7 +22,9 @@ Endpoints (JSON):
 =========================  ======  ==========================================================
 
 A write token also reads. No token or an unknown one: 401; a read token on a write endpoint:
-403. Bad bodies: 422 with each bad field's location; a closed tick: 409; not ready: 503.
+403. A body over ``[service] max_body_bytes``: 413, before it is read (:mod:`.limits`). Bad
+bodies: 422 with each bad field's location (a wrongly typed value is quoted in the message:
+``Input should be a valid number, got the string "12.5"``); a closed tick: 409; not ready: 503.
 """
 from __future__ import annotations
 
@@ -41,8 +43,9 @@ from ..telemetry import Telemetry
 from .aggregate import NodeReport
 from .config import ServeConfig
 from .control import Conflict, ControlService, NotReady
+from .limits import BodyLimit
 from .metrics import CONTENT_TYPE_LATEST
-from .models import OverrideIn, ReportIn, TickIn, check_tick, check_time
+from .models import OverrideIn, ReportIn, TickIn, check_tick, check_time, json_value
 
 log = logging.getLogger("mpc_balancer.service")
 
@@ -71,6 +74,18 @@ def _bearer(scope: str, config: ServeConfig):
 
 def _etag(body: dict) -> str:
     return f'"v{body["version"]}"'
+
+
+def _detail(error: dict) -> dict:
+    """One 422 entry: ``type``, ``loc`` and ``msg``; pydantic's messages do not quote the value
+    (``Input should be a valid number``), so a scalar input is appended to them. Our own
+    ``value_error`` messages already name theirs; containers are not echoed."""
+    out = {k: error[k] for k in ("type", "loc", "msg") if k in error}
+    if "input" in error and error.get("type") not in ("value_error", "missing", "json_invalid"):
+        value = error["input"]
+        if value is None or isinstance(value, (str, bool, int, float)):
+            out["msg"] = f"{out['msg']}, got {json_value(value)}"
+    return out
 
 
 def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) -> FastAPI:
@@ -105,6 +120,12 @@ def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) ->
 
     app = FastAPI(title="mpc-balancer", version="1", lifespan=lifespan)
     app.state.service = service
+
+    def too_large(path: str) -> None:
+        if path == "/v1/telemetry":
+            service.metrics.reports.labels("rejected").inc()
+
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, on_reject=too_large)
     read, write = _bearer("read", config), _bearer("write", config)
     clusters = config.cluster_names
 
@@ -129,7 +150,7 @@ def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) ->
     async def _unprocessable(request: Request, exc: RequestValidationError):
         if request.url.path == "/v1/telemetry":
             service.metrics.reports.labels("rejected").inc()
-        detail = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+        detail = [_detail(e) for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.post("/v1/telemetry", status_code=202, dependencies=[write])
@@ -196,7 +217,8 @@ def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) ->
         return {"clusters": {k: {"capacity": c.capacity, "target": c.target} for k, c in config.clusters.items()},
                 "controller": config.controller, "controller_options": config.controller_options,
                 "balancer": config.balancer_options, "period_s": config.period_s, "lease_s": config.lease_s,
-                "tick_timeout_s": config.tick_timeout_s, "stale_after_s": config.stale_after_s,
+                "tick_timeout_s": config.tick_timeout_s, "tick_tolerance_s": config.tick_tolerance_s,
+                "max_body_bytes": config.max_body_bytes, "stale_after_s": config.stale_after_s,
                 "expected_nodes": config.expected_nodes, "safe": config.safe, "policy": policy,
                 "history": {"source": h.source, "trace": h.trace, "peak_qps": h.peak_qps, "end": h.end},
                 "ready": service.ready}

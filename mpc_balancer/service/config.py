@@ -8,8 +8,8 @@ the config file's directory.
 
 Layout (see ``examples/serve.toml``)::
 
-    [service]      period_s, lease_s, tick_timeout_s, stale_after_s, expected_nodes, safe, safe_lam,
-                   max_feature_rows, max_report_rows, max_qps, state_db
+    [service]      period_s, lease_s, tick_timeout_s, tick_tolerance_s, stale_after_s, expected_nodes,
+                   safe, safe_lam, max_feature_rows, max_report_rows, max_qps, max_body_bytes, state_db
     [clusters.NAME] capacity, target
     [controller]   name, [controller.options] (the controller's own keywords)
     [balancer]     Balancer.create keywords: lam_min, lam_max, initial_lam, max_ratio,
@@ -30,6 +30,17 @@ from ..config import ConfigError, check_options, controller_names, read_toml
 from ..telemetry import Cluster
 
 SAFE_MODES = ("hold_last", "lam_max", "fixed")
+
+#: ``[service] max_body_bytes`` by default (4 MiB). The largest legitimate request of the default
+#: configuration is a node report of ``max_report_rows`` = 4096 feature rows: with the shipped
+#: bundle's 5 features it is 0.44 MB of compact JSON and 0.60 MB pretty-printed (``indent=2``), and
+#: :func:`~mpc_balancer.service.models.largest_body_bytes` bounds it at 0.72 MB, so the default
+#: leaves more than 5 times that. A service whose own limits need more refuses to start (see
+#: :meth:`~mpc_balancer.service.control.ControlService.restore`).
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+#: The smallest ``max_body_bytes`` accepted: an override with a 1000-character reason, every
+#: character JSON-escaped, fits in it.
+MIN_MAX_BODY_BYTES = 16 * 1024
 
 
 def balancer_keys() -> dict:
@@ -72,6 +83,7 @@ class ServeConfig:
     period_s: float = 60.0
     lease_s: float = 180.0
     tick_timeout_s: float = 60.0
+    tick_tolerance_s: float = 6.0  # a report within this of an open tick's time joins it (default period_s / 10)
     stale_after_s: float = 120.0
     expected_nodes: int = 0
     safe: str = "hold_last"
@@ -79,6 +91,7 @@ class ServeConfig:
     max_feature_rows: int = 1024
     max_report_rows: int = 4096
     max_qps: float = 1e8
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # a larger request body gets 413, unread
 
     @property
     def cluster_names(self) -> tuple:
@@ -262,12 +275,18 @@ def load_config(path: str | Path, state_db: str | Path | None = None) -> ServeCo
     sec = _Section(path, "service", raw.get("service", {}))
     period = sec.number("period_s", 60.0)
     svc = dict(period_s=period, lease_s=sec.number("lease_s", 3 * period), tick_timeout_s=sec.number("tick_timeout_s", period),
+               tick_tolerance_s=sec.number("tick_tolerance_s", period / 10, low=0, low_open=False),
                stale_after_s=sec.number("stale_after_s", 2 * period),
                expected_nodes=sec.number("expected_nodes", 0, low=0, low_open=False, integer=True),
                safe=sec.string("safe", "hold_last", choices=SAFE_MODES),
                max_feature_rows=sec.number("max_feature_rows", 1024, low=1, low_open=False, integer=True),
                max_report_rows=sec.number("max_report_rows", 4096, low=1, low_open=False, integer=True),
-               max_qps=sec.number("max_qps", 1e8))
+               max_qps=sec.number("max_qps", 1e8),
+               max_body_bytes=sec.number("max_body_bytes", DEFAULT_MAX_BODY_BYTES, low=MIN_MAX_BODY_BYTES, low_open=False,
+                                         integer=True))
+    if svc["tick_tolerance_s"] >= period / 2:  # reports one period apart must never be taken for one tick
+        sec.fail(f"tick_tolerance_s must be below period_s / 2 = {period / 2:g} (reports one period apart are two "
+                 f"ticks), got {sec.table['tick_tolerance_s']!r}")
     safe_lam = sec.get("safe_lam", {})
     lam_min, lam_max = balancer.get("lam_min", 1e-5), balancer.get("lam_max", 10.0)
     if svc["safe"] == "fixed":

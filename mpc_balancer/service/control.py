@@ -5,13 +5,26 @@
 the Balancer from the config -- policy bundle, history, forecaster fit -- and load the stored
 checkpoint; only then is it ready), then feed it:
 
-* ``report(node report)``: node reports are aggregated per tick (their ``time``); a tick closes
+* ``report(node report)``: node reports are aggregated per tick; a tick closes
   when ``expected_nodes`` distinct nodes have reported, or ``tick_timeout_s`` of wall clock after
   its first report (``poll``); closing steps the Balancer once on the aggregate;
 * ``step(tick)``: a scheduler that owns the clock sends whole ticks and gets the decision back.
 
-A report or tick whose time is not after the last stepped tick is refused (409), so a retry
-never steps twice. Every published decision gets a new ``version``. The lease
+Which tick a report belongs to. The nodes of a fleet stamp a tick's end with their own clocks, so
+the stamps of one tick can differ by clock skew and rounding (13:46:00 and 13:46:00.000001).
+Grouping on equal stamps split such a tick into two, each stepped on part of the fleet (half the
+QPS, the PID stepped twice). So times are compared at a resolution of ``tick_tolerance_s``
+(default ``period_s / 10``, below ``period_s / 2`` so that reports one period apart never meet): a
+report whose time lies within it of an open tick's time joins that tick (the nearest, if two),
+under the tick's time, which is the time of the tick's first report (the node's own stamp is kept
+as ``sent_time``); a report for no open tick opens one at its own time. Grouping on a fixed grid
+(rounding times to ``period_s`` since the epoch) was not taken: it would move every tick of a
+fleet whose ticks end off that grid, and split those whose stamps straddle a rounding boundary.
+
+A report or tick whose time is not after the last stepped tick by more than ``tick_tolerance_s``
+is refused (409): it belongs to that closed tick, so a retry never steps twice.
+
+Every published decision gets a new ``version``. The lease
 (``valid_until = issued_at + lease_s``) is renewed only by a step on fresh telemetry or by an
 operator's override; when no telemetry arrives for ``stale_after_s`` the service publishes
 status ``hold`` (same lambda, lease *not* renewed), so nodes see the hold and then, past
@@ -20,6 +33,7 @@ status ``hold`` (same lambda, lease *not* renewed), so nodes see the hold and th
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -32,6 +46,7 @@ from ..balancer import Balancer
 from .aggregate import NodeReport, aggregate
 from .config import ServeConfig
 from .metrics import ServiceMetrics
+from .models import largest_body_bytes
 from .store import StateStore
 
 log = logging.getLogger("mpc_balancer.service")
@@ -82,6 +97,7 @@ class ControlService:
 
     def __init__(self, config: ServeConfig, refit: bool = False):
         self.config, self.refit = config, refit
+        self.tolerance = pd.Timedelta(seconds=config.tick_tolerance_s)
         self._lock = threading.RLock()
         self.ready = False
         self.failure: str | None = None
@@ -122,6 +138,12 @@ class ControlService:
 
                 self.policy = PolicyRuntime.load(c.policy_bundle)
                 self.n_features = len(self.policy.features)
+            need = largest_body_bytes(c.max_report_rows, self.n_features or 0, c.cluster_names)
+            if need > c.max_body_bytes:  # a legitimate report would get 413: refuse to start instead
+                raise ValueError(f"{c.path}: [service] max_body_bytes = {c.max_body_bytes} is below the largest request "
+                                 f"this service accepts, up to {need} bytes of JSON (a report of max_report_rows = "
+                                 f"{c.max_report_rows} rows of {self.n_features or 0} features): raise max_body_bytes "
+                                 f"to at least {need} or lower max_report_rows")
             history = build_history(c, self.store)
             bal = Balancer.create(controller=c.controller, clusters=dict(c.clusters), policy=self.policy, history=history,
                                   period_s=c.period_s, **c.balancer_options, **c.controller_options)
@@ -214,14 +236,24 @@ class ControlService:
     def _check_open(self, t: pd.Timestamp) -> None:
         if not self.ready:
             raise NotReady(self.failure or "restoring state")
-        if self._last_tick is not None and t <= self._last_tick:
+        if self._last_tick is not None and t <= self._last_tick + self.tolerance:
             self.metrics.reports.labels("late").inc()
-            raise Conflict(f"time {t} is not after the last stepped tick {self._last_tick}: that tick is closed")
+            within = f" by more than tick_tolerance_s {self.config.tick_tolerance_s:g} s" if self.config.tick_tolerance_s > 0 else ""
+            raise Conflict(f"time {t} is not after the last stepped tick {self._last_tick}{within}: that tick is closed")
+
+    def _open_tick(self, t: pd.Timestamp) -> pd.Timestamp | None:
+        """The open tick a time belongs to: the nearest within ``tick_tolerance_s`` (the earlier of
+        two as near), or None."""
+        near = [k for k in self._pending if abs(k - t) <= self.tolerance]
+        return min(near, key=lambda k: (abs(k - t), k)) if near else None
 
     def report(self, r: NodeReport) -> dict:
         """Accept one node's report for a tick; the tick closes and steps once ``expected_nodes`` reported (else on the service's clock)."""
         with self._lock:
             self._check_open(r.time)
+            tick = self._open_tick(r.time)
+            if tick is not None and tick != r.time:  # the node's stamp is the tick's, give or take the tolerance
+                r = dataclasses.replace(r, time=tick, sent_time=r.time)
             self.store.add_report(r.time.isoformat(), r.node, r.to_json())
             self._pending.setdefault(r.time, {})[r.node] = r
             self._opened.setdefault(r.time, r.received)
@@ -239,8 +271,9 @@ class ControlService:
         """A whole tick from a scheduler: close earlier open ticks, then step this one."""
         with self._lock:
             self._check_open(tel_time)
-            if tel_time in self._pending:  # one tick is stepped once: by its nodes' reports or by a scheduler
-                raise Conflict(f"tick {tel_time} has {len(self._pending[tel_time])} node report(s) open: it closes "
+            tick = self._open_tick(tel_time)
+            if tick is not None:  # one tick is stepped once: by its nodes' reports or by a scheduler
+                raise Conflict(f"tick {tick} has {len(self._pending[tick])} node report(s) open: it closes "
                                "with them (POST /v1/telemetry), not by POST /v1/step")
             self._close_before(tel_time)
             self._last_telemetry = time.time()

@@ -4,13 +4,23 @@ Field-level rules live here (types, finite, non-negative, sizes); rules that dep
 configuration (cluster names, ``max_load``, ``lam_max``, ``max_qps``, the policy's feature width)
 are checked by :func:`check_tick` with the same 422 error shape, each naming its field. Nothing
 that fails either ever reaches the controller.
+
+The request models are strict: a number must be a JSON number (``"qps": "12.5"`` and
+``"qps": true`` are refused, where pydantic's default lax mode took them as 12.5 and 1.0; a JSON
+integer is a number, so ``"qps": 12`` is 12.0), a string a JSON string, an object an object. Times
+are ISO-8601 strings (``"1995-08-28T13:32:00"``, with ``Z`` or an offset, or a date alone for its
+midnight); a number of seconds since the epoch, or a string of one, is refused rather than read
+as seconds or, past 2e10, as milliseconds (pydantic's guess). FastAPI validates the decoded JSON
+in Python mode, where strict validation would refuse every string for a ``datetime``: the time
+fields are therefore validated laxly after :func:`_iso_8601` has let only strings through.
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 from ..telemetry import TIME_MAX, TIME_MIN
 
@@ -18,12 +28,45 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
+def _iso_8601(value, info: ValidationInfo):
+    """Let only ISO-8601 text (or a ``datetime``, from Python callers) through to the datetime
+    parser: a JSON number, or a string holding one, is a ``ValueError`` naming the field and the value."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{info.field_name} must be an ISO-8601 string such as \"1995-08-28T13:32:00Z\", got {json_value(value)}")
+    try:
+        float(value)
+    except ValueError:
+        return value
+    raise ValueError(f"{info.field_name} must be an ISO-8601 string such as \"1995-08-28T13:32:00Z\", got {json_value(value)}: a count "
+                     "of seconds since the epoch is not read as a time")
+
+
+#: A time in a request body: ISO-8601 text only (see the module doc), naive = UTC.
+IsoTime = Annotated[datetime, BeforeValidator(_iso_8601), Field(strict=False)]
+
+
+def json_value(value, limit: int = 80) -> str:
+    """``value`` as it was written in the JSON body, for an error message: ``the string "12.5"``,
+    ``true``, ``null``, ``1e+300``; strings longer than ``limit`` characters are cut, containers
+    are named by their kind and size only."""
+    if isinstance(value, str):
+        text = json.dumps(value if len(value) <= limit else value[:limit] + "...")
+        return f"the string {text}"
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    if isinstance(value, (list, dict)):
+        return f"an {'array' if isinstance(value, list) else 'object'} of {len(value)} items"
+    return repr(value)[:limit]
+
+
 class TickIn(BaseModel):
     """One whole tick's telemetry (``POST /v1/step``), about the tick that just ended."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    time: datetime = Field(description="end of the tick, ISO-8601; a timezone-aware time is converted to UTC")
+    time: IsoTime = Field(description="end of the tick, ISO-8601; a timezone-aware time is converted to UTC")
     qps: NonNegative = Field(description="requests per second over the tick")
     load: dict[str, NonNegative] = Field(description="cluster -> measured load (fraction of capacity)")
     lam: dict[str, NonNegative] = Field(description="cluster -> lambda in force during the tick")
@@ -44,10 +87,10 @@ class ReportIn(TickIn):
 class OverrideIn(BaseModel):
     """An operator's pin of lambda (``PUT /v1/override``): the given clusters' lambda until ``until``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     lam: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
-    until: datetime = Field(description="wall-clock end of the override, ISO-8601 (naive = UTC)")
+    until: IsoTime = Field(description="wall-clock end of the override, ISO-8601 (naive = UTC)")
     by: str = Field(min_length=1, max_length=128, description="who sets it (recorded in the audit log)")
     reason: str = Field(default="", max_length=1000)
 
@@ -130,3 +173,39 @@ def check_tick(tick: TickIn, clusters: tuple, *, max_load: float, lam_max: float
                 errors.append(_err(("features", bad), f"row {bad} has {len(x[bad])} values; the policy reads "
                                    f"{n_features} features per request", len(x[bad])))
     return errors
+
+
+#: Bytes one feature value can take in a report body: the longest float64 JSON text (24
+#: characters, e.g. ``-2.2250738585072014e-308``), its ", " separator and, pretty-printed
+#: (``indent=2``), its line break and indentation.
+JSON_VALUE_BYTES = 32
+
+
+def largest_body_bytes(max_rows: int, n_features: int, clusters: tuple) -> int:
+    """An upper bound on the size of the largest legitimate request body, for ``max_body_bytes``.
+
+    Parameters
+    ----------
+    max_rows : int
+        ``[service] max_report_rows``: the most feature rows a report may carry.
+    n_features : int
+        Values per feature row (the policy's features; 0 for a telemetry-only service, which
+        refuses features: its reports carry none).
+    clusters : tuple of str
+        The cluster names: every report carries ``load``, ``lam`` and ``over`` per cluster.
+
+    Returns
+    -------
+    int
+        The larger of the biggest node report (``max_rows`` rows of ``n_features`` values of
+        :data:`JSON_VALUE_BYTES` each, the per-cluster maps, a 128-character node name, the time,
+        pretty-printed) and the biggest override (a 1000-character reason and a 128-character
+        ``by``, every character a 12-byte escaped surrogate pair). With the defaults (4096 rows,
+        the shipped bundle's 5 features, 3 clusters) this is 0.72 MB; the largest such body
+        ``json.dumps`` writes with ``indent=2`` is 0.60 MB.
+    """
+    per_cluster = sum(3 * (len(json.dumps(c)) + 2 * JSON_VALUE_BYTES) for c in clusters)
+    rows = max_rows if n_features else 0  # a telemetry-only service refuses features whatever their size
+    report = 1024 + per_cluster + rows * (n_features * JSON_VALUE_BYTES + 16)
+    override = 1024 + per_cluster + 12 * (1000 + 128)
+    return max(report, override)

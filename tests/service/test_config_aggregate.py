@@ -30,6 +30,11 @@ from .conftest import write_config
     ({}, "[controller.options]\ncolour = 1\n", "[controller.options]: unknown key pid.colour (known: kp, ki, kd"),
     ({}, "[controller.options]\nkp = \"high\"\n", "[controller.options]: bad value pid.kp = 'high'"),
     ({}, "[balancer]\nmax_flat_ticks = 2.5\n", "[balancer] max_flat_ticks must be an integer > 0, got 2.5"),
+    ({"max_body_bytes": 1000}, "", "[service] max_body_bytes must be an integer >= 16384, got 1000"),
+    ({"max_body_bytes": "4MB"}, "", "[service] max_body_bytes must be an integer >= 16384, got '4MB'"),
+    ({"tick_tolerance_s": -0.5}, "", "[service] tick_tolerance_s must be a number >= 0, got -0.5"),
+    ({"tick_tolerance_s": 30}, "", "[service] tick_tolerance_s must be below period_s / 2 = 30 (reports one period apart "
+                                   "are two ticks), got 30"),
 ])
 def test_config_errors_name_file_key_and_value(tmp_path, service, extra, message):
     cfg = write_config(tmp_path / "serve.toml", service=service, extra=extra)
@@ -56,6 +61,17 @@ def test_config_tokens_and_paths(tmp_path, monkeypatch):
     cfg.write_text("[service\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(cfg)
+
+
+def test_config_limit_and_tolerance_defaults(tmp_path):
+    """``max_body_bytes`` defaults to 4 MiB; ``tick_tolerance_s`` to a tenth of the period (0 compares
+    times exactly)."""
+    c = load_config(write_config(tmp_path / "serve.toml"))
+    assert c.max_body_bytes == 4 * 1024 * 1024 and c.tick_tolerance_s == 6.0
+    c = load_config(write_config(tmp_path / "serve.toml", service={"period_s": 5, "tick_tolerance_s": 0,
+                                                                   "max_body_bytes": 16384}))
+    assert c.tick_tolerance_s == 0.0 and c.max_body_bytes == 16384
+    assert load_config(write_config(tmp_path / "serve.toml", service={"period_s": 5})).tick_tolerance_s == 0.5
 
 
 def _report(node, qps, load, rows=None):
