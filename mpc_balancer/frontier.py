@@ -12,6 +12,7 @@ interpolation in log lambda).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -33,16 +34,28 @@ class ResponseCurve:
         Mean estimated cost per request on cluster ``g`` while ``lambda_g`` sweeps (the others held).
     revenue : ndarray, shape (G, L)
         Mean expected revenue per request on the same sweep.
+
+    A curve is not changed once made (what its readings share is computed on the first one).
     """
 
     lam_grid: np.ndarray  # (L,) increasing
     cost: np.ndarray  # (G, L) mean estimated cost per request on cluster g while lambda_g sweeps
     revenue: np.ndarray  # (G, L) mean expected revenue per request on the same sweep
 
+    # a curve is read many times a tick and never changed once measured (a refresh makes a new one):
+    # what every reading needs is computed on the first
+    @cached_property
+    def _falling_cost(self) -> np.ndarray:
+        """``cost`` made non-increasing along the grid (its running minimum), against sampling ties."""
+        return np.minimum.accumulate(self.cost, axis=1)
+
+    @cached_property
+    def _log_grid(self) -> np.ndarray:
+        return np.log(self.lam_grid)
+
     def lam_for_cost(self, g: int, u: float) -> float:
         """The lambda whose cost per request on cluster ``g`` is ``u`` (log-linear interpolation)."""
-        c = np.minimum.accumulate(self.cost[g])  # enforce non-increasing against sampling ties
-        x = np.log(self.lam_grid)
+        c, x = self._falling_cost[g], self._log_grid
         if u >= c[0]:
             return float(self.lam_grid[0])
         if u <= c[-1]:
@@ -55,17 +68,15 @@ class ResponseCurve:
 
     def lam_for_costs(self, g: int, u: np.ndarray) -> np.ndarray:
         """Vectorised :meth:`lam_for_cost` (log-linear interpolation on the non-increasing curve)."""
-        c = np.minimum.accumulate(self.cost[g])
-        x = np.log(self.lam_grid)
         # np.interp needs increasing abscissae: reverse (cost decreases with lambda); ties keep the smallest lambda
-        cr, xr = c[::-1], x[::-1]
+        cr, xr = self._falling_cost[g][::-1], self._log_grid[::-1]
         keep = np.concatenate([np.diff(cr) > 0, [True]])
         return np.exp(np.interp(np.asarray(u, dtype=float), cr[keep], xr[keep]))
 
     def cost_at(self, g: int, lam: float) -> float:
         """Cost per request on cluster ``g`` at ``lambda_g = lam`` (log-linear interpolation)."""
-        c = np.minimum.accumulate(self.cost[g])
-        return float(np.interp(np.log(np.clip(lam, self.lam_grid[0], self.lam_grid[-1])), np.log(self.lam_grid), c))
+        grid = self.lam_grid
+        return float(np.interp(np.log(min(max(lam, grid[0]), grid[-1])), self._log_grid, self._falling_cost[g]))
 
     def costs_at(self, lam) -> np.ndarray:
         """:meth:`cost_at` of every cluster at its own lambda: ``(G,)`` from ``lam`` of shape ``(G,)``."""
@@ -82,12 +93,13 @@ def concave_hull(cost: np.ndarray, revenue: np.ndarray) -> tuple[np.ndarray, np.
     order = np.lexsort((-np.asarray(revenue), np.asarray(cost)))
     c, r = np.asarray(cost, dtype=float)[order], np.maximum.accumulate(np.asarray(revenue, dtype=float)[order])
     hull: list[int] = []
-    for i in range(len(c)):
-        if hull and c[i] - c[hull[-1]] < 1e-12:
+    cl, rl = c.tolist(), r.tolist()  # Python floats: the same IEEE double arithmetic, without numpy's per-scalar cost
+    for i in range(len(cl)):
+        if hull and cl[i] - cl[hull[-1]] < 1e-12:
             continue  # same cost, no more revenue (sorted): skip
         while len(hull) >= 2:
             i0, i1 = hull[-2], hull[-1]
-            cross = (c[i1] - c[i0]) * (r[i] - r[i0]) - (r[i1] - r[i0]) * (c[i] - c[i0])
+            cross = (cl[i1] - cl[i0]) * (rl[i] - rl[i0]) - (rl[i1] - rl[i0]) * (cl[i] - cl[i0])
             if cross >= 0:  # i1 lies on or below the chord i0 -> i: not on the upper hull
                 hull.pop()
             else:
