@@ -240,6 +240,11 @@ class ControlService:
             self.metrics.reports.labels("late").inc()
             within = f" by more than tick_tolerance_s {self.config.tick_tolerance_s:g} s" if self.config.tick_tolerance_s > 0 else ""
             raise Conflict(f"time {t} is not after the last stepped tick {self._last_tick}{within}: that tick is closed")
+        held = self.balancer.suspect_time_  # a closed tick the Balancer holds as a forward jump (it set no _last_tick)
+        if held is not None and abs(t - held) <= self.tolerance:  # a straggler would confirm the jump on its own
+            self.metrics.reports.labels("late").inc()
+            raise Conflict(f"time {t} belongs to the tick {held}, which is closed: its time is held as a forward jump "
+                           "until a later tick confirms it")
 
     def _open_tick(self, t: pd.Timestamp) -> pd.Timestamp | None:
         """The open tick a time belongs to: the nearest within ``tick_tolerance_s`` (the earlier of

@@ -20,7 +20,9 @@ see the connection reset under its feet, not the 413, if the server closed the c
 the body still arriving. So, once the 413 is written, what the client still sends is read and
 thrown away, never held (nginx's "lingering close"), for at most ``linger_s`` (5 s), and only
 then is the response ended; a client waiting for ``100 Continue`` sends nothing and just reads
-the 413.
+the 413. The 413 says ``Connection: close``: the connection ends with it, so a body that keeps
+coming is not read past the linger, and the rest of it is never taken for the connection's next
+request.
 """
 from __future__ import annotations
 
@@ -99,7 +101,9 @@ class BodyLimit:
         body = json.dumps({"detail": f"request body too large: {what}, over max_body_bytes = {self.max_bytes} "
                                      "([service] max_body_bytes)", "max_body_bytes": self.max_bytes, "size": size}).encode()
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    # the connection ends with this answer: the rest of the body is never read as a next request
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body, "more_body": True})
         if more_body:
             await self._discard(receive)

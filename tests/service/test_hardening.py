@@ -79,16 +79,18 @@ def test_bodies_over_the_limit_get_413_unread_and_the_largest_report_passes(tmp_
     status, headers, body, sent = raw_exchange(srv.port, _head("/v1/telemetry", "Content-Length: 63000000\r\n"))
     err = json.loads(body)
     assert status == 413 and sent == 0 and headers["content-type"] == "application/json", (status, body)
+    assert headers["connection"] == "close"  # the refused body is never read as the connection's next request
     assert err["max_body_bytes"] == LIMIT and err["size"] == 63_000_000
     assert "63000000 bytes" in err["detail"] and f"max_body_bytes = {LIMIT}" in err["detail"]
 
     # chunked, no Content-Length: counted as it comes; no last chunk is ever sent
     piece = b" " * 65536
     chunks = [b"%x\r\n%s\r\n" % (len(piece), piece)] * (LIMIT // len(piece) + 4)
-    status, _, body, sent = raw_exchange(srv.port, _head("/v1/step", "Transfer-Encoding: chunked\r\n"), chunks)
+    status, headers, body, sent = raw_exchange(srv.port, _head("/v1/step", "Transfer-Encoding: chunked\r\n"), chunks)
     err = json.loads(body)
     # counted per message the HTTP server hands over (up to its 64 KiB buffer and one more read)
     assert status == 413 and LIMIT < err["size"] <= LIMIT + 4 * len(piece), err
+    assert headers["connection"] == "close"
     assert f"at least {err['size']} bytes" in err["detail"] and "without a Content-Length" in err["detail"]
 
     client = BalancerClient(srv.url, WRITE, node="n1", timeout_s=30)
@@ -272,4 +274,36 @@ def test_tick_tolerance_zero_compares_times_exactly_and_a_report_joins_the_neare
     out = report(svc, "c", T0 + pd.Timedelta(seconds=4))  # 4 s from the first, 6 s from the second
     assert out["time"] == T0.isoformat() and out["nodes"] == 2
     assert svc._pending[T0]["c"].sent_time == T0 + pd.Timedelta(seconds=4)
+    svc.close()
+
+
+def test_a_straggler_of_a_tick_held_as_a_forward_jump_is_refused_and_the_next_tick_confirms_it(tmp_path):
+    """In process: the fleet's clocks step 2 h forward together; the tick at the new time closes on two
+    reports and the Balancer holds its time as a suspect jump (no tick is recorded as stepped). A
+    third node's report for that tick, stamped 1 us later or at the same time, is a 409: it used to
+    open a tick of its own, which confirmed the jump at once on one node's QPS. The next period's
+    tick confirms it."""
+    from mpc_balancer.service.control import Conflict, ControlService
+
+    svc = ControlService(load_config(write_config(tmp_path / "serve.toml", service={"expected_nodes": 2}))).setup().restore()
+
+    def report(node, t):
+        return svc.report(NodeReport(node, t, 1000.0, {c: 0.8 for c in CLUSTERS}, {c: 0.01 for c in CLUSTERS}, None, 0.0))
+
+    for k in range(3):
+        t = T0 + pd.Timedelta(minutes=k)
+        report("a", t)
+        assert report("b", t + US)["closed"]
+    jump = T0 + pd.Timedelta(hours=2)
+    report("a", jump)
+    assert report("b", jump - US)["closed"]
+    assert svc.current["status"] == "hold" and svc.balancer.suspect_time_ == jump
+    for stamp in (jump + US, jump):
+        with pytest.raises(Conflict, match=f"belongs to the tick {jump}, which is closed: its time is held as a forward jump"):
+            report("c", stamp)
+    assert svc._pending == {} and svc.balancer.last_time_ == T0 + pd.Timedelta(minutes=2)
+    nxt = jump + pd.Timedelta(minutes=1)
+    report("a", nxt)
+    assert report("b", nxt)["closed"]
+    assert svc.current["status"] == "ok" and svc.balancer.last_time_ == nxt and svc.balancer.suspect_time_ is None
     svc.close()
