@@ -37,6 +37,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from policies.sweep import check_rows
+
 
 @runtime_checkable
 class Policy(Protocol):
@@ -73,8 +75,9 @@ class RowsPolicy(Policy, Protocol):
     """A :class:`Policy` that can cut a request sample down without redoing its per-request work."""
 
     def take_rows(self, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """``features[rows]`` as a new read-only array; :meth:`Policy.respond` on it answers as on
-        ``features[rows]`` computed afresh."""
+        """``features[rows]`` as a new read-only array (``rows``: 1-D integer indices);
+        :meth:`Policy.respond` on it answers as on ``features[rows]``, up to the rounding of work
+        done in another batch."""
         ...
 
 
@@ -106,17 +109,22 @@ def checked_cost(policy, features: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 def take_rows(policy, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``features[rows]``, read-only: the policy's ``take_rows`` for a :class:`RowsPolicy` (its
-    cached per-request work carried over), plain indexing otherwise. ``ValueError`` unless the
-    answer has the rows' shape."""
-    rows = np.asarray(rows, dtype=np.intp)
+    cached per-request work carried over), plain indexing otherwise. ``ValueError`` naming ``rows``
+    unless they are 1-D integer indices into ``features`` (:func:`policies.sweep.check_rows`), and
+    naming the policy unless its answer has the rows' shape. The answer is never ``features``
+    itself: the caller's array is not made read-only."""
+    x = np.asarray(features)
+    rows = check_rows(rows, len(x))
     take = getattr(policy, "take_rows", None)
     if take is None:
-        out = np.asarray(features)[rows]
+        out = x[rows]
     else:
         out = np.asarray(take(features, rows))
-        shape = (len(rows), *np.shape(features)[1:])
+        shape = (len(rows), *x.shape[1:])
         if out.shape != shape:
             raise ValueError(f"{type(policy).__name__}.take_rows: must return shape {shape}, got {out.shape}")
+        if out is x or out is features:
+            out = out.copy()
     out.setflags(write=False)
     return out
 

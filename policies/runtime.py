@@ -44,7 +44,8 @@ and the last single decision are cached, so a sweep costs one subtraction and on
 guard, a bisection) only the bounds and the survivors' scores per lambda, and the controller's
 first ``respond`` on the sample the plant just served at the same lambda costs nothing; a cut of a
 cached sample (:meth:`PolicyRuntime.take_rows`, the Balancer's tick sample cut to its response
-requests) carries its rows' profiles over. Every path takes
+requests) carries its rows' profiles over (the same numbers as profiling the rows afresh where the
+BLAS does not depend on the batch's size). Every other path takes
 the same floating-point steps as a single decision -- the actions are identical -- but one: a small
 batch's sweep (``respond_many`` at several lambdas) scores in float32 (``SWEEP_DTYPE``; 2.7x faster
 per lambda on 256 requests), so it may choose another action than the float64 single decision
@@ -60,7 +61,7 @@ import numpy as np
 from .bundle import KIND, REQUEST_KINDS, read_bundle
 from .cascade import DEFAULT_CLUSTERS
 from .oracle import check_lambda
-from .sweep import check_lambdas, repeat_rows, sweep_argmax
+from .sweep import check_lambdas, check_rows, repeat_rows, sweep_argmax
 
 
 def _softplus(x, out=None, abs_from=None):
@@ -525,10 +526,14 @@ class PolicyRuntime:
     def take_rows(self, features, rows) -> np.ndarray:
         """``features[rows]`` as a new read-only sample. When ``features`` is a cached read-only
         sample (see :meth:`_cached_profiles`), the rows' request profiles are carried over
-        instead of running the request-side networks again: a row's profile is its own chain
-        of matrix products, whatever batch it was computed in."""
-        rows = np.asarray(rows, dtype=np.intp)
-        out = np.asarray(features)[rows]
+        instead of running the request-side networks again. A row's profile is its own chain of
+        matrix products, the same numbers whatever batch it is computed in as far as the BLAS's
+        kernels do not depend on the batch's size: on some they do, in the last bits (float32
+        more often), and a carried-over row may then decide otherwise at a near-tie than the same
+        row profiled afresh. ``rows``: 1-D integer indices (see :func:`policies.sweep.check_rows`)."""
+        x = np.asarray(features)
+        rows = check_rows(rows, len(x))
+        out = x[rows]
         out.setflags(write=False)
         for cached, entry in self._respond_cache:
             if features is cached:

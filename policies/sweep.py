@@ -23,6 +23,18 @@ def check_lambdas(lams, n_clusters: int) -> np.ndarray:
     return arr
 
 
+def check_rows(rows, n: int) -> np.ndarray:
+    """``rows`` as a 1-D ``intp`` array of row indices into a batch of ``n`` (negative ones count from
+    the end), or a ``ValueError`` naming it: a boolean mask, fractional indices and indices out of
+    range are refused (numpy would take a mask, truncate, or raise an ``IndexError``)."""
+    arr = np.asarray(rows)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"rows must be a 1-D array of integer row indices, got dtype {arr.dtype} and shape {arr.shape}")
+    if arr.size and (arr.min() < -n or arr.max() >= n):
+        raise ValueError(f"rows must index a batch of {n} rows, got indices from {int(arr.min())} to {int(arr.max())}")
+    return arr.astype(np.intp)
+
+
 def penalty(lam: np.ndarray, cost: np.ndarray, dtype) -> np.ndarray:
     """``lambda . cost(a)`` of every action ``(A,)`` in the scores' ``dtype``."""
     return (lam @ cost).astype(dtype)

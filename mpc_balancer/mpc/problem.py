@@ -348,7 +348,7 @@ class QuadraticMpcProblem:
     def P_matrix(self, data: MpcData) -> sp.csc_matrix:
         """Upper triangle of P: the constant rate-penalty band plus the per-tick curvature diagonal."""
         P0 = self._P0()
-        return sp.csc_matrix((self.P_values(data), P0.indices, P0.indptr), shape=P0.shape)
+        return sp.csc_matrix((self.P_values(data), P0.indices.copy(), P0.indptr.copy()), shape=P0.shape)
 
     def P_values(self, data: MpcData) -> np.ndarray:
         """The values of :meth:`P_matrix` in its (fixed) sparsity order: OSQP's ``Px`` update."""

@@ -329,6 +329,26 @@ def test_take_rows_without_the_method_indexes_and_a_bad_answer_is_named():
     with pytest.raises(ValueError, match=r"Short.take_rows: must return shape \(3, 2\), got \(1, 2\)"):
         take_rows(Short(), x, [3, 1, 3])
 
+    class Same(Short):
+        def take_rows(self, f, rows):
+            return f  # its input itself: the caller's array must not be frozen
+
+    y = np.arange(6.0).reshape(3, 2)
+    out = take_rows(Same(), y, [0, 1, 2])
+    assert y.flags.writeable and not out.flags.writeable and out is not y
+    np.testing.assert_array_equal(take_rows(plain, x, np.array([], dtype=int)), x[:0])
+    for policy in (plain, POLICIES["pretrained"]()):
+        np.testing.assert_array_equal(take_rows(policy, CAS.sample_features(4, 12.0, np.random.default_rng(0)), [-1, 0]).shape, (2, 5))
+        z = CAS.sample_features(10, 12.0, np.random.default_rng(0))
+        for rows, match in ((np.ones(10, dtype=bool), "rows must be a 1-D array of integer row indices, got dtype bool"),
+                            ([0.0, 1.7], "got dtype float64"), ([[0, 1]], r"shape \(1, 2\)"),
+                            ([0, 10], "rows must index a batch of 10 rows, got indices from 0 to 10"), ([-11], "from -11")):
+            with pytest.raises(ValueError, match=match):
+                take_rows(policy, z, rows)
+            if isinstance(policy, PolicyRuntime):
+                with pytest.raises(ValueError, match=match):
+                    policy.take_rows(z, rows)
+
 
 def test_cached_samples_and_decisions_interleaved_are_the_decisions(monkeypatch):
     """The runtime keeps the request-side work of its last ``CACHED_SAMPLES`` read-only samples and the
