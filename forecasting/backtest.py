@@ -47,16 +47,27 @@ def backtest(y: pd.Series, make_model: Callable[[], object], horizon: int = 24, 
     vals, grid = as_grid_series(y)
     S = season_steps("daily", grid)
     n = len(vals)
+    if not (0 < test_days < np.inf and 0 < train_days < np.inf):  # NaN and inf too: round(inf) overflows
+        raise ForecastInputError(f"test_days and train_days must be finite and > 0, got {test_days!r} and {train_days!r}")
     first = n - int(round(test_days * S))
     if first < 2 * S:
         raise InsufficientHistoryError(
             f"series spans {n / S:.1f} days: test_days={test_days} leaves {first / S:.1f} days of history (need >= 2)")
-    refit_every = int(refit_every or 2 * S)
+    refit_every = int(2 * S if refit_every is None else refit_every)  # 0 is an error below, not the default
     if refit_every < 1 or origin_every < 1:
         raise ForecastInputError("refit_every and origin_every must be >= 1")
     train_len = int(round(train_days * S))
     origins = np.arange(first, n - h + 1, origin_every)
+    if len(origins) == 0:
+        # a test window shorter than the horizon has no origin whose forecast can be scored
+        raise InsufficientHistoryError(
+            f"test_days={test_days} is {n - first} steps, shorter than the horizon h={h}: no origin has "
+            f"{h} observations after it to score (raise test_days or lower the horizon)")
     if scale is None:
+        if min(train_len, first) <= S:  # else mase_scale's "needs more than season=288 history points, got 144"
+            raise InsufficientHistoryError(
+                f"train_days={train_days} is {min(train_len, first)} steps of history before the test window; the MASE "
+                f"scale needs more than one season ({S} steps, 1 day): raise train_days")
         scale = mase_scale(vals[max(0, first - train_len):first], S)
     series_index = y.index if isinstance(y.index, pd.DatetimeIndex) and len(y) == n else grid.times(0, n)
 
@@ -71,7 +82,11 @@ def backtest(y: pd.Series, make_model: Callable[[], object], horizon: int = 24, 
             start = max(0, o - train_len)
             model = make_model()
             t0 = time.perf_counter()
-            model.fit(pd.Series(vals[start:o], index=series_index[start:o]))
+            try:
+                model.fit(pd.Series(vals[start:o], index=series_index[start:o]))
+            except InsufficientHistoryError as e:  # the model's own message names its settings, not train_days
+                raise InsufficientHistoryError(f"train_days={train_days} ({o - start} steps before the origin) is too "
+                                               f"short for {type(model).__name__}: {e}") from None
             fit_s.append(time.perf_counter() - t0)
             seen, last_fit = o, o
         if o > seen:

@@ -8,6 +8,7 @@ this module on a trace.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import pandas as pd
@@ -75,7 +76,7 @@ def compare_models(y: pd.Series, models, *, horizon: int = 24, test_days: float 
         ``wall_s``); ``results``: name -> :class:`BacktestResult`.
     """
     horizon = check_horizon(horizon)
-    if not (test_days > 0 and train_days > 0):
+    if not (0 < test_days < math.inf and 0 < train_days < math.inf):  # NaN and inf fail too
         raise ValueError(f"test_days and train_days must be > 0, got {test_days!r} and {train_days!r}")
     models = list(models)
     if not models:
@@ -84,7 +85,7 @@ def compare_models(y: pd.Series, models, *, horizon: int = 24, test_days: float 
     _, grid = as_grid_series(y)
     S = season_steps("daily", grid)
     report = {"trace": label, "freq": freq, "horizon": horizon, "season_length": S,
-              "test_days": test_days, "train_days": train_days, "refit_every": refit_every or 2 * S,
+              "test_days": test_days, "train_days": train_days, "refit_every": 2 * S if refit_every is None else refit_every,
               "note": "origins at every step of the test window; models refitted every refit_every steps "
                       "on up to train_days of history and update()-d in between",
               "models": {}}

@@ -37,13 +37,19 @@ class ConfigError(ValueError):
 
 
 def read_toml(path: str | Path) -> dict:
-    """The tables of a TOML file; a missing file or a syntax error is a :class:`ConfigError` naming the file."""
+    """The tables of a TOML file; a missing file or a syntax error is a :class:`ConfigError` naming the file.
+
+    The file is UTF-8, with or without the byte-order mark that Windows editors write (``utf-8-sig``):
+    with it, tomllib reported ``Invalid statement (at line 1, column 1)`` for a file that looks right.
+    Another encoding (UTF-16) is an error that says so."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"config file {str(p)!r} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 ({e}); save it as UTF-8") from None
+    except OSError as e:
         raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
     return loads_toml(text, str(p))
 

@@ -33,11 +33,18 @@ def dumps(obj) -> str:
 
 def write_json(path, obj) -> Path:
     """Write ``obj`` as strict JSON to ``path`` atomically; returns the path."""
+    return write_text(path, dumps(obj))
+
+
+def write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: to a temporary file beside it, then renamed,
+    so an interrupted write leaves the previous file (or none), never a truncated one. Returns
+    the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(dumps(obj))
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -16,3 +16,47 @@ def int_list(text: str, what: str) -> tuple[int, ...]:
     if not vals:
         raise ValueError(f"{what} is empty")
     return vals
+
+
+def names(text: str, what: str) -> list[str]:
+    """``"pid, mpc"`` -> ``["pid", "mpc"]``, but an empty list is an error naming the option.
+
+    Parameters
+    ----------
+    text : str
+        The option's value, comma-separated names.
+    what : str
+        The option (``"--controllers"``), named in the error.
+
+    Raises
+    ------
+    ValueError
+        When ``text`` holds no name (``""``, ``","``): a command would otherwise run nothing and
+        report an empty table as success.
+    """
+    vals = name_list(text)
+    if not vals:
+        raise ValueError(f"{what} is empty (got {text!r}); give at least one name")
+    return vals
+
+
+def nonnegative(kind=float, most=None):
+    """An argparse type: a finite ``kind`` >= 0 (and <= ``most``); argparse names the option.
+
+    ``float("nan")`` and ``float("inf")`` parse, so a plain ``type=float`` lets them through; a NaN
+    then compares False with every bound and passes ``x < 0`` checks unnoticed.
+    """
+    import argparse
+    import math
+
+    def parse(text):
+        try:
+            v = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not (math.isfinite(v) and v >= 0):
+            raise argparse.ArgumentTypeError(f"must be finite and >= 0, got {text!r}")
+        if most is not None and v > most:
+            raise argparse.ArgumentTypeError(f"must be <= {most:g}, got {text!r}")
+        return v
+    return parse

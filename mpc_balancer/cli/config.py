@@ -26,6 +26,7 @@ import json
 from ..config import ConfigError, read_toml
 from ..sim.config import check_section, defaults_toml
 from .args import name_list
+from .outputs import declare_outputs
 
 RUN, TUNE = "run", "tune"
 RUN_COMMANDS = ("simulate", "compare", "spike-test")
@@ -147,26 +148,39 @@ def register(sub):
     csub.required = True
     s = csub.add_parser("show", help="print a controller's and the plant's defaults (and the run's) as TOML")
     s.add_argument("--controller", default="mpc", help="controller whose options to print (default mpc)")
-    s.add_argument("--command", default="simulate", choices=list(RUN_COMMANDS),
+    # dest "for_command": "command" is the top-level subcommand's dest, which errors are prefixed with
+    s.add_argument("--command", dest="for_command", default="simulate", choices=list(RUN_COMMANDS),
                    help="whose [run] options to include (default simulate)")
     s.add_argument("--out", default=None, help="write the TOML here instead of printing it")
+    declare_outputs(s, files=("--out",))
     s.set_defaults(func=show)
 
 
 def show(args) -> int:
+    """Print (or write to ``--out``) the defaults of ``--command`` with ``--controller`` as TOML.
+
+    The file runs as it is under ``--command --config FILE``: for ``compare`` and ``spike-test``,
+    whose ``[run]`` table lists ``controllers``, the shown controller is added to that list (its
+    table would otherwise be checked and ignored, and edits to it would have no effect); for
+    ``spike-test``, which has a fixed synthetic plant, the ``[plant]`` table is left out (the
+    command rejects plant options).
+    """
     from . import build_parser
 
-    own = build_parser().commands[args.command]
+    command = args.for_command
+    own = build_parser().commands[command]
     run = {dest: a.default for dest, a in _options(own).items()}
     if "controller" in run:
         run["controller"] = args.controller
-    header = (f"mpc-balancer configuration: the defaults of `{args.command}` with controller {args.controller}.\n"
-              f"Use: mpc-balancer {args.command} --config FILE.toml [--set SECTION.KEY=VALUE overrides the file]")
-    text = defaults_toml(args.controller, run, header)
+    if "controllers" in run and args.controller not in name_list(run["controllers"]):
+        run["controllers"] = ",".join([*name_list(run["controllers"]), args.controller])
+    header = (f"mpc-balancer configuration: the defaults of `{command}` with controller {args.controller}.\n"
+              f"Use: mpc-balancer {command} --config FILE.toml [--set SECTION.KEY=VALUE overrides the file]")
+    text = defaults_toml(args.controller, run, header, plant=command != "spike-test")
     if args.out:
-        from pathlib import Path
+        from ..jsonio import write_text
 
-        Path(args.out).write_text(text, encoding="utf-8")
+        write_text(args.out, text)
     else:
         print(text, end="")
     return 0

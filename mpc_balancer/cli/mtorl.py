@@ -16,12 +16,14 @@ chi-square, a gradient-boosting probe AUC and the random-window leakage check
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
 
-from ..jsonio import write_json
+from ..jsonio import dumps, write_json
 from .outputs import check_outputs, declare_outputs
+
+MAX_WINDOWS = 1_000_000  # diagnose --windows: the leakage check's draws
 
 
 def _shares(text: str | None):
@@ -34,10 +36,33 @@ def _shares(text: str | None):
     return vals
 
 
+def _check_common(args) -> None:
+    """The options ``train``, ``evaluate`` and ``diagnose`` share, checked before any data is read.
+
+    Raised as ``ValueError`` naming the option and the value (one line, also under this module's
+    own :func:`main`). A plain ``type=float`` accepts ``nan`` and ``inf``, which compare False with
+    every bound; ``--max-epochs 0`` trained nothing and saved the untrained model, a NaN
+    ``--penalty`` a model of NaNs.
+    """
+    seed = getattr(args, "seed", 0)
+    if not 0 <= seed < 2 ** 32:
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed}")
+    if getattr(args, "max_epochs", 1) < 1:
+        raise ValueError(f"--max-epochs must be >= 1, got {args.max_epochs}")
+    penalty = getattr(args, "penalty", 0.0)
+    if not 0 <= penalty < math.inf:
+        raise ValueError(f"--penalty must be finite and >= 0, got {penalty}")
+    prior = getattr(args, "prior_weight", 0.0)
+    if not 0 <= prior < math.inf:
+        raise ValueError(f"--prior-weight must be finite and >= 0, got {prior}")
+
+
 def _cmd_train(args) -> int:
     from policies.offline.bundle import save_model
     from policies.offline.evaluation import PATIENCE, SPLIT, agreement, load_data
     from policies.offline.mtorl import MTORL
+
+    _check_common(args)
 
     journeys, _ = load_data(args.data, args.seed)
     train, val, test = journeys.split(SPLIT, args.seed)
@@ -46,8 +71,8 @@ def _cmd_train(args) -> int:
     out = save_model(model, args.out)
     metrics = agreement(model, test)
     metrics.update(best_epoch=model.history_["best_epoch"], data=args.data, seed=args.seed)
-    (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics))
+    write_json(Path(out) / "metrics.json", metrics)  # strict JSON: an undefined AUC is null, never NaN
+    print(dumps(metrics))
     return 0
 
 
@@ -56,6 +81,7 @@ def _cmd_evaluate(args) -> int:
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    _check_common(args)
     if not 0 < args.budget_fraction <= 1:
         raise ValueError(f"--budget-fraction must be in (0, 1], got {args.budget_fraction}")
     log = (lambda m: print(m, file=sys.stderr)) if args.verbose else None
@@ -64,7 +90,7 @@ def _cmd_evaluate(args) -> int:
     result = evaluate(args.data, seeds=args.seeds, budget_fraction=args.budget_fraction,
                       shares=_shares(args.channel_shares), prior_weight=args.prior_weight,
                       max_epochs=args.max_epochs, patience=args.patience, log=log)
-    text = json.dumps(result, indent=2)
+    text = dumps(result)  # strict JSON, as --json writes it: an undefined AUC is null, never NaN
     if args.json:
         write_json(args.json, result)
     print(text)
@@ -75,9 +101,12 @@ def _cmd_diagnose(args) -> int:
     from policies.offline.diagnose import diagnose, format_report
     from policies.offline.evaluation import load_data
 
+    _check_common(args)
     if args.window < 1 or args.windows < 2:
         raise ValueError(f"--window must be >= 1 and --windows >= 2, got {args.window}, {args.windows}")
-    journeys, _ = load_data(args.data, args.seed)
+    if args.windows > MAX_WINDOWS:  # the windows are drawn as arrays at once: 1e8 of them ran out of memory
+        raise ValueError(f"--windows must be <= {MAX_WINDOWS:,}, got {args.windows:,}")
+    journeys, _ = load_data(args.data, args.seed, split=False)  # diagnose reads all users, no split
     longest = int(journeys.mask.sum(axis=1).max())
     result = diagnose(journeys, seed=args.seed, probe=not args.no_probe,
                       window_check=longest >= args.window, n_windows=args.windows, window=args.window)
@@ -101,7 +130,7 @@ def register(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="output directory")
     t.add_argument("--max-epochs", type=int, default=100)
-    t.add_argument("--penalty", type=float, default=0.1, help="s in the token's r - s*cost")
+    t.add_argument("--penalty", type=float, default=0.1, help="s in the token's r - s*cost (finite, >= 0)")
     declare_outputs(t, dirs=("--out",))
     t.set_defaults(func=_cmd_train)
     e = sub.add_parser("evaluate", help="MTORL beside the baselines, over seeds")

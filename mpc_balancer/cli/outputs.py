@@ -21,8 +21,21 @@ def declare_outputs(p, files=(), dirs=()) -> None:
 
 
 def check_outputs(args) -> None:
-    """Check every declared output of the parsed command line (see the module doc)."""
+    """Check every declared output of the parsed command line (see the module doc).
+
+    Two output options naming the same path (``--json r.out --plot r.out``, or ``--json X --out X``)
+    are an error too: the second write would replace the first's output without a word, or (a file
+    where the directory was made) fail after the whole run."""
     ns = vars(args)
+    seen: dict[Path, str] = {}
+    for opt in (*ns.get("output_files", ()), *ns.get("output_dirs", ())):
+        value = ns.get(opt.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        key = Path(value).resolve()
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {opt} are the same file {value}; give each its own")
+        seen[key] = opt
     for opt in ns.get("output_files", ()):
         check_file(opt, ns.get(opt.lstrip("-").replace("-", "_")), ns.get("force", False))
     for opt in ns.get("output_dirs", ()):

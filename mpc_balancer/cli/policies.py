@@ -9,6 +9,7 @@ from policies.bundle import REQUEST_KINDS
 from ..jsonio import write_json
 from .args import name_list
 from .outputs import declare_outputs
+from .simulate import _positive
 
 
 def register(sub) -> None:
@@ -44,9 +45,10 @@ def register(sub) -> None:
     e = psub.add_parser("evaluate", help="train and score AWRQ-Mixer and baselines (Return%%, r_s, regret vs the oracle)")
     e.add_argument("--algos", default="awrq,qmix,vdn,rem,dqn",
                    help="comma list of awrq,qmix,vdn,rem,dqn, ablations awrq-no-aw,awrq-no-smc,awrq-no-vgca, or pretrained")
-    e.add_argument("--seeds", type=int, default=3)
+    e.add_argument("--seeds", type=_positive(int, 1000), default=3)
     e.add_argument("--ablations", action="store_true", help="also run the AWRQ-Mixer ablations (Table 2)")
-    e.add_argument("--bundle", default="pretrained", help="bundle evaluated by --algos pretrained")
+    e.add_argument("--bundle", default=None, help="bundle evaluated by --algos pretrained (default: the shipped one); "
+                                                 "an error without pretrained in --algos")
     e.add_argument("--quick", action="store_true", help="tiny data and training budget (smoke test)")
     e.add_argument("--json", help="write the results as JSON to this file")
     declare_outputs(e, files=("--json",))
@@ -59,6 +61,7 @@ def register(sub) -> None:
     x.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     x.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                    help="compute precision inside the model (float64: agrees with the runtime on every row)")
+    declare_outputs(x, files=("--out",))  # an existing model is not overwritten without --force
     x.set_defaults(func=_export)
 
 
@@ -107,7 +110,16 @@ def _evaluate(args) -> int:
         raise ValueError("--algos is empty")
     if args.ablations:
         algos += [a for a in ("awrq-no-aw", "awrq-no-smc", "awrq-no-vgca") if a not in algos]
-    results = evaluate(algos, seeds=args.seeds, quick=args.quick, bundle=args.bundle)
+    if args.bundle is not None and "pretrained" not in algos:
+        # the bundle is only read for "pretrained": without it, --bundle would be silently ignored
+        raise ValueError(f"--bundle {args.bundle!r} is evaluated by --algos pretrained, which --algos {args.algos!r} "
+                         "does not list; add pretrained or drop --bundle")
+    bundle = args.bundle if args.bundle is not None else "pretrained"
+    if "pretrained" in algos:
+        from policies.runtime import load_runtime
+
+        load_runtime(bundle)  # a bad bundle fails now, not after the other algorithms have trained
+    results = evaluate(algos, seeds=args.seeds, quick=args.quick, bundle=bundle)
     print(format_tables(results))
     print(f"wall {results['wall_s']:.0f}s")
     if args.json:

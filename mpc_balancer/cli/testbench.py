@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from .args import int_list
+from .args import int_list, nonnegative
 from .outputs import declare_outputs
+from .simulate import _positive
 
 DEFAULT_QUEUES = "25,50,100,200,400"
 
@@ -21,14 +22,15 @@ def register(sub):
                    help="stage of a module:function workload (default rank)")
     r.add_argument("--variants", default=None, help="comma-separated variants (model switch / channel kind); default: all the workload has")
     r.add_argument("--queues", default=DEFAULT_QUEUES, help=f"comma-separated queue lengths (default {DEFAULT_QUEUES})")
-    r.add_argument("--qps", type=float, default=None, help="fixed request rate; default: automatic, ~50%% utilisation of one core")
-    r.add_argument("--duration", type=float, default=0.3, help="seconds per repeat window (default 0.3)")
-    r.add_argument("--warmup", type=float, default=0.05, help="warm-up seconds before each window (default 0.05)")
-    r.add_argument("--repeats", type=int, default=9, help="repeats per bucket, interleaved across buckets (default 9)")
+    r.add_argument("--qps", type=_positive(float), default=None,
+                   help="fixed request rate; default: automatic, ~50%% utilisation of one core")
+    r.add_argument("--duration", type=_positive(float), default=0.3, help="seconds per repeat window (default 0.3)")
+    r.add_argument("--warmup", type=nonnegative(float), default=0.05, help="warm-up seconds before each window (default 0.05)")
+    r.add_argument("--repeats", type=_positive(int), default=9, help="repeats per bucket, interleaved across buckets (default 9)")
     r.add_argument("--estimator", choices=["median", "mean"], default="median", help="bucket cost from its repeats (default median)")
-    r.add_argument("--value-buckets", type=int, default=1, help="number of request value buckets (default 1)")
-    r.add_argument("--machines", type=int, default=1)
-    r.add_argument("--cores", type=int, default=1, help="cores the utilisation p%% is measured against (default 1)")
+    r.add_argument("--value-buckets", type=_positive(int, 1000), default=1, help="number of request value buckets (default 1)")
+    r.add_argument("--machines", type=_positive(int), default=1)
+    r.add_argument("--cores", type=_positive(int), default=1, help="cores the utilisation p%% is measured against (default 1)")
     r.add_argument("--json", default=None, help="write the measurements JSON here (input of `testbench fit`)")
     declare_outputs(r, files=("--json",))
     r.set_defaults(func=run)
@@ -44,7 +46,7 @@ def register(sub):
     c = tsub.add_parser("check", help="compare a cost table's predictions with measurements")
     c.add_argument("--cost-table", required=True)
     c.add_argument("--measurements", required=True, nargs="+", action="extend")
-    c.add_argument("--tolerance", type=float, default=0.10, help="relative error allowed (default 0.10); exit 1 beyond it")
+    c.add_argument("--tolerance", type=nonnegative(float), default=0.10, help="relative error allowed (default 0.10); exit 1 beyond it")
     c.add_argument("--calibrate", action="store_true",
                    help="scale each measurement file's predictions by one session speed factor before comparing (shape check)")
     c.set_defaults(func=check)
@@ -56,7 +58,7 @@ def run(args) -> int:
     from policies.testbench.runner import LoadTestConfig, run_load_test
     from policies.testbench.workloads import resolve_workload
 
-    variants = int_list(args.variants, "--variants") if args.variants else None
+    variants = int_list(args.variants, "--variants") if args.variants is not None else None  # "" is an error, not "all"
     if args.value_buckets < 1:
         raise ValueError(f"--value-buckets must be >= 1, got {args.value_buckets}")
     config = LoadTestConfig(queues=int_list(args.queues, "--queues"), qps=args.qps, duration_s=args.duration,

@@ -10,7 +10,8 @@ from ..config import ConfigError
 from ..jsonio import write_json
 from .args import int_list, name_list
 from .config import add_config_option
-from .simulate import _positive
+from .outputs import check_dir, check_file
+from .simulate import _positive, check_run_length, seed
 
 
 def register(sub):
@@ -24,12 +25,13 @@ def register(sub):
     p.add_argument("--controller", default="mpc", help="the tuned controller (default mpc)")
     p.add_argument("--traces", "--trace", dest="traces", default="nasa", help="comma-separated traces (default nasa)")
     p.add_argument("--seeds", "--seed", dest="seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--days", type=_positive(float), default=2.0, help="simulated days per (trace, seed) (default 2)")
+    p.add_argument("--days", type=_positive(float, 3650.0), default=2.0, help="simulated days per (trace, seed) (default 2)")
     p.add_argument("--trials", type=_positive(int), default=20, help="trials of the study (default 20; --grid: the grid's size)")
     p.add_argument("--constraint", default=None, help="e.g. nu<=0.003: maximise return_pct under it (default: Pareto front)")
-    p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "grid"], default="tpe", help="default tpe")
+    p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "grid"], default=None,
+                   help="default tpe (grid under --grid and --horizons; another sampler with them is an error)")
     p.add_argument("--grid", action="store_true", help="every combination of the space's values (--sampler grid)")
-    p.add_argument("--sampler-seed", type=int, default=0)
+    p.add_argument("--sampler-seed", type=seed, default=0)
     p.add_argument("--no-baseline", action="store_true", help="do not queue the controller's defaults as the first trial")
     p.add_argument("--objective", choices=["revenue", "tracking"], default=None, help="MPC objective of every trial (mpc.objective)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (sqlite:///F, postgresql://...) or journal file "
@@ -112,9 +114,23 @@ def _spec(args):
         space, source, sampler = SearchSpace.from_dict({"mpc": {"horizon": {"type": "categorical", "choices": list(horizons)}}},
                                                       "--horizons"), "--horizons", "grid"
     else:
-        space, source, sampler = SearchSpace.from_toml(args.space), args.space, args.sampler
+        space, source, sampler = SearchSpace.from_toml(args.space), args.space, args.sampler or "tpe"
+    # every trial's run must pass simulate's checks, before the study is created (else each trial
+    # fails, or --set mpc.horizon slips past the daily limit that --horizon has)
+    period = float(getattr(args, "base_config", {}).get("run", {}).get("period", 60.0))
+    where = "--horizons " + args.horizons if args.horizons is not None else args.space
+    check_run_length(args.days, period, None)
+    longest = _longest_horizon(space, args.controller)
+    try:
+        check_run_length(args.days, period, longest)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     if args.grid:
         sampler = "grid"
+    if sampler == "grid" and args.sampler not in (None, "grid"):
+        # --grid and --horizons run every grid point in order: a sampler given with them would be ignored
+        raise ConfigError(f"--sampler {args.sampler} contradicts {'--grid' if args.grid else '--horizons'}, "
+                          "which runs every point of the grid; drop one of them")
     space.check(args.controller, source)
     seeds = list(int_list(args.seeds, "--seeds"))
     traces = name_list(args.traces)
@@ -127,6 +143,17 @@ def _spec(args):
                      baseline=not args.no_baseline, trials=int(args.trials))
 
 
+def _longest_horizon(space, controller: str) -> int | None:
+    """The largest ``CONTROLLER.horizon`` the space can suggest (``high``, or the largest choice),
+    or None when the space does not search the horizon (or the controller has none)."""
+    for p in space.params:
+        if p.section == controller and p.key == "horizon" and controller in ("mpc", "nmpc", "shooting"):
+            values = [v for v in p.choices if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            top = max(values) if p.type == "categorical" and values else p.high
+            return None if top is None else int(top)
+    return None
+
+
 def _tuning():
     try:
         import optuna  # noqa: F401 -- only whether it is installed
@@ -137,10 +164,28 @@ def _tuning():
     return tuning
 
 
+def _check_outputs(args) -> None:
+    """``--json`` and ``--out`` before the study runs (they were first touched after it).
+
+    ``--out`` holds the default journal, so an existing directory with files is how a study is
+    resumed, and a rerun rewrites ``--json`` with the study's new summary: neither needs
+    ``--force``. What is checked is that ``--out`` is not a file, ``--json`` is not a directory,
+    and both can be written (probed with a temporary file), each error naming the option and path.
+    """
+    check_file("--json", args.json, force=True)
+    if args.out:
+        check_dir("--out", args.out, force=True)
+
+
 def tune(args) -> int:
     tuning = _tuning()
 
+    if args.workers_only and (args.storage is None or "://" not in args.storage):
+        # checked before the study is created: a journal file (the default) is not reachable by other workers
+        raise ConfigError("--workers-only needs an RDB --storage (postgresql://...) that workers can reach"
+                          + ("" if args.storage is None else f", got {args.storage!r}"))
     spec = _spec(args)
+    _check_outputs(args)  # after the settings' checks, so that a bad option leaves no --out directory behind
     storage_text = args.storage or str(Path(args.out) / "study.journal")
     storage = tuning.open_storage(storage_text, heartbeat_s=args.heartbeat)
     name = args.study or f"{spec.controller}-{spec.identity()}"

@@ -55,7 +55,7 @@ import pandas as pd
 
 from ..dynamics import MlpDynamics, fit_dynamics, hour_of_day, traffic_state, transitions_from_log
 from .base import ControlContext, Controller, Observation, Plan
-from .pid import PidController
+from .pid import PidController, is_number
 
 
 class DitheredPid(PidController):
@@ -66,7 +66,7 @@ class DitheredPid(PidController):
 
     def __init__(self, sigma: float = 1.0, hold: int = 5, seed: int = 0, **pid_kwargs):
         super().__init__(**pid_kwargs)
-        if not (np.isfinite(sigma) and sigma >= 0):
+        if not (is_number(sigma) and np.isfinite(sigma) and sigma >= 0):
             raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
         if not (isinstance(hold, (int, np.integer)) and hold >= 1):
             raise ValueError(f"hold must be an integer >= 1, got {hold!r}")
@@ -118,18 +118,18 @@ class _LearnedDynamicsController(Controller):
                  seed: int = 0):
         if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
-        if not 0 < alpha <= 1:
+        if not (is_number(alpha) and 0 < alpha <= 1):
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
-        if not (np.isfinite(beta) and beta >= 0):
+        if not (is_number(beta) and np.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be finite and >= 0, got {beta!r}")
-        if not (np.isfinite(train_days) and train_days > 0):
+        if not (is_number(train_days) and np.isfinite(train_days) and train_days > 0):
             raise ValueError(f"train_days must be > 0, got {train_days!r}")
         hidden = tuple(hidden)
         if not hidden or not all(isinstance(h, (int, np.integer)) and h >= 1 for h in hidden):
             raise ValueError(f"hidden must be a non-empty sequence of integers >= 1, got {hidden!r}")
         if not (isinstance(train_iters, (int, np.integer)) and train_iters >= 1):
             raise ValueError(f"train_iters must be an integer >= 1, got {train_iters!r}")
-        if not (np.isfinite(dither) and dither >= 0):
+        if not (is_number(dither) and np.isfinite(dither) and dither >= 0):
             raise ValueError(f"dither must be finite and >= 0, got {dither!r}")
         if not (isinstance(dither_hold, (int, np.integer)) and dither_hold >= 1):
             raise ValueError(f"dither_hold must be an integer >= 1, got {dither_hold!r}")
@@ -140,9 +140,9 @@ class _LearnedDynamicsController(Controller):
         if not isinstance(trust_region, bool):
             raise ValueError(f"trust_region must be a bool, got {trust_region!r}")
         self.dither, self.dither_hold, self.trust_region, self.seed = float(dither), int(dither_hold), trust_region, int(seed)
-        if not (np.isfinite(model_tol) and model_tol > 0):
+        if not (is_number(model_tol) and np.isfinite(model_tol) and model_tol > 0):
             raise ValueError(f"model_tol must be finite and > 0, got {model_tol!r}")
-        if not (np.isfinite(monitor_halflife) and monitor_halflife > 0):
+        if not (is_number(monitor_halflife) and np.isfinite(monitor_halflife) and monitor_halflife > 0):
             raise ValueError(f"monitor_halflife must be finite and > 0, got {monitor_halflife!r}")
         self.model_tol, self.monitor_halflife = float(model_tol), float(monitor_halflife)
 
@@ -294,11 +294,11 @@ class NmpcController(_LearnedDynamicsController):
     def __init__(self, horizon: int = 30, alpha: float = 0.97, beta: float = 0.01, max_cpu_time: float = 0.4,
                  max_iter: int = 200, tol: float = 1e-6, multistart: bool = True, **kwargs):
         super().__init__(horizon=horizon, alpha=alpha, beta=beta, **kwargs)
-        if not (np.isfinite(max_cpu_time) and max_cpu_time > 0):
+        if not (is_number(max_cpu_time) and np.isfinite(max_cpu_time) and max_cpu_time > 0):
             raise ValueError(f"max_cpu_time must be > 0, got {max_cpu_time!r}")
         if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
             raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-        if not (np.isfinite(tol) and tol > 0):
+        if not (is_number(tol) and np.isfinite(tol) and tol > 0):
             raise ValueError(f"tol must be > 0, got {tol!r}")
         if not isinstance(multistart, bool):
             raise ValueError(f"multistart must be a bool, got {multistart!r}")
@@ -388,8 +388,8 @@ class ShootingController(_LearnedDynamicsController):
         if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 2):
             raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
         for k, v in {"sigma": sigma, "sigma_step": sigma_step}.items():
-            if not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"{k} must be finite and >= 0, got {v!r}")
+            if not (is_number(v) and np.isfinite(v) and v >= 0):
+                raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
         self.n_samples, self.sigma, self.sigma_step = int(n_samples), float(sigma), float(sigma_step)
 
     def setup(self, context: ControlContext, model: MlpDynamics | None = None) -> ShootingController:

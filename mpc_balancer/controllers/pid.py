@@ -13,6 +13,8 @@ integral takes the applied one over: the loop continues from what the plant actu
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .base import ControlContext, Controller, Observation, Plan
@@ -43,10 +45,10 @@ class PidController(Controller):
 
     def __init__(self, kp: float = 0.5, ki: float = 1.0, kd: float = 0.0, lam0: float = 0.01, margin: float = 0.0):
         for k, v in {"kp": kp, "ki": ki, "kd": kd}.items():
-            if not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"{k} must be finite and >= 0, got {v!r}")
-        if not (np.isfinite(lam0) and lam0 > 0):
-            raise ValueError(f"lam0 must be > 0, got {lam0!r}")
+            if not (is_number(v) and np.isfinite(v) and v >= 0):
+                raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
+        if not (is_number(lam0) and np.isfinite(lam0) and lam0 > 0):
+            raise ValueError(f"lam0 must be a finite number > 0, got {lam0!r}")
         if not 0 <= margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {margin!r}")
         self.kp, self.ki, self.kd, self.lam0, self.margin = kp, ki, kd, lam0, margin
@@ -113,3 +115,9 @@ class PidController(Controller):
                 raise ValueError(f"pid {key} must be {self.ctx_.n_clusters} finite values, got {d[key]!r}")
             new[key] = a
         self.integral_, self.prev_error_, self.applied_ = new["integral"], new["prev_error"], new["applied"]
+
+
+def is_number(v) -> bool:
+    """Whether ``v`` is a real number (a bool or a string is not): a setting's type check before
+    its range check, so that ``--set pid.kp=abc`` is named, not a numpy type error."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)

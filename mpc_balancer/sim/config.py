@@ -54,11 +54,15 @@ def check_section(section: str, values: dict, source: str) -> dict:
     return check_options(section, values, source)
 
 
-def defaults_toml(controller: str, run_defaults: dict | None = None, header: str = "") -> str:
-    """The defaults of ``controller`` and the plant (and of the run's options, when given) as TOML."""
+def defaults_toml(controller: str, run_defaults: dict | None = None, header: str = "", plant: bool = True) -> str:
+    """The defaults of ``controller`` and the plant (and of the run's options, when given) as TOML.
+
+    ``plant=False`` leaves the ``[plant]`` table out (``spike-test`` has a fixed plant and rejects
+    plant options, so a shown file holding one would not run)."""
     tables = {}
     if run_defaults:
         tables["run"] = run_defaults
     tables[controller] = controller_defaults(controller)
-    tables[PLANT] = plant_defaults()
+    if plant:
+        tables[PLANT] = plant_defaults()
     return dumps(tables, header)

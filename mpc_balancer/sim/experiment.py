@@ -56,8 +56,8 @@ def parse_overrides(items: list[str] | None) -> tuple[dict[str, dict], dict]:
         section, name = key.split(".", 1)
         try:
             value = None if raw == "None" else json.loads(raw)  # JSON values; None or null: no value
-        except json.JSONDecodeError:
-            value = raw
+        except json.JSONDecodeError:  # a string, but nan and inf are numbers (each setting's check names them)
+            value = float(raw) if raw.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity") else raw
         (plant if section == "plant" else ctrl.setdefault(section, {}))[name] = value
     return ctrl, plant
 

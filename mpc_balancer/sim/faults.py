@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 
 import numpy as np
@@ -166,6 +167,15 @@ def run_fault_matrix(controllers, trace: str = "nasa", days: float = 1.0, seed: 
         raise ValueError(f"unknown fault(s) {unknown}; available: {', '.join(FAULTS)}")
     for name in controllers:
         make_controller(name)  # fail fast on a bad name
+    # the fault (from fault_start of the way in, STRETCH_MIN long) and the 'after' window that says whether the
+    # controller recovered (RECOVERY_DELAY_MIN later, RECOVERY_SPAN_MIN long) must fit in the run: a shorter run
+    # reports "nu after" as NaN and every fault as not recovered
+    need_min = (STRETCH_MIN + RECOVERY_DELAY_MIN + RECOVERY_SPAN_MIN) / (1.0 - fault_start)
+    if days * 1440.0 < need_min:
+        raise ValueError(f"--days {days:g} is {days * 1440:.0f} minutes; the fault matrix needs at least "
+                         f"{math.ceil(need_min)} minutes (--days {math.ceil(need_min / 1.44) / 1000:.3f}): the fault starts "
+                         f"{fault_start:g} of the way in, lasts {STRETCH_MIN} min and recovery is judged over "
+                         f"{RECOVERY_SPAN_MIN} min starting {RECOVERY_DELAY_MIN} min after it")
     traffic = Traffic(load_trace(trace), period_s=60)
     sim = Simulator(traffic, n_requests=n_requests, seed=seed, days=days)
     pol = make_policy(policy, sim.cascade)

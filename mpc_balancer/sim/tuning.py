@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -271,6 +272,15 @@ class StudySpec:
             raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if not self.traces or not self.seeds:
             raise ConfigError("a study needs at least one trace and one seed")
+        bad = [s for s in self.seeds if not 0 <= s < 2 ** 32]
+        if bad:  # else every trial's run fails to parse --seed, after the study is created
+            raise ConfigError(f"--seeds must be integers in [0, 2**32), got {', '.join(map(str, bad))}")
+        for opt, vals in (("--traces", self.traces), ("--seeds", self.seeds)):
+            repeated = sorted({str(v) for v in vals if list(vals).count(v) > 1})
+            if repeated:  # a repeated (trace, seed) pair would weigh twice in every trial's means
+                raise ConfigError(f"{opt} must not repeat a value, got {', '.join(repeated)} more than once")
+        if not 0 <= self.sampler_seed < 2 ** 32:
+            raise ConfigError(f"--sampler-seed must be an integer in [0, 2**32), got {self.sampler_seed}")
         if not (isinstance(self.trials, int) and self.trials >= 1):
             raise ConfigError(f"--trials must be an integer >= 1, got {self.trials!r}")
         if self.constraint is not None:
@@ -324,7 +334,7 @@ class StudySpec:
         c = Constraint.parse(self.constraint) if self.constraint else None
         cf = None if c is None else _constraints_func
         if self.sampler == "grid":
-            return optuna.samplers.GridSampler(self.search_space.grid(), seed=self.sampler_seed)
+            return _QueuedGridSampler(self.search_space.grid(), seed=self.sampler_seed)
         if self.sampler == "random":
             return optuna.samplers.RandomSampler(seed=self.sampler_seed)
         if self.sampler == "nsga2":
@@ -367,8 +377,15 @@ def open_storage(url: str, heartbeat_s: int = 60):
             except Exception as e:  # noqa: BLE001 - sqlalchemy's connection errors: one line, password masked
                 msg = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise ConfigError(f"--storage {_masked(url)}: {msg}") from None
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(url)))
+    path = Path(url)
+    if path.is_dir():  # else IsADirectoryError from deep inside Optuna's journal backend
+        raise ConfigError(f"--storage {url}: is a directory; give a journal file (e.g. {path / 'study.journal'}) "
+                          "or an RDB URL (sqlite:///F, postgresql://...)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(url)))
+    except OSError as e:
+        raise ConfigError(f"--storage {url}: cannot open the journal file ({e.strerror or e})") from None
 
 
 def _with_driver(url: str) -> str:
@@ -397,6 +414,55 @@ def is_shared(storage) -> bool:
 SPEC_ATTR = "mpc_balancer_spec"
 
 
+class _NoInterruptTraceback(logging.Filter):
+    """Drop Optuna's log records about a trial stopped by Ctrl-C.
+
+    Optuna logs every failed trial as a warning with the exception's traceback; for a
+    ``KeyboardInterrupt`` that is a 40-line traceback from wherever the run was (numpy, scipy)
+    above the CLI's own ``interrupted``, although nothing went wrong: the trial is queued again on
+    the next run. Records of trials that failed with an error are kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        # the follow-up "Trial N failed with value None." of the same interrupted trial
+        return not (getattr(self, "interrupted", False) and "failed with value None" in record.getMessage())
+
+
+def _quiet_interrupts() -> None:
+    """Install :class:`_NoInterruptTraceback` on the handlers of Optuna's library logger (a filter on
+    the logger itself does not see the records its child loggers propagate)."""
+    for h in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoInterruptTraceback) for f in h.filters):
+            h.addFilter(_NoInterruptTraceback())
+
+
+def _queued_grid_sampler_class():
+    import optuna
+
+    class QueuedGridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler for a study whose grid points are all queued (:func:`create_study`).
+
+        Optuna's ``after_trial`` stops the study when one grid point is left and reads the trial's
+        ``grid_id``, which a queued (``enqueue_trial``) trial never has: a grid of one point (``--horizons
+        5``, or a space of one choice under ``--grid``) failed with ``KeyError: 'grid_id'``. The
+        :class:`Runner` counts the trials itself, so nothing here needs to stop the study.
+        """
+
+        def after_trial(self, study, trial, state, values) -> None:
+            return None
+
+    return QueuedGridSampler
+
+
+def _QueuedGridSampler(search_space: dict, seed: int | None = None):
+    """A :class:`QueuedGridSampler` (defined lazily: Optuna is an optional dependency)."""
+    return _queued_grid_sampler_class()(search_space, seed=seed)
+
+
 def create_study(spec: StudySpec, storage, name: str):
     """Create the study (queueing the grid, or the controller's defaults as a baseline) or load it.
 
@@ -404,6 +470,7 @@ def create_study(spec: StudySpec, storage, name: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_interrupts()
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=spec.sampler_object())
     except KeyError:
@@ -435,6 +502,7 @@ def load_study(storage, name: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_interrupts()
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -760,6 +828,32 @@ def setting_config(spec: StudySpec, params: dict, header: str = "") -> str:
     return dumps(tables, header)
 
 
+BEST_HEADER = "# best setting of study "  # the first line of every best/trial-N.toml written here
+
+
+def _remove_stale_best(best_dir: Path, numbers: set[int]) -> None:
+    """Delete the ``best/trial-N.toml`` files that an earlier run wrote and that are no longer best.
+
+    A resumed study's front moves (trial 0 was best, now trial 7 is), and another study can write
+    into the same ``--out``: without this, ``best/`` listed every setting that was ever best, in
+    every study, as if all were. Only files this function's writer made (named ``trial-NNNN.toml``,
+    first line :data:`BEST_HEADER`) are deleted; anything else in the directory is left alone.
+    """
+    if not best_dir.is_dir():
+        return
+    for f in best_dir.glob("trial-*.toml"):
+        stem = f.stem.removeprefix("trial-")
+        if not stem.isdigit() or int(stem) in numbers:
+            continue
+        try:
+            with open(f, encoding="utf-8") as fh:
+                ours = fh.readline().startswith(BEST_HEADER)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if ours:
+            f.unlink()
+
+
 def write_results(study, spec: StudySpec, out_dir: str | Path | None, storage_text: str) -> dict:
     """The study's summary (the ``--json`` schema); with ``out_dir``: ``trials.csv``, ``pareto.png``
     and one TOML per best setting in ``out_dir/best/``."""
@@ -770,6 +864,8 @@ def write_results(study, spec: StudySpec, out_dir: str | Path | None, storage_te
                "constraint": spec.constraint, "controller": spec.controller, "traces": spec.traces, "seeds": spec.seeds,
                "days": spec.days, "sampler": spec.sampler, "trials": rows, "best": []}
     out = Path(out_dir) if out_dir else None
+    if out is not None:
+        _remove_stale_best(out / "best", {r["number"] for r in best})
     for r in best:
         entry = {"number": r["number"], "params": r["params"], "values": r["values"], "config": None}
         if out is not None:
@@ -860,6 +956,9 @@ def format_trials(summary: dict) -> str:
             note += f" error: {r['error']}"
         lines.append(f"{r['number']:>6} {r['state']:<9}{params}{vals}{mark}{note}")
     lines.append("* best" + (" (Pareto-optimal)" if not summary["constraint"] else f" under {summary['constraint']}"))
+    if summary["constraint"] and not best and any(r.get("values") for r in summary["trials"]):
+        # else an unmet constraint looks like a table whose marks were lost
+        lines.append(f"no complete trial meets {summary['constraint']}: no best setting (best/ is empty)")
     return "\n".join(lines)
 
 

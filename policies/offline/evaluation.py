@@ -55,9 +55,10 @@ METHODS = ("behaviour", "behaviour_cloning", "decision_transformer", "cql", "mto
 SPLIT = (0.7, 0.1, 0.2)
 
 
-def load_data(spec: str, seed: int = 0, sim_users: int = 2000) -> tuple[Journeys, AdEnvironment | None]:
+def load_data(spec: str, seed: int = 0, sim_users: int = 2000, split: bool = True) -> tuple[Journeys, AdEnvironment | None]:
     """``kuairand``, ``criteo`` (packaged samples), ``sim`` (environment with this seed) or the path
-    of a journey CSV in the format of :mod:`policies.offline.journeys`."""
+    of a journey CSV in the format of :mod:`policies.offline.journeys`. With ``split`` (training and
+    evaluation), a CSV too small for :data:`SPLIT` is an error (:func:`check_split`)."""
     if spec == "kuairand":
         return load_kuairand(), None
     if spec == "criteo":
@@ -68,7 +69,38 @@ def load_data(spec: str, seed: int = 0, sim_users: int = 2000) -> tuple[Journeys
     if not os.path.exists(spec):
         raise FileNotFoundError(
             f"--data: no such file {spec!r} (expected kuairand, criteo, sim or a journey CSV path)")
-    return read_journeys(spec), None
+    journeys = read_journeys(spec)
+    if split:
+        check_split(journeys, spec)
+    return journeys, None
+
+
+def check_split(journeys: Journeys, source: str, fractions=SPLIT) -> None:
+    """Raise ``ValueError`` unless the split by user (train/validation/test, ``fractions``) gives
+    every part at least one user.
+
+    Parameters
+    ----------
+    journeys : Journeys
+        The data set.
+    source : str
+        Where it came from (the ``--data`` path), named in the error.
+    fractions : tuple of float
+        The split (:data:`SPLIT`).
+
+    Notes
+    -----
+    The parts' sizes depend on the number of users only (not on the seed). An empty test part has
+    no agreement to score (the AUC is undefined, a budget of 0 divides by zero) and an empty
+    training part has nothing to fit, so a file of a handful of users is refused up front.
+    """
+    n = journeys.n_users
+    bounds = np.round(np.cumsum(fractions) / np.sum(fractions) * n).astype(int)
+    sizes = np.diff(np.concatenate([[0], bounds]))
+    if (sizes < 1).any():
+        parts = ", ".join(f"{name} {k}" for name, k in zip(("train", "validation", "test"), sizes))
+        raise ValueError(f"--data {source}: {n} user(s) split by user into {parts}; every part needs at least "
+                         f"one user (give more users)")
 
 
 MAX_EPOCHS = 100
@@ -163,6 +195,9 @@ def evaluate_seed(data: str, seed: int, budget_fraction: float = 0.4, shares=Non
     models = make_models(seed, max_epochs, max_seconds, patience=patience)
     out = {}
     budget = budget_fraction * float((test.costs * test.mask).sum())
+    if not budget > 0:
+        raise ValueError(f"--data {data}: the test users' logged cost is 0 (every cost is 0?): no budget to allocate "
+                         f"(--budget-fraction is a fraction of it)")
     if shares == "logged":
         shares = _logged_shares(train)
     binary = bool(np.isin(journeys.rewards[journeys.mask.astype(bool)], (0.0, 1.0)).all())

@@ -142,7 +142,11 @@ def validate_frame(df: pd.DataFrame, n_channels: int | None = None) -> None:
     for col in df.columns:
         if col in ("user_id", "channel"):
             continue
-        _check_numeric(df, col)
+        values = _check_numeric(df, col)
+        if col == "cost" and (values < 0).any():
+            # a budget is spent by costs: a negative one would refund it, and the allocators rank by value per cost
+            row = int(np.flatnonzero(values < 0)[0])
+            raise JourneyFormatError(f"column 'cost', row {row}: cost must be >= 0, got {values[row]:g}", "cost", row)
 
 
 def from_frame(df: pd.DataFrame, n_channels: int | None = None,
@@ -193,6 +197,6 @@ def read_journeys(path, n_channels: int | None = None, max_len: int | None = Non
         df = pd.read_csv(path)
     except FileNotFoundError:
         raise
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as e:
         raise JourneyFormatError(f"cannot read journey file {path}: {e}") from e
     return from_frame(df, n_channels=n_channels, max_len=max_len)

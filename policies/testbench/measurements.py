@@ -23,9 +23,11 @@ def measurement_doc(workload_name: str, workload, config, results: list[dict], m
 
 
 def save_measurements(doc: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    """Write a measurement document as JSON to ``path``, atomically (a load test's hours are not
+    lost to a truncated file)."""
+    from ..cost_table import write_atomic
+
+    write_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
 def load_measurements(path: str | Path) -> dict:
@@ -33,7 +35,7 @@ def load_measurements(path: str | Path) -> dict:
     try:
         raw = Path(path).read_bytes()
         doc = json.loads(raw)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, and UnicodeDecodeError (not UTF-8/16/32)
         raise ValueError(f"measurements {str(path)!r}: cannot read ({e})") from None
     where = f"measurements {str(path)!r}"
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -47,6 +47,9 @@ class Bucket:
         return f"(value_bucket={self.value_bucket}, variant={self.variant}, queue={self.queue})"
 
 
+MAX_WINDOW_REQUESTS = 1_000_000  # requests in one repeat window (qps x duration_s): the per-request arrays' size
+
+
 @dataclass(frozen=True)
 class LoadTestConfig:
     """How to load-test each bucket (configuration only)."""
@@ -67,15 +70,22 @@ class LoadTestConfig:
     def __post_init__(self):
         if not self.queues or any((not isinstance(q, (int, np.integer))) or q < 1 for q in self.queues):
             raise ValueError(f"queues must be positive integers, got {list(self.queues)}")
-        if self.qps is not None and not self.qps > 0:
-            raise ValueError(f"qps must be > 0, got {self.qps!r}")
+        # finite as well as positive: inf slips through "> 0" and overflows int(round(qps * duration_s))
+        if self.qps is not None and not 0 < self.qps < np.inf:
+            raise ValueError(f"qps must be finite and > 0, got {self.qps!r}")
         for name in ("duration_s", "max_qps", "target_utilisation", "outlier_mads"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+            if not 0 < getattr(self, name) < np.inf:
+                raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)!r}")
+        rate = self.qps if self.qps is not None else self.max_qps
+        if rate * self.duration_s > MAX_WINDOW_REQUESTS:
+            # each window records every request's times: a huge rate x duration runs out of memory (or for hours)
+            what = "qps" if self.qps is not None else "max_qps (the automatic rate's cap)"
+            raise ValueError(f"{what} x duration_s is {rate:g} x {self.duration_s:g} s = {rate * self.duration_s:,.0f} requests "
+                             f"per repeat window; at most {MAX_WINDOW_REQUESTS:,} (lower qps or duration_s)")
         if self.estimator not in ("median", "mean"):
             raise ValueError(f"estimator must be 'median' or 'mean', got {self.estimator!r}")
-        if self.warmup_s < 0:
-            raise ValueError(f"warmup_s must be >= 0, got {self.warmup_s!r}")
+        if not 0 <= self.warmup_s < np.inf:  # NaN fails too
+            raise ValueError(f"warmup_s must be finite and >= 0, got {self.warmup_s!r}")
         if self.repeats < 1 or self.machines < 1 or self.cores < 1:
             raise ValueError(f"repeats, machines and cores must be >= 1, got {self.repeats}, {self.machines}, {self.cores}")
 

@@ -62,6 +62,23 @@ def _n_positional(fn) -> int | None:
     return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
+def _path_hint(module: str) -> str:
+    """A hint when ``module`` is a file of the current directory that is not importable.
+
+    The ``mpc-balancer`` console script, unlike ``python -m``, does not put the current directory
+    on ``sys.path``: a user's ``mywl.py`` beside them is "No module named 'mywl'"."""
+    import os
+    import sys
+    from pathlib import Path
+
+    rel = Path(*module.split("."))
+    here = any(p in ("", ".") or (os.path.isdir(p) and os.path.samefile(p, ".")) for p in sys.path)
+    found = rel.with_suffix(".py") if rel.with_suffix(".py").is_file() else rel if (rel / "__init__.py").is_file() else None
+    if here or found is None:
+        return ""
+    return f"; {found} is in the current directory, which is not on the import path: run with PYTHONPATH=. (or install it)"
+
+
 def resolve_workload(text: str, stage: str | None = None, variants: tuple[int, ...] | None = None) -> Workload:
     """``builtin:retrieval|prerank|ranking`` or ``module:attribute`` (a callable or a Workload)."""
     from .builtin import BUILTINS
@@ -85,7 +102,7 @@ def resolve_workload(text: str, stage: str | None = None, variants: tuple[int, .
     try:
         module = importlib.import_module(kind)
     except ImportError as e:
-        raise ValueError(f"workload {text!r}: cannot import module {kind!r} ({e})") from None
+        raise ValueError(f"workload {text!r}: cannot import module {kind!r} ({e}){_path_hint(kind)}") from None
     try:
         obj = getattr(module, name)
     except AttributeError:
