@@ -37,8 +37,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from policies.sweep import check_rows
-
 
 @runtime_checkable
 class Policy(Protocol):
@@ -110,11 +108,16 @@ def checked_cost(policy, features: np.ndarray, lam: np.ndarray) -> np.ndarray:
 def take_rows(policy, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``features[rows]``, read-only: the policy's ``take_rows`` for a :class:`RowsPolicy` (its
     cached per-request work carried over), plain indexing otherwise. ``ValueError`` naming ``rows``
-    unless they are 1-D integer indices into ``features`` (:func:`policies.sweep.check_rows`), and
-    naming the policy unless its answer has the rows' shape. The answer is never ``features``
-    itself: the caller's array is not made read-only."""
-    x = np.asarray(features)
-    rows = check_rows(rows, len(x))
+    unless they are 1-D integer indices into ``features`` (a boolean mask, fractions or indices out
+    of range: numpy would take, truncate or raise an ``IndexError``), and naming the policy unless
+    its answer has the rows' shape. The answer is never ``features`` itself: the caller's array is
+    not made read-only."""
+    x, rows = np.asarray(features), np.asarray(rows)
+    if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+        raise ValueError(f"rows must be a 1-D array of integer row indices, got dtype {rows.dtype} and shape {rows.shape}")
+    if rows.size and not -len(x) <= rows.min() <= rows.max() < len(x):
+        raise ValueError(f"rows must index a batch of {len(x)} rows, got indices from {rows.min()} to {rows.max()}")
+    rows = rows.astype(np.intp)
     take = getattr(policy, "take_rows", None)
     if take is None:
         out = x[rows]
