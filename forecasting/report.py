@@ -20,6 +20,9 @@ MODELS = ("hybrid", "sarima", "seasonal_naive", "seasonal_naive_weekly")
 COLUMNS = ("mase", "smape", "pinball", "coverage_80", "coverage_95", "fit_s", "predict_ms_median", "n_refits")
 
 
+EVENT_MODELS = ("hybrid", "sarima")  # the models that read announced events (the naive ones repeat the past)
+
+
 def make_forecaster(name: str, horizon: int, events=None):
     """A factory of fresh forecasters called ``name`` (one of :data:`MODELS`).
 
@@ -30,7 +33,7 @@ def make_forecaster(name: str, horizon: int, events=None):
     horizon : int
         The hybrid's residual-network horizon.
     events : EventCalendar, optional
-        Announced events, for the models that take them (hybrid, sarima).
+        Announced events, for the models that take them (:data:`EVENT_MODELS`).
 
     Returns
     -------

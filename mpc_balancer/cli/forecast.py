@@ -39,7 +39,7 @@ def run_backtest(args) -> int:
     import pandas as pd
 
     from forecasting import load_events
-    from forecasting.report import compare_models, format_report, plot_report
+    from forecasting.report import EVENT_MODELS, compare_models, format_report, plot_report
 
     from ..traces import load_trace
 
@@ -47,9 +47,13 @@ def run_backtest(args) -> int:
         step = pd.Timedelta(args.resample)
     except ValueError:
         raise ValueError(f"--resample: {args.resample!r} is not a time step (e.g. 5min)") from None
+    models = name_list(args.models)
+    if args.events and not set(models) & set(EVENT_MODELS):  # else the file would be read and silently unused
+        raise ValueError(f"--events: none of --models {','.join(models)} reads announced events (only "
+                         f"{' and '.join(EVENT_MODELS)} do)")
     events = load_events(args.events) if args.events else None
     y = load_trace(args.trace).resample(step)
-    report, results = compare_models(y, name_list(args.models), horizon=args.horizon, test_days=args.test_days,
+    report, results = compare_models(y, models, horizon=args.horizon, test_days=args.test_days,
                                      train_days=args.train_days, refit_every=args.refit_every, events=events,
                                      label=str(args.trace), freq=args.resample)
     print(format_report(report))

@@ -37,6 +37,7 @@ from .disturbances import Disturbances
 from .plant import Plant, PlantConfig, ServedActions
 
 SAMPLINGS = ("stratified", "iid")
+MIN_SUBTICK_S = 0.05  # the shortest sub-tick (the default 12 at the shortest period, 1 s, is 0.083 s)
 
 
 @dataclass
@@ -112,6 +113,9 @@ class Simulator:
                  guard: str | dict = "proportional", disturbances: Disturbances | None = None, outcomes=None):
         if not (isinstance(subticks, (int, np.integer)) and subticks >= 1):
             raise ValueError(f"subticks must be an integer >= 1, got {subticks!r}")
+        if traffic.period_s / subticks < MIN_SUBTICK_S:  # (100,000 at 60 s ran for minutes, then out of memory)
+            raise ValueError(f"subticks must leave sub-ticks of at least {MIN_SUBTICK_S:g} s: at most "
+                             f"{int(traffic.period_s / MIN_SUBTICK_S)} at a {traffic.period_s:g} s period, got {subticks}")
         self.subticks = int(subticks)
         self.guard = {"rule": guard} if isinstance(guard, str) else dict(guard)
         unknown = set(self.guard) - GUARD_SETTINGS

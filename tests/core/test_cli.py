@@ -150,3 +150,22 @@ def test_building_the_command_line_imports_no_heavy_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_subticks_shorter_than_50_ms_are_refused(capsys):
+    """``--subticks 100000`` at a 60 s period ran for minutes and then ran out of memory."""
+    assert main(["simulate", "--controller", "pid", "--days", "0.01", "--subticks", "100000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "subticks must leave sub-ticks of at least 0.05 s: at most 1200 at a 60 s period, got 100000" in err
+    assert main(["spike-test", "--controllers", "pid", "--subticks", "1201"]) == 2
+    assert "at most 1200" in capsys.readouterr().err
+
+
+def test_backtest_events_no_model_reads_are_an_error(tmp_path, capsys):
+    """``forecast backtest --events F --models seasonal_naive`` read the file and used it nowhere."""
+    ev = tmp_path / "events.csv"
+    ev.write_text("start,end,name\n1995-08-10 00:00,1995-08-10 02:00,x\n")
+    assert main(["forecast", "backtest", "--trace", "nasa", "--models", "seasonal_naive,seasonal_naive_weekly",
+                 "--events", str(ev)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--events: none of --models seasonal_naive,seasonal_naive_weekly reads announced events" in err
