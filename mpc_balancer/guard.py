@@ -212,3 +212,31 @@ class NodeGuard:
 
 # what a user may set (--set guard.KEY=VALUE): the rule's parameters; C_m and lam_max come from the plant
 GUARD_SETTINGS = frozenset(inspect.signature(NodeGuard.__init__).parameters) - {"self", "target", "lam_max"}
+
+# the settings each rule reads: the step is the rule's (gain and max_step: proportional; step: maxpower),
+# the hold band, decay and anti-windup are both raising rules'; "none" never raises and reads none
+RULE_SETTINGS = {"proportional": frozenset({"gain", "max_step", "release", "halflife", "lookahead"}),
+                 "maxpower": frozenset({"step", "release", "halflife", "lookahead"}),
+                 "none": frozenset()}
+
+
+def unused_guard_settings(guard: dict) -> list[str]:
+    """The settings of ``guard`` (``{"rule": ..., KEY: VALUE}``) that its rule does not read.
+
+    Parameters
+    ----------
+    guard : dict
+        A guard's rule and settings, as ``Simulator(guard=...)`` takes them.
+
+    Returns
+    -------
+    list of str
+        Sorted keys other than ``rule`` that have no effect under ``guard["rule"]``: every key under
+        ``none``, ``step`` under ``proportional``, ``gain`` and ``max_step`` under ``maxpower``
+        (``--guard none --set guard.max_step=8`` ran as if the setting were not there). Unknown
+        rules and keys are left to :class:`NodeGuard`'s own checks.
+    """
+    used = RULE_SETTINGS.get(guard.get("rule", "proportional"))
+    if used is None:
+        return []
+    return sorted(k for k in guard if k != "rule" and k in GUARD_SETTINGS and k not in used)

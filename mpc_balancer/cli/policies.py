@@ -9,7 +9,52 @@ from policies.bundle import REQUEST_KINDS
 from ..jsonio import write_json
 from .args import name_list
 from .outputs import declare_outputs
-from .simulate import _positive
+from .simulate import _positive, raise_arg, seed
+
+# largest --batch-size: every step draws the batch's features and targets over all joint actions
+# (REM at 65,536 rows took 2.3 GB; --batch-size 100000000 was killed for memory)
+MAX_BATCH = 65_536
+
+
+def _at_least(least: int):
+    """An argparse type: an integer >= ``least``; argparse names the option and the value."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise_arg(f"expected an integer, got {text!r}")
+        if v < least:
+            raise_arg(f"must be at least {least:,}, got {text!r}")
+        return v
+    return parse
+
+
+def _bundle_stem(text: str) -> str:
+    """An argparse type for ``train --name``: a plain file stem inside ``--out``.
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    str
+        ``text`` unchanged.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        For an empty name, ``.`` or ``..``, a path separator or a ``.json``/``.npz`` suffix: the
+        bundle was written beside ``--out`` (``--name ""`` wrote ``OUT.json``, ``--name ../x``
+        wrote ``x.json`` in the parent, past ``--out``'s overwrite check) or as ``x.json.json``,
+        which ``--policy OUT/x.json`` does not find.
+    """
+    if text in ("", ".", "..") or "/" in text or "\\" in text:
+        raise_arg(f"expected a file name without a directory, got {text!r}")
+    if text.endswith((".json", ".npz")):
+        raise_arg(f"give the stem without .json/.npz (both files are written), got {text!r}")
+    return text
 
 
 def register(sub) -> None:
@@ -19,18 +64,21 @@ def register(sub) -> None:
     t.add_argument("--algo", default="awrq", choices=["awrq", "rem", "dqn"],
                    help="awrq: AWRQ-Mixer (default); rem, dqn: one agent over the joint action (the RL-MPCA and "
                         "single-agent baselines), served by the joint-q runtime")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=seed, default=0)
     t.add_argument("--out", required=True, help="output directory")
-    t.add_argument("--name", default="pretrained", help="bundle file stem (default: pretrained)")
-    t.add_argument("--logs", type=int, default=1_000_000, help="number of logged requests (default: 1,000,000)")
-    t.add_argument("--steps", type=int, default=2000, help="gradient steps (default: 2000)")
-    t.add_argument("--batch-size", type=int, default=2048)
+    t.add_argument("--name", type=_bundle_stem, default="pretrained",
+                   help="bundle file stem, written as <out>/<name>.npz and .json (default: pretrained)")
+    t.add_argument("--logs", type=_at_least(1000), default=1_000_000,
+                   help="number of logged requests, at least 1000 (default: 1,000,000)")
+    t.add_argument("--steps", type=_positive(int), default=2000, help="gradient steps (default: 2000)")
+    t.add_argument("--batch-size", type=_positive(int, MAX_BATCH), default=2048,
+                   help=f"requests per gradient step, drawn from the logs (default: 2048; at most {MAX_BATCH:,})")
     t.add_argument("--request", default="shared", choices=REQUEST_KINDS,
                    help="request side: one trunk shared by the agents and the mixer (default, faster to serve) "
                         "or separate MLPs per agent reading and hypernetwork")
-    t.add_argument("--hidden", type=int, default=24,
+    t.add_argument("--hidden", type=_positive(int), default=24,
                    help="request-side hidden width (default: 24; for rem/dqn the width of the joint network's layers)")
-    t.add_argument("--channels", type=int, default=1,
+    t.add_argument("--channels", type=_positive(int), default=1,
                    help="channels per agent reading rho and utility head (default: 1; Table 1 uses 2)")
     for flag in ("aw", "smc", "vgca"):
         t.add_argument(f"--no-{flag}", action="store_true", help=f"ablate {flag.upper()}")
@@ -73,8 +121,7 @@ def _train(args) -> int:
     from policies.training import ValueModel
     from policies.training.export import export_bundle
 
-    if args.logs < 1000 or args.steps < 1 or args.hidden < 1 or args.channels < 1:
-        raise ValueError("--logs must be >= 1000, --steps, --hidden and --channels >= 1")
+    check_awrq_only(args)
     t0 = time.perf_counter()
     cascade = Cascade()
     logs = generate_logs(cascade, args.logs, seed=args.seed)
@@ -88,6 +135,32 @@ def _train(args) -> int:
     print(f"wrote {path} and {path.with_suffix('.npz').name} ({time.perf_counter() - t0:.0f}s, "
           f"final loss {model.history_[-1]['loss']:.4f}{heads})")
     return 0
+
+
+AWRQ_ONLY = ("request", "channels", "no_aw", "no_smc", "no_vgca")  # AWRQ-Mixer's own options
+
+
+def check_awrq_only(args) -> None:
+    """Refuse AWRQ-Mixer's own options under ``--algo rem`` or ``dqn``.
+
+    The joint-action network has no request side to share, no agent channels and none of
+    AWRQ-Mixer's AW, SMC and VGCA parts: ``--algo rem --channels 3`` trained the very network
+    ``--algo rem`` does, yet the bundle recorded the option in its rebuild command.
+
+    Raises
+    ------
+    ValueError
+        Naming the first such option given with a value other than its default, and the algorithm.
+    """
+    if args.algo == "awrq":
+        return
+    for k in AWRQ_ONLY:
+        v = getattr(args, k)
+        if v != args.defaults[k]:
+            flag = "--" + k.replace("_", "-")
+            shown = flag if isinstance(v, bool) else f"{flag} {v}"
+            raise ValueError(f"{shown} has no effect with --algo {args.algo}: it is an option of AWRQ-Mixer "
+                             "(--algo awrq), not of the joint-action network (whose width is --hidden)")
 
 
 def _train_command(args) -> str:

@@ -5,7 +5,7 @@ from ..jsonio import write_json
 from .args import names
 from .config import add_config_option
 from .outputs import declare_outputs
-from .simulate import _positive, seed
+from .simulate import _positive, check_guard, seed
 
 SPIKE_MAX_MIN = 240  # the spike test simulates 6 h from 2 h before the spike: 4 h (240 min) after its start
 
@@ -73,6 +73,7 @@ def spike(args) -> int:
         # guard.rule is --guard's value (as under simulate), not an option of the guard's table
         check_section(section, {k: v for k, v in values.items() if (section, k) != ("guard", "rule")}, "--set")
     guard = {"rule": args.guard, **opts.pop("guard", {})}
+    check_guard(guard)  # a setting the rule does not read (--guard none --set guard.gain=4) is an error
     if plant:
         raise ValueError(f"spike-test takes controller options only (--set CONTROLLER.KEY=VALUE); its plant is fixed, "
                          f"got plant.{', plant.'.join(plant)}")

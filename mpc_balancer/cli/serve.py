@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 
 from . import UsageError
-from .simulate import _positive
+from .outputs import declare_outputs
+from .simulate import _positive, seed
 
 
 def register(sub) -> None:
@@ -30,12 +31,13 @@ def register(sub) -> None:
     f.add_argument("--token-env", default="MPC_BALANCER_WRITE_TOKEN", help="environment variable holding a write token")
     f.add_argument("--nodes", type=_positive(int), default=8)
     f.add_argument("--trace", default="nasa")
-    f.add_argument("--days", type=_positive(float), default=1.0)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--days", type=_positive(float, 3650.0), default=1.0)
+    f.add_argument("--seed", type=seed, default=0)
     f.add_argument("--requests", type=_positive(int), default=1000, help="sampled requests per tick (default 1000)")
     f.add_argument("--peak-qps", type=_positive(float), default=20000.0)
     f.add_argument("--policy", default="pretrained", help="the nodes' per-request policy (pretrained, oracle or a bundle)")
     f.add_argument("--json", default=None, help="write the results JSON here")
+    declare_outputs(f, files=("--json",))  # checked before the replay: an existing file is kept without --force
     f.set_defaults(func=_fleet)
 
 
@@ -70,6 +72,10 @@ def _serve(args) -> int:
 
 
 def _fleet(args) -> int:
+    from urllib.error import URLError
+    from urllib.parse import urlsplit
+
+    from ..client import BadResponse, ServiceError
     from ..jsonio import write_json
     from ..sim.experiment import ExperimentConfig, format_table
     from ..sim.fleet import run_fleet
@@ -77,9 +83,22 @@ def _fleet(args) -> int:
     token = os.environ.get(args.token_env, "")
     if not token:
         raise UsageError(f"--token-env {args.token_env}: the environment variable is empty (a write token is needed)")
+    url = urlsplit(args.url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise UsageError(f"--url {args.url!r}: expected the service's http:// or https:// URL, e.g. http://127.0.0.1:8080")
+    if args.days * 1440 < 2:  # the simulated window is in 60 s ticks (the service's period_s is checked against it)
+        raise UsageError(f"--days {args.days:g} is {args.days * 1440:.3g} ticks of 60 s; need at least 2")
     cfg = ExperimentConfig(trace=args.trace, days=args.days, seed=args.seed, n_requests=args.requests,
                            peak_qps=args.peak_qps, policy=args.policy)
-    summary = run_fleet(args.url, token, cfg, nodes=args.nodes)
+    try:
+        summary = run_fleet(args.url, token, cfg, nodes=args.nodes)
+    except ServiceError as e:  # the service refused a report or a read: one line, with what to do about a 409
+        hint = ("; a replay starts at the window's first tick, which this service has already stepped past (a "
+                "previous replay, or other traffic): restart it with a fresh state_db or --refit"
+                if e.status == 409 else "")
+        raise UsageError(f"--url {args.url}: the service answered {e}{hint}") from None
+    except (TimeoutError, ConnectionError, URLError, BadResponse) as e:  # unreachable, not ready, or not this service
+        raise UsageError(f"--url {args.url}: {getattr(e, 'reason', None) or e}") from None
     print(format_table(summary))
     if args.json:
         write_json(args.json, summary)

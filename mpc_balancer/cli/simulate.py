@@ -133,7 +133,34 @@ def settings(args, controllers: list[str]) -> tuple[ExperimentConfig, dict, dict
         ctrl_opts.setdefault(name, {}).update(opts)
     plant_opts.update(cli_plant)
     cfg.guard = {"rule": args.guard, **ctrl_opts.pop("guard", {})}  # --set guard.max_step=8
+    check_guard(cfg.guard)
     return cfg, ctrl_opts, plant_opts
+
+
+def check_guard(guard: dict) -> None:
+    """Refuse guard settings (``--set guard.KEY=...`` or a ``[guard]`` table) that the guard's rule
+    does not read.
+
+    Parameters
+    ----------
+    guard : dict
+        ``{"rule": --guard's value (or guard.rule), KEY: VALUE, ...}``.
+
+    Raises
+    ------
+    ValueError
+        Naming the setting, its value and the rule: ``--guard none --set guard.max_step=8`` ran
+        without a guard as if the setting were not there, and ``--guard maxpower`` ignores the
+        proportional rule's ``gain`` and ``max_step`` (it reads ``step``).
+    """
+    from ..guard import RULE_SETTINGS, unused_guard_settings
+
+    unused = unused_guard_settings(guard)
+    if unused:
+        rule = guard["rule"]
+        reads = ", ".join(sorted(RULE_SETTINGS[rule])) or "no setting"
+        raise ValueError(f"guard.{unused[0]}={guard[unused[0]]!r} has no effect under the guard rule {rule!r} "
+                         f"(--guard {rule} reads {reads}); drop it or choose the rule that reads it")
 
 
 def run(args, controllers: list[str]) -> int:

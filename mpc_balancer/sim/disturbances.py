@@ -23,9 +23,29 @@ import numpy as np
 SURGE_SHARE = 0.5  # of the requests missed during an outage, the share retried when it ends
 SURGE_TAU_S = 300.0  # time constant of the retry surge
 SURGE_MAX = 3.0  # cap on the surge's excess over the normal rate (peak 4x)
+MAX_FACTOR = 1000.0  # largest burst factor: overlapping bursts multiply, and 1e308 overflowed to an inf rate
+MAX_MINUTES = 1440.0  # longest burst or outage: one day (a longer one is a different trace, not an event)
 
 
-def _number_range(text: str, what: str) -> tuple[float, float]:
+def _number_range(text: str, what: str, most: float) -> tuple[float, float]:
+    """``"3-6"`` -> ``(3.0, 6.0)`` and ``"4"`` -> ``(4.0, 4.0)``.
+
+    Parameters
+    ----------
+    text : str
+        A number or a range ``LOW-HIGH``.
+    what : str
+        The option's part (``"--bursts FACTOR"``), named in the error.
+    most : float
+        Largest value allowed: a burst factor of 1e308 overflowed the rate to infinity (the run
+        then failed deep in the controller with "lam value too large"), and 1e9-minute bursts
+        multiplied into a load of 1e12.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and ``text`` unless ``0 < LOW <= HIGH <= most``.
+    """
     lo, _, hi = text.partition("-")
     try:
         a, b = float(lo), float(hi or lo)
@@ -33,6 +53,8 @@ def _number_range(text: str, what: str) -> tuple[float, float]:
         raise ValueError(f"{what} must be a number or a range LOW-HIGH, got {text!r}") from None
     if not (np.isfinite(a) and np.isfinite(b) and 0 < a <= b):
         raise ValueError(f"{what} must satisfy 0 < LOW <= HIGH (finite), got {text!r}")
+    if b > most:
+        raise ValueError(f"{what} must be at most {most:g}, got {text!r}")
     return a, b
 
 
@@ -52,10 +74,10 @@ class BurstSpec:
         if len(parts) != 3:
             raise ValueError(f"--bursts expects PER_DAY,FACTOR_MIN-FACTOR_MAX,MINUTES_MIN-MINUTES_MAX (e.g. 10,3-6,1-5), got {text!r}")
         per_day = _rate(parts[0], "--bursts PER_DAY")
-        factor = _number_range(parts[1], "--bursts FACTOR")
+        factor = _number_range(parts[1], "--bursts FACTOR", MAX_FACTOR)
         if factor[0] < 1:
             raise ValueError(f"--bursts FACTOR must be >= 1 (a burst raises traffic), got {parts[1]!r}")
-        return cls(per_day, factor, _number_range(parts[2], "--bursts MINUTES"))
+        return cls(per_day, factor, _number_range(parts[2], "--bursts MINUTES", MAX_MINUTES))
 
 
 @dataclass(frozen=True)
@@ -67,11 +89,17 @@ class OutageSpec:
 
     @classmethod
     def parse(cls, text: str) -> OutageSpec:
-        """``"1,20"``: one 20-minute outage a day (the ``--outages`` option)."""
+        """``"1,20"``: one 20-minute outage a day (the ``--outages`` option).
+
+        Every outage lasts ``MINUTES``, one number: a range ``20-30`` (as ``--bursts`` takes) is
+        an error, not read as 20 with the rest dropped."""
         parts = [p.strip() for p in str(text).split(",")]
         if len(parts) != 2:
             raise ValueError(f"--outages expects PER_DAY,MINUTES (e.g. 1,20), got {text!r}")
-        return cls(_rate(parts[0], "--outages PER_DAY"), _number_range(parts[1], "--outages MINUTES")[0])
+        lo, hi = _number_range(parts[1], "--outages MINUTES", MAX_MINUTES)
+        if lo != hi:
+            raise ValueError(f"--outages MINUTES is one length (every outage lasts it), got the range {parts[1]!r}")
+        return cls(_rate(parts[0], "--outages PER_DAY"), lo)
 
 
 def _rate(text: str, what: str) -> float:

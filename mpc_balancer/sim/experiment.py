@@ -65,14 +65,21 @@ def parse_overrides(items: list[str] | None) -> tuple[dict[str, dict], dict]:
 def make_policy(name: str, cascade: Cascade):
     """The per-request policy: ``oracle`` (exact argmax), ``pretrained`` (the shipped AWRQ-Mixer bundle),
     another shipped bundle (``rem``, ``dqn``: one agent over the joint action) or the path of a bundle
-    written by ``mpc-balancer train``. Learned policies decide with the cascade's current cost table (the
-    same estimate the controllers use)."""
+    written by ``mpc-balancer train``: its ``--out`` directory, the ``.json``/``.npz`` file or their
+    stem. Learned policies decide with the cascade's current cost table (the same estimate the
+    controllers use).
+
+    A path is anything that exists on disk as given (``--policy mybundle``, the directory ``train
+    --out mybundle`` wrote, is a path although it has no ``/``) or holds a ``/`` or a bundle suffix;
+    a shipped bundle's name wins over a file of that name in the working directory."""
     if name == "oracle":
         return OraclePolicy(cascade, dtype=np.float32)
+    from pathlib import Path
+
     from policies.bundle import shipped_bundles
     from policies.runtime import load_runtime
 
-    if name in shipped_bundles() or name.endswith((".json", ".npz")) or "/" in name:
+    if name in shipped_bundles() or name.endswith((".json", ".npz")) or "/" in name or (name and Path(name).exists()):
         policy = load_runtime(name, cost=cascade.cost)
         if tuple(policy.features) != FEATURES:
             raise ValueError(f"policy bundle {name!r} reads features {list(policy.features)}, the simulated requests "
@@ -108,6 +115,12 @@ def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_opt
         from forecasting import load_events
 
         load_events(cfg.events)  # fail fast on a bad events file
+        # only forecasting controllers read the calendar: under pid/static/dcaf alone the file was
+        # checked and then had no effect on the run
+        if not any(c.needs_forecast for c in built):
+            raise ValueError(f"--events {cfg.events}: none of the controllers ({', '.join(controllers)}) forecasts "
+                             "traffic, so the announced events would have no effect (the mpc's forecaster reads "
+                             "them); drop --events or add mpc")
     sim = build_simulator(cfg, plant_overrides)
     policy = make_policy(cfg.policy, sim.cascade)
     # forecasting controllers first: one that cannot fit its forecaster on the history fails at its

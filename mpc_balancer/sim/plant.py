@@ -40,13 +40,27 @@ class PlantConfig:
     drop_load: float = 1.3
 
     def __post_init__(self):
+        """Check every field; each error names ``plant.FIELD`` and the value.
+
+        A value of the wrong type (``--set plant.capacity=abc``, ``plant.target_load=true``,
+        ``plant.lag_s=[1,2,3]``, ``plant.lag_s=null``) is refused here, not by numpy's conversion or
+        a comparison deep in the plant or the node guard; ``cost_drift`` must stay below 1, or the true cost per request
+        ``bias (1 + drift sin(.))`` turns negative for part of each day (negative loads)."""
         for f in fields(self):
             v = getattr(self, f.name)
-            if v is None:
+            if v is None and f.name == "capacity":  # the only optional field: sized from scarcity
                 continue
+            per_cluster = f.name in ("capacity", "cost_bias")
+            items = v if per_cluster and isinstance(v, (tuple, list)) else (v,)
+            if any(isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) for x in items):
+                want = "a number or a list of numbers, one per cluster" if per_cluster else "a number"
+                raise ValueError(f"plant.{f.name} must be {want}, got {v!r}")
             arr = np.atleast_1d(np.asarray(v, dtype=float))
             if not np.all(np.isfinite(arr)) or np.any(arr < 0):
                 raise ValueError(f"plant.{f.name} must be finite and >= 0, got {v!r}")
+        if self.cost_drift >= 1:
+            raise ValueError(f"plant.cost_drift must be < 1 (the true cost bias (1 + drift sin) would turn negative), "
+                             f"got {self.cost_drift!r}")
         if not 0 < self.target_load <= 1.5:
             raise ValueError(f"plant.target_load (C_m) must be in (0, 1.5], got {self.target_load!r}")
         if self.scarcity <= 0:

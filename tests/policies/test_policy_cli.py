@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from mpc_balancer.cli import main
 from policies.runtime import PolicyRuntime
@@ -33,5 +34,6 @@ def test_user_errors_are_one_line(capsys):
     assert main(["policies", "evaluate", "--algos", "ppo", "--seeds", "1"]) == 2
     assert "unknown algorithm" in capsys.readouterr().err
     assert main(["policies", "evaluate", "--algos", "pretrained", "--bundle", "/nonexistent/x"]) == 2
-    assert main(["train", "--out", "/tmp/never-written", "--channels", "0"]) == 2
-    assert "--channels >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse names the option and the value
+        main(["train", "--out", "/tmp/never-written", "--channels", "0"])
+    assert e.value.code == 2 and "argument --channels: must be finite and > 0, got '0'" in capsys.readouterr().err
