@@ -10,6 +10,7 @@ the service takes the same decisions as the in-process run, so the figures are t
 """
 from __future__ import annotations
 
+import sys
 import time
 from types import SimpleNamespace
 
@@ -80,12 +81,12 @@ def run_fleet(url: str, token: str, cfg, nodes: int = 8) -> dict:
     expected = remote.info_["expected_nodes"]
     if expected != nodes:
         print(f"note: the service expects {expected} nodes per tick, this fleet has {nodes}: ticks close on the "
-              f"service's tick_timeout_s ({remote.info_['tick_timeout_s']:g} s)")
+              f"service's tick_timeout_s ({remote.info_['tick_timeout_s']:g} s)", file=sys.stderr)
     window_start = str(sim.times[0])
     end = remote.info_["history"]["end"]
     if end is None or pd.Timestamp(end) != sim.times[0]:
         print(f"note: the simulated window starts at {window_start}; the service's history ends at {end}: "
-              "decisions match `simulate` only when the service's [history] end is the window's start")
+              "decisions match `simulate` only when the service's [history] end is the window's start", file=sys.stderr)
     result = sim.run(remote, make_policy(cfg.policy, sim.cascade))
     summary = summarize(cfg, sim, [result])
     summary["fleet"] = {"url": url, "nodes": nodes, "service": remote.info_}
