@@ -1,4 +1,4 @@
-"""Parsers for the CLI's comma-separated options, shared by every subcommand."""
+"""Parsers for the CLI's options shared by every subcommand: comma-separated lists and bounded numbers."""
 from __future__ import annotations
 
 
@@ -40,8 +40,18 @@ def names(text: str, what: str) -> list[str]:
     return vals
 
 
+def positive(kind=float, most=None):
+    """An argparse type: a finite ``kind`` > 0 (and <= ``most``); argparse names the option."""
+    return _bounded(kind, most, zero=False)
+
+
 def nonnegative(kind=float, most=None):
-    """An argparse type: a finite ``kind`` >= 0 (and <= ``most``); argparse names the option.
+    """An argparse type: a finite ``kind`` >= 0 (and <= ``most``); argparse names the option."""
+    return _bounded(kind, most, zero=True)
+
+
+def _bounded(kind, most, zero: bool):
+    """The parser of :func:`positive` (``zero`` False) and :func:`nonnegative` (True).
 
     ``float("nan")`` and ``float("inf")`` parse, so a plain ``type=float`` lets them through; a NaN
     then compares False with every bound and passes ``x < 0`` checks unnoticed.
@@ -54,8 +64,8 @@ def nonnegative(kind=float, most=None):
             v = kind(text)
         except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not (math.isfinite(v) and v >= 0):
-            raise argparse.ArgumentTypeError(f"must be finite and >= 0, got {text!r}")
+        if not (math.isfinite(v) and (v >= 0 if zero else v > 0)):
+            raise argparse.ArgumentTypeError(f"must be finite and {'>=' if zero else '>'} 0, got {text!r}")
         if most is not None and v > most:
             raise argparse.ArgumentTypeError(f"must be <= {most:g}, got {text!r}")
         return v

@@ -8,9 +8,8 @@ writes JSON and a plot. The work is :func:`forecasting.report.compare_models`.
 from __future__ import annotations
 
 from ..jsonio import write_json
-from .args import name_list
+from .args import name_list, positive
 from .outputs import declare_outputs
-from .simulate import _positive
 
 
 def register(sub):
@@ -22,13 +21,13 @@ def register(sub):
     b = fsub.add_parser("backtest", help="rolling-origin backtest of forecasters on a trace")
     b.add_argument("--trace", required=True, help="bundled trace (nasa, nyc-taxi, elb) or a CSV path")
     b.add_argument("--resample", default="5min", help="step to resample the trace to (default 5min)")
-    b.add_argument("--horizon", type=_positive(int, 100_000), default=24, help="forecast steps per origin (default 24)")
+    b.add_argument("--horizon", type=positive(int, 100_000), default=24, help="forecast steps per origin (default 24)")
     b.add_argument("--models", default="hybrid,sarima,seasonal_naive",
                    help=f"comma-separated, from {', '.join(MODELS)} (default hybrid,sarima,seasonal_naive)")
     b.add_argument("--events", default=None, help="announced events CSV: start,end,name[,expected_multiplier]")
-    b.add_argument("--test-days", type=_positive(float, 36500.0), default=7.0, help="origins over the last D days (default 7)")
-    b.add_argument("--train-days", type=_positive(float, 36500.0), default=28.0, help="history per fit (default 28 days)")
-    b.add_argument("--refit-every", type=_positive(int), default=None, help="refit every N steps (default: 2 days)")
+    b.add_argument("--test-days", type=positive(float, 36500.0), default=7.0, help="origins over the last D days (default 7)")
+    b.add_argument("--train-days", type=positive(float, 36500.0), default=28.0, help="history per fit (default 28 days)")
+    b.add_argument("--refit-every", type=positive(int), default=None, help="refit every N steps (default: 2 days)")
     b.add_argument("--json", default=None, help="write the results JSON here")
     b.add_argument("--plot", default=None, help="write a PNG of actuals, 1-step-ahead forecasts and the hybrid 80%% band")
     declare_outputs(b, files=("--json", "--plot"))

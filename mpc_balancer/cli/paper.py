@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from ..jsonio import write_json
-from .args import name_list
+from .args import name_list, positive
 from .outputs import declare_outputs
-from .simulate import _positive
 
 # 5 seeds x 3 traces of the A/B, one day each: measured 1038 s wall, 2048 s CPU (137 CPU-s per (trace, seed)
 # and simulated day) on 2 cores with --jobs 2, the default; see the README
@@ -22,10 +21,10 @@ def register(sub) -> None:
         t = psub.add_parser(table, help=text, description=text + "; mean +- std over traces x seeds.")
         t.add_argument("--traces", default="nasa,elb,nyc-taxi", help="comma list of traces (default: nasa,elb,nyc-taxi)")
         t.add_argument("--seeds", default="0-4", help="seeds, e.g. 0-4 or 0,1,2 (default: 0-4)")
-        t.add_argument("--days", type=_positive(float), default=DEFAULT_DAYS,
+        t.add_argument("--days", type=positive(float), default=DEFAULT_DAYS,
                        help=f"simulated days per run, the last days of each trace (default: {DEFAULT_DAYS:g})")
-        t.add_argument("--requests", type=_positive(int, 1_000_000), default=1000, help="sampled requests per tick (default: 1000)")
-        t.add_argument("--jobs", type=_positive(int, 64), default=DEFAULT_JOBS,
+        t.add_argument("--requests", type=positive(int, 1_000_000), default=1000, help="sampled requests per tick (default: 1000)")
+        t.add_argument("--jobs", type=positive(int, 64), default=DEFAULT_JOBS,
                        help=f"processes, one (trace, seed) pair at a time each (default: {DEFAULT_JOBS})")
         t.add_argument("--from", dest="from_runs", metavar="RESULTS_JSON",
                        help="summarise the runs of an earlier --out DIR/results.json instead of running (e.g. table3 "

@@ -7,9 +7,9 @@ from pathlib import Path
 from policies.bundle import REQUEST_KINDS
 
 from ..jsonio import write_json
-from .args import name_list
+from .args import name_list, positive
 from .outputs import declare_outputs
-from .simulate import _positive, raise_arg, seed
+from .simulate import raise_arg, seed
 
 # largest --batch-size: every step draws the batch's features and targets over all joint actions
 # (REM at 65,536 rows took 2.3 GB; --batch-size 100000000 was killed for memory)
@@ -70,15 +70,15 @@ def register(sub) -> None:
                    help="bundle file stem, written as <out>/<name>.npz and .json (default: pretrained)")
     t.add_argument("--logs", type=_at_least(1000), default=1_000_000,
                    help="number of logged requests, at least 1000 (default: 1,000,000)")
-    t.add_argument("--steps", type=_positive(int), default=2000, help="gradient steps (default: 2000)")
-    t.add_argument("--batch-size", type=_positive(int, MAX_BATCH), default=2048,
+    t.add_argument("--steps", type=positive(int), default=2000, help="gradient steps (default: 2000)")
+    t.add_argument("--batch-size", type=positive(int, MAX_BATCH), default=2048,
                    help=f"requests per gradient step, drawn from the logs (default: 2048; at most {MAX_BATCH:,})")
     t.add_argument("--request", default="shared", choices=REQUEST_KINDS,
                    help="request side: one trunk shared by the agents and the mixer (default, faster to serve) "
                         "or separate MLPs per agent reading and hypernetwork")
-    t.add_argument("--hidden", type=_positive(int), default=24,
+    t.add_argument("--hidden", type=positive(int), default=24,
                    help="request-side hidden width (default: 24; for rem/dqn the width of the joint network's layers)")
-    t.add_argument("--channels", type=_positive(int), default=1,
+    t.add_argument("--channels", type=positive(int), default=1,
                    help="channels per agent reading rho and utility head (default: 1; Table 1 uses 2)")
     for flag in ("aw", "smc", "vgca"):
         t.add_argument(f"--no-{flag}", action="store_true", help=f"ablate {flag.upper()}")
@@ -93,7 +93,7 @@ def register(sub) -> None:
     e = psub.add_parser("evaluate", help="train and score AWRQ-Mixer and baselines (Return%%, r_s, regret vs the oracle)")
     e.add_argument("--algos", default="awrq,qmix,vdn,rem,dqn",
                    help="comma list of awrq,qmix,vdn,rem,dqn, ablations awrq-no-aw,awrq-no-smc,awrq-no-vgca, or pretrained")
-    e.add_argument("--seeds", type=_positive(int, 1000), default=3)
+    e.add_argument("--seeds", type=positive(int, 1000), default=3)
     e.add_argument("--ablations", action="store_true", help="also run the AWRQ-Mixer ablations (Table 2)")
     e.add_argument("--bundle", default=None, help="bundle evaluated by --algos pretrained (default: the shipped one); "
                                                  "an error without pretrained in --algos")

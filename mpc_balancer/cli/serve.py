@@ -4,8 +4,9 @@ from __future__ import annotations
 import os
 
 from . import UsageError
+from .args import positive
 from .outputs import declare_outputs
-from .simulate import _positive, seed
+from .simulate import seed
 
 
 def register(sub) -> None:
@@ -29,12 +30,12 @@ def register(sub) -> None:
                                    "share of the telemetry and applies the decision. Prints the simulate table.")
     f.add_argument("--url", required=True, help="service URL, e.g. http://127.0.0.1:8080")
     f.add_argument("--token-env", default="MPC_BALANCER_WRITE_TOKEN", help="environment variable holding a write token")
-    f.add_argument("--nodes", type=_positive(int), default=8)
+    f.add_argument("--nodes", type=positive(int), default=8)
     f.add_argument("--trace", default="nasa")
-    f.add_argument("--days", type=_positive(float, 3650.0), default=1.0)
+    f.add_argument("--days", type=positive(float, 3650.0), default=1.0)
     f.add_argument("--seed", type=seed, default=0)
-    f.add_argument("--requests", type=_positive(int), default=1000, help="sampled requests per tick (default 1000)")
-    f.add_argument("--peak-qps", type=_positive(float), default=20000.0)
+    f.add_argument("--requests", type=positive(int), default=1000, help="sampled requests per tick (default 1000)")
+    f.add_argument("--peak-qps", type=positive(float), default=20000.0)
     f.add_argument("--policy", default="pretrained", help="the nodes' per-request policy (pretrained, oracle or a bundle)")
     f.add_argument("--json", default=None, help="write the results JSON here")
     declare_outputs(f, files=("--json",))  # checked before the replay: an existing file is kept without --force

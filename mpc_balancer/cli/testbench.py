@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-from .args import int_list, nonnegative
+from .args import int_list, nonnegative, positive
 from .outputs import declare_outputs
-from .simulate import _positive
 
 DEFAULT_QUEUES = "25,50,100,200,400"
 
@@ -22,15 +21,15 @@ def register(sub):
                    help="stage of a module:function workload (default rank)")
     r.add_argument("--variants", default=None, help="comma-separated variants (model switch / channel kind); default: all the workload has")
     r.add_argument("--queues", default=DEFAULT_QUEUES, help=f"comma-separated queue lengths (default {DEFAULT_QUEUES})")
-    r.add_argument("--qps", type=_positive(float), default=None,
+    r.add_argument("--qps", type=positive(float), default=None,
                    help="fixed request rate; default: automatic, ~50%% utilisation of one core")
-    r.add_argument("--duration", type=_positive(float), default=0.3, help="seconds per repeat window (default 0.3)")
+    r.add_argument("--duration", type=positive(float), default=0.3, help="seconds per repeat window (default 0.3)")
     r.add_argument("--warmup", type=nonnegative(float), default=0.05, help="warm-up seconds before each window (default 0.05)")
-    r.add_argument("--repeats", type=_positive(int), default=9, help="repeats per bucket, interleaved across buckets (default 9)")
+    r.add_argument("--repeats", type=positive(int), default=9, help="repeats per bucket, interleaved across buckets (default 9)")
     r.add_argument("--estimator", choices=["median", "mean"], default="median", help="bucket cost from its repeats (default median)")
-    r.add_argument("--value-buckets", type=_positive(int, 1000), default=1, help="number of request value buckets (default 1)")
-    r.add_argument("--machines", type=_positive(int), default=1)
-    r.add_argument("--cores", type=_positive(int), default=1, help="cores the utilisation p%% is measured against (default 1)")
+    r.add_argument("--value-buckets", type=positive(int, 1000), default=1, help="number of request value buckets (default 1)")
+    r.add_argument("--machines", type=positive(int), default=1)
+    r.add_argument("--cores", type=positive(int), default=1, help="cores the utilisation p%% is measured against (default 1)")
     r.add_argument("--json", default=None, help="write the measurements JSON here (input of `testbench fit`)")
     declare_outputs(r, files=("--json",))
     r.set_defaults(func=run)

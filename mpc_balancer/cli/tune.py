@@ -8,10 +8,10 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..jsonio import write_json
-from .args import int_list, name_list
+from .args import int_list, name_list, positive
 from .config import add_config_option
 from .outputs import check_dir, check_file
-from .simulate import _positive, check_run_length, seed
+from .simulate import check_run_length, seed
 
 
 def register(sub):
@@ -25,8 +25,8 @@ def register(sub):
     p.add_argument("--controller", default="mpc", help="the tuned controller (default mpc)")
     p.add_argument("--traces", "--trace", dest="traces", default="nasa", help="comma-separated traces (default nasa)")
     p.add_argument("--seeds", "--seed", dest="seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--days", type=_positive(float, 3650.0), default=2.0, help="simulated days per (trace, seed) (default 2)")
-    p.add_argument("--trials", type=_positive(int), default=20, help="trials of the study (default 20; --grid: the grid's size)")
+    p.add_argument("--days", type=positive(float, 3650.0), default=2.0, help="simulated days per (trace, seed) (default 2)")
+    p.add_argument("--trials", type=positive(int), default=20, help="trials of the study (default 20; --grid: the grid's size)")
     p.add_argument("--constraint", default=None, help="e.g. nu<=0.003: maximise return_pct under it (default: Pareto front)")
     p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "grid"], default=None,
                    help="default tpe (grid under --grid and --horizons; another sampler with them is an error)")
@@ -37,8 +37,8 @@ def register(sub):
     p.add_argument("--storage", default=None, help="Optuna storage URL (sqlite:///F, postgresql://...) or journal file "
                                                   "(default: OUT/study.journal)")
     p.add_argument("--study", default=None, help="study name (default: controller and a digest of the settings)")
-    p.add_argument("--jobs", type=_positive(int), default=2, help="processes for the (trace, seed) runs (default 2)")
-    p.add_argument("--heartbeat", type=_positive(int), default=60, help="RDB storages: heartbeat period, s (a trial silent "
+    p.add_argument("--jobs", type=positive(int), default=2, help="processes for the (trace, seed) runs (default 2)")
+    p.add_argument("--heartbeat", type=positive(int), default=60, help="RDB storages: heartbeat period, s (a trial silent "
                                                                        "for 3 periods is retried)")
     p.add_argument("--workers-only", action="store_true", help="create the study and the hindsight cache, run no trial "
                                                               "(start `tune worker` processes)")
@@ -50,9 +50,9 @@ def register(sub):
     w = wsub.add_parser("worker", help="run trials of a study created by `tune --storage URL --study NAME`")
     w.add_argument("--storage", required=True, help="the study's RDB URL, e.g. postgresql://user@host/db")
     w.add_argument("--study", required=True)
-    w.add_argument("--jobs", type=_positive(int), default=1, help="processes for the (trace, seed) runs (default 1)")
-    w.add_argument("--heartbeat", type=_positive(int), default=60)
-    w.add_argument("--poll", type=_positive(float), default=2.0, help="seconds between looks for stale trials")
+    w.add_argument("--jobs", type=positive(int), default=1, help="processes for the (trace, seed) runs (default 1)")
+    w.add_argument("--heartbeat", type=positive(int), default=60)
+    w.add_argument("--poll", type=positive(float), default=2.0, help="seconds between looks for stale trials")
     w.add_argument("--no-progress", action="store_true")
     w.set_defaults(func=worker)
 
