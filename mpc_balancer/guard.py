@@ -240,3 +240,14 @@ def unused_guard_settings(guard: dict) -> list[str]:
     if used is None:
         return []
     return sorted(k for k in guard if k != "rule" and k in GUARD_SETTINGS and k not in used)
+
+
+def check_rule_settings(guard: dict) -> None:
+    """``ValueError`` naming the first setting of ``guard`` that its rule does not read (see
+    :func:`unused_guard_settings`), its value, the rule and what the rule reads."""
+    unused = unused_guard_settings(guard)
+    if unused:
+        rule = guard.get("rule", "proportional")
+        reads = ", ".join(sorted(RULE_SETTINGS[rule])) or "no setting"
+        raise ValueError(f"guard.{unused[0]}={guard[unused[0]]!r} has no effect under the guard rule {rule!r} "
+                         f"(--guard {rule} reads {reads}); drop it or choose the rule that reads it")

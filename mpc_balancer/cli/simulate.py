@@ -1,29 +1,13 @@
 """``mpc-balancer simulate`` and ``mpc-balancer compare``: closed-loop runs on a trace."""
 from __future__ import annotations
 
-import math
 import sys
 
 from ..jsonio import write_json
 from ..sim.experiment import ExperimentConfig, format_table, parse_overrides, run_comparison, write_outputs
-from .args import name_list
+from .args import name_list, positive
 from .config import add_config_option
 from .outputs import declare_outputs
-
-
-def _positive(kind, most=None):
-    """An argparse type: a finite ``kind`` > 0 (and <= ``most``); argparse names the option."""
-    def parse(text):
-        try:
-            v = kind(text)
-        except (ValueError, OverflowError):
-            raise_arg(f"expected a {kind.__name__}, got {text!r}")
-        if not (math.isfinite(v) and v > 0):
-            raise_arg(f"must be finite and > 0, got {text!r}")
-        if most is not None and v > most:
-            raise_arg(f"must be <= {most:g}, got {text!r}")
-        return v
-    return parse
 
 
 def seed(text):
@@ -64,21 +48,21 @@ def raise_arg(msg):
 
 def add_common(p):
     p.add_argument("--trace", default="nasa", help="bundled trace (nasa, nyc-taxi, elb) or a CSV path (timestamp,<value>; .gz ok)")
-    p.add_argument("--days", type=_positive(float, 3650.0), default=7.0,
+    p.add_argument("--days", type=positive(float, 3650.0), default=7.0,
                    help="simulate the last D days (default 7); earlier data is history")
     p.add_argument("--start", default=None, help="start the window at this timestamp instead of D days before the end")
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--period", type=_positive(float, 86400.0), default=60.0, help="control period in seconds (default 60)")
-    p.add_argument("--requests", type=_positive(int, 1_000_000), default=1000, help="sampled requests per tick (default 1000)")
+    p.add_argument("--period", type=positive(float, 86400.0), default=60.0, help="control period in seconds (default 60)")
+    p.add_argument("--requests", type=positive(int, 1_000_000), default=1000, help="sampled requests per tick (default 1000)")
     p.add_argument("--sampling", choices=["stratified", "iid"], default="stratified",
                    help="per-tick request sample: stratified (Latin hypercube, default) or iid draws")
-    p.add_argument("--peak-qps", type=_positive(float, 1e9), default=20000.0, help="QPS the trace's peak is scaled to")
+    p.add_argument("--peak-qps", type=positive(float, 1e9), default=20000.0, help="QPS the trace's peak is scaled to")
     p.add_argument("--traffic", choices=["rate", "raw"], default="rate", help="rate: de-noised trace rate (default); raw: replay counts")
     p.add_argument("--policy", default="pretrained",
                    help="per-request policy: pretrained (the shipped AWRQ-Mixer bundle), oracle (exact argmax), or a bundle path")
     p.add_argument("--cost-table", default=None, help="cost table JSON from `mpc-balancer testbench fit`")
     p.add_argument("--events", default=None, help="announced events CSV (start,end,name[,expected_multiplier]) for forecasting controllers")
-    p.add_argument("--subticks", type=_positive(int), default=12,
+    p.add_argument("--subticks", type=positive(int), default=12,
                    help="plant steps per control period (default 12: 5 s at 60 s); mu and nu are measured per sub-tick")
     p.add_argument("--guard", choices=["proportional", "maxpower", "none"], default="proportional",
                    help="node-local overload guard under every controller (default proportional; maxpower: DCAF's rule); "
@@ -87,7 +71,7 @@ def add_common(p):
                    help="inject unannounced bursts, e.g. 10,3-6,1-5 (10 a day, 3-6x the traffic, 1-5 minutes; seeded by --seed)")
     p.add_argument("--outages", default=None, metavar="PER_DAY,MINUTES",
                    help="inject outages (no traffic, then a retry surge), e.g. 1,20 (seeded by --seed)")
-    p.add_argument("--horizon", type=_positive(int), default=None, help="MPC / NMPC horizon in ticks")
+    p.add_argument("--horizon", type=positive(int), default=None, help="MPC / NMPC horizon in ticks")
     p.add_argument("--objective", choices=["revenue", "tracking"], default=None, help="MPC objective (default revenue)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="controller or plant option, e.g. pid.kp=0.4, plant.target_load=0.85")
@@ -133,34 +117,7 @@ def settings(args, controllers: list[str]) -> tuple[ExperimentConfig, dict, dict
         ctrl_opts.setdefault(name, {}).update(opts)
     plant_opts.update(cli_plant)
     cfg.guard = {"rule": args.guard, **ctrl_opts.pop("guard", {})}  # --set guard.max_step=8
-    check_guard(cfg.guard)
     return cfg, ctrl_opts, plant_opts
-
-
-def check_guard(guard: dict) -> None:
-    """Refuse guard settings (``--set guard.KEY=...`` or a ``[guard]`` table) that the guard's rule
-    does not read.
-
-    Parameters
-    ----------
-    guard : dict
-        ``{"rule": --guard's value (or guard.rule), KEY: VALUE, ...}``.
-
-    Raises
-    ------
-    ValueError
-        Naming the setting, its value and the rule: ``--guard none --set guard.max_step=8`` ran
-        without a guard as if the setting were not there, and ``--guard maxpower`` ignores the
-        proportional rule's ``gain`` and ``max_step`` (it reads ``step``).
-    """
-    from ..guard import RULE_SETTINGS, unused_guard_settings
-
-    unused = unused_guard_settings(guard)
-    if unused:
-        rule = guard["rule"]
-        reads = ", ".join(sorted(RULE_SETTINGS[rule])) or "no setting"
-        raise ValueError(f"guard.{unused[0]}={guard[unused[0]]!r} has no effect under the guard rule {rule!r} "
-                         f"(--guard {rule} reads {reads}); drop it or choose the rule that reads it")
 
 
 def run(args, controllers: list[str]) -> int:

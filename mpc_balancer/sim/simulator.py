@@ -30,7 +30,7 @@ from policies.cascade import Cascade
 from ..balancer import Balancer, Decision
 from ..controllers.base import ControlContext, Controller
 from ..controllers.hindsight import Clairvoyance
-from ..guard import GUARD_SETTINGS, NodeGuard
+from ..guard import GUARD_SETTINGS, NodeGuard, check_rule_settings
 from ..telemetry import Telemetry
 from ..traffic import Traffic
 from .disturbances import Disturbances
@@ -122,6 +122,7 @@ class Simulator:
         if unknown:
             raise ValueError(f"unknown guard settings {sorted(unknown)} (known: {sorted(GUARD_SETTINGS)})")
         NodeGuard(target=(1.0,), **self.guard)  # validate early
+        check_rule_settings(self.guard)  # a setting the rule does not read (--guard none --set guard.gain=4)
         self.disturbances = disturbances or Disturbances()
         self.outcomes = outcomes  # optional per-request outcome recorder (mpc_balancer.sim.outcomes.AdOutcomes)
         if n_requests < 1:

@@ -227,3 +227,14 @@ def test_compare_runs_forecasting_controllers_first_and_reports_in_the_given_ord
     with pytest.raises(ValueError, match="history: controller 'mpc' forecasts traffic"):
         run_comparison(ExperimentConfig(trace=str(path), days=2.5), ["pid", "mpc"])
     assert calls == ["mpc"]
+
+
+def test_guard_settings_the_rule_does_not_read_are_refused_by_the_simulator_itself():
+    """The check serves every caller of the simulator (simulate, compare, spike-test, fault-test,
+    fleet, tune, a library user), not only the commands that once checked it themselves."""
+    traffic = Traffic(load_trace("nasa"), period_s=60)
+    for guard, key in (({"rule": "none", "gain": 3}, "guard.gain"), ({"rule": "maxpower", "max_step": 8}, "guard.max_step"),
+                       ({"rule": "proportional", "step": 3}, "guard.step")):
+        with pytest.raises(ValueError, match=f"{key}=.* has no effect under the guard rule '{guard['rule']}'"):
+            Simulator(traffic, days=0.01, guard=guard)
+    Simulator(traffic, days=0.01, guard={"rule": "maxpower", "step": 3, "release": 0.1})  # what maxpower reads
