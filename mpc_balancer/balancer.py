@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 import threading
 import time
 from concurrent.futures import Future
@@ -56,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .config import is_number
 from .controllers import make_controller
 from .controllers.base import LAM_MAX, LAM_MIN, ControlContext, Controller, Observation, Plan
 from .controllers.pid import PidController
@@ -144,7 +144,7 @@ class Balancer:
         self.max_flat_ticks = int(max_flat_ticks)
         for name, v in (("max_qps_ratio", max_qps_ratio), ("max_gap_s", max_gap_s), ("max_load", max_load),
                         ("max_ratio", max_ratio), ("time_budget_s", time_budget_s)):
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            if not is_number(v):
                 raise ValueError(f"{name} must be a number, got {v!r}")
         if not (np.isfinite(max_qps_ratio) and max_qps_ratio > 1):
             raise ValueError(f"max_qps_ratio must be finite and > 1, got {max_qps_ratio!r}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import numbers
 import re
 import sys
 from collections.abc import Callable
@@ -30,6 +31,13 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 GUARD = "guard"  # the node-local guard's settings (its rule is the run option `guard`)
+
+
+def is_number(v) -> bool:
+    """Whether ``v`` is a real number: an int, a float, a numpy number, a ``Fraction`` -- not a bool
+    (``True`` is an int to Python), a numpy bool or a string. An option's type check before its range
+    check, so that ``--set pid.kp=abc`` or ``max_load=True`` is named, not a numpy type error."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 class ConfigError(ValueError):

@@ -56,9 +56,10 @@ A guard knows only its node's load, ``C_m`` and the central lambda: it runs in t
 from __future__ import annotations
 
 import inspect
-import numbers
 
 import numpy as np
+
+from .config import is_number
 
 GUARDS = ("none", "maxpower", "proportional")
 
@@ -111,7 +112,7 @@ class NodeGuard:
                             ("max_step", max_step, lambda x: x > 1), ("release", release, lambda x: 0 <= x < 1),
                             ("halflife", halflife, lambda x: x > 0), ("lam_max", lam_max, lambda x: x > 0),
                             ("lookahead", lookahead, lambda x: x >= 0)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            if not is_number(v):
                 raise ValueError(f"guard {name} must be a number, got {v!r}")
             if not (np.isfinite(v) and ok(v)):
                 raise ValueError(f"guard {name} out of range: {v!r}")

@@ -53,9 +53,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..config import is_number
 from ..dynamics import MlpDynamics, fit_dynamics, hour_of_day, traffic_state, transitions_from_log
 from .base import ControlContext, Controller, Observation, Plan
-from .pid import PidController, is_number
+from .pid import PidController
 
 
 class DitheredPid(PidController):

@@ -13,10 +13,9 @@ integral takes the applied one over: the loop continues from what the plant actu
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from ..config import is_number
 from .base import ControlContext, Controller, Observation, Plan
 
 
@@ -115,9 +114,3 @@ class PidController(Controller):
                 raise ValueError(f"pid {key} must be {self.ctx_.n_clusters} finite values, got {d[key]!r}")
             new[key] = a
         self.integral_, self.prev_error_, self.applied_ = new["integral"], new["prev_error"], new["applied"]
-
-
-def is_number(v) -> bool:
-    """Whether ``v`` is a real number (a bool or a string is not): a setting's type check before
-    its range check, so that ``--set pid.kp=abc`` is named, not a numpy type error."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
