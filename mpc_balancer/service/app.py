@@ -121,11 +121,11 @@ def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) ->
     app = FastAPI(title="mpc-balancer", version="1", lifespan=lifespan)
     app.state.service = service
 
-    def too_large(path: str) -> None:
+    def rejected(path: str) -> None:  # a refused body (413) or an invalid one (422): a node report counts
         if path == "/v1/telemetry":
             service.metrics.reports.labels("rejected").inc()
 
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, on_reject=too_large)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, on_reject=rejected)
     read, write = _bearer("read", config), _bearer("write", config)
     clusters = config.cluster_names
 
@@ -148,8 +148,7 @@ def create_app(config: ServeConfig, refit: bool = False, poll_s: float = 0.1) ->
 
     @app.exception_handler(RequestValidationError)
     async def _unprocessable(request: Request, exc: RequestValidationError):
-        if request.url.path == "/v1/telemetry":
-            service.metrics.reports.labels("rejected").inc()
+        rejected(request.url.path)
         detail = [_detail(e) for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 

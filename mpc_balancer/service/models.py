@@ -33,14 +33,14 @@ def _iso_8601(value, info: ValidationInfo):
     parser: a JSON number, or a string holding one, is a ``ValueError`` naming the field and the value."""
     if isinstance(value, datetime):
         return value
-    if not isinstance(value, str):
-        raise ValueError(f"{info.field_name} must be an ISO-8601 string such as \"1995-08-28T13:32:00Z\", got {json_value(value)}")
-    try:
-        float(value)
-    except ValueError:
-        return value
-    raise ValueError(f"{info.field_name} must be an ISO-8601 string such as \"1995-08-28T13:32:00Z\", got {json_value(value)}: a count "
-                     "of seconds since the epoch is not read as a time")
+    why = ""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        why = ": a count of seconds since the epoch is not read as a time"
+    raise ValueError(f"{info.field_name} must be an ISO-8601 string such as \"1995-08-28T13:32:00Z\", got {json_value(value)}{why}")
 
 
 #: A time in a request body: ISO-8601 text only (see the module doc), naive = UTC.
