@@ -334,7 +334,7 @@ class StudySpec:
         c = Constraint.parse(self.constraint) if self.constraint else None
         cf = None if c is None else _constraints_func
         if self.sampler == "grid":
-            return _QueuedGridSampler(self.search_space.grid(), seed=self.sampler_seed)
+            return _queued_grid_sampler(self.search_space.grid(), seed=self.sampler_seed)
         if self.sampler == "random":
             return optuna.samplers.RandomSampler(seed=self.sampler_seed)
         if self.sampler == "nsga2":
@@ -423,13 +423,17 @@ class _NoInterruptTraceback(logging.Filter):
     the next run. Records of trials that failed with an error are kept.
     """
 
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False  # a KeyboardInterrupt record was dropped: its follow-up line is dropped too
+
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, KeyboardInterrupt):
             self.interrupted = True
             return False
         # the follow-up "Trial N failed with value None." of the same interrupted trial
-        return not (getattr(self, "interrupted", False) and "failed with value None" in record.getMessage())
+        return not (self.interrupted and "failed with value None" in record.getMessage())
 
 
 def _quiet_interrupts() -> None:
@@ -440,27 +444,22 @@ def _quiet_interrupts() -> None:
             h.addFilter(_NoInterruptTraceback())
 
 
-def _queued_grid_sampler_class():
+def _queued_grid_sampler(search_space: dict, seed: int | None = None):
+    """Optuna's grid sampler for a study whose grid points are all queued (:func:`create_study`);
+    the class is defined here, at the first call: Optuna is an optional dependency.
+
+    Optuna's ``after_trial`` stops the study when one grid point is left and reads the trial's
+    ``grid_id``, which a queued (``enqueue_trial``) trial never has: a grid of one point (``--horizons
+    5``, or a space of one choice under ``--grid``) failed with ``KeyError: 'grid_id'``. The
+    :class:`Runner` counts the trials itself, so nothing here needs to stop the study.
+    """
     import optuna
 
     class QueuedGridSampler(optuna.samplers.GridSampler):
-        """Optuna's grid sampler for a study whose grid points are all queued (:func:`create_study`).
-
-        Optuna's ``after_trial`` stops the study when one grid point is left and reads the trial's
-        ``grid_id``, which a queued (``enqueue_trial``) trial never has: a grid of one point (``--horizons
-        5``, or a space of one choice under ``--grid``) failed with ``KeyError: 'grid_id'``. The
-        :class:`Runner` counts the trials itself, so nothing here needs to stop the study.
-        """
-
         def after_trial(self, study, trial, state, values) -> None:
             return None
 
-    return QueuedGridSampler
-
-
-def _QueuedGridSampler(search_space: dict, seed: int | None = None):
-    """A :class:`QueuedGridSampler` (defined lazily: Optuna is an optional dependency)."""
-    return _queued_grid_sampler_class()(search_space, seed=seed)
+    return QueuedGridSampler(search_space, seed=seed)
 
 
 def create_study(spec: StudySpec, storage, name: str):
