@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import write_atomic
+
 FORMAT = "mpc-balancer.cost-table"
 VERSION = 1
 CLUSTERS = ("retrieval", "prerank", "rank")
@@ -174,28 +176,9 @@ class CostTable:
             degraded_cost_ms=tuple(floors), provenance=prov)
 
     def save(self, path: str | Path) -> None:
-        """Write the table as JSON to ``path`` (creating its folder), atomically (:func:`write_atomic`)."""
+        """Write the table as JSON to ``path`` (creating its folder), atomically (:func:`policies.files.write_atomic`)."""
         write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file beside it, then rename it into place.
-
-    ``testbench fit --out T --force`` replaces a table that runs read (``--cost-table T``): an
-    interrupted plain write left it truncated, and every later run failed to read it. Returns the path.
-    """
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def load_cost_table(path: str | Path) -> CostTable:

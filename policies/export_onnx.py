@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .bundle import read_bundle, resolve, sha256_file
+from .files import replace_file
 from .runtime import PolicyRuntime
 
 IR_VERSION = 10
@@ -153,14 +153,7 @@ def export_onnx(bundle: str | Path, out: str | Path, dtype: str = "float64") -> 
     model = build_model(runtime, meta["npz_sha256"], dtype=dtype,
                         doc=f"decision of policy bundle {path.name} (json sha256 {sha256_file(resolve(bundle))})")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # atomically: an interrupted or failed save leaves the previous file (or none), never a truncated model
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    replace_file(out, lambda tmp: onnx.save(model, tmp))
     props = {p.key: p.value for p in model.metadata_props}
     return {"out": str(out), "bytes": out.stat().st_size, "candidates": len(runtime._cand), **props}

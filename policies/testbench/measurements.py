@@ -25,7 +25,7 @@ def measurement_doc(workload_name: str, workload, config, results: list[dict], m
 def save_measurements(doc: dict, path: str | Path) -> None:
     """Write a measurement document as JSON to ``path``, atomically (a load test's hours are not
     lost to a truncated file)."""
-    from ..cost_table import write_atomic
+    from ..files import write_atomic
 
     write_atomic(path, json.dumps(doc, indent=1) + "\n")
 
