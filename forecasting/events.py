@@ -57,6 +57,12 @@ class EventCalendar:
     def __len__(self) -> int:
         return len(self.events)
 
+    def overlapping(self, start, end) -> int:
+        """How many events overlap ``[start, end)`` (timestamps, or anything ``pd.Timestamp`` reads;
+        compared as nanoseconds since the epoch, as :meth:`multiplier` compares them)."""
+        a, b = pd.Timestamp(start).value, pd.Timestamp(end).value
+        return sum(1 for e in self.events if e.start.value < b and e.end.value > a)
+
     def multiplier(self, times_ns) -> np.ndarray:
         """The product of the ``expected_multiplier`` of the events active at each time (1 where none).
 

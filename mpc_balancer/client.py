@@ -56,6 +56,10 @@ class ServiceUnavailable(Exception):
     """No decision can be given: the service is unreachable and no fallback is known."""
 
 
+class NotReady(TimeoutError):
+    """:meth:`BalancerClient.wait_ready` gave up: the service did not answer ``/readyz`` with 200 in time."""
+
+
 @dataclass(frozen=True)
 class LeasedDecision:
     """What a node applies now: ``lam`` per cluster; ``status`` (the service's, or ``expired`` /
@@ -103,16 +107,17 @@ class BalancerClient:
         self.last_error: str | None = None
 
     # -- transport ------------------------------------------------------------------------------
-    def request(self, method: str, path: str, body=None, headers: dict | None = None) -> tuple[int, dict, object]:
+    def request(self, method: str, path: str, body=None, headers: dict | None = None,
+                timeout_s: float | None = None) -> tuple[int, dict, object]:
         """(status, headers, decoded JSON or None); raises ServiceError for 4xx/5xx, OSError when unreachable,
-        BadResponse when the answer cannot be read."""
+        BadResponse when the answer cannot be read. ``timeout_s``: this request's (default the client's)."""
         data = None if body is None else json.dumps(body, allow_nan=False).encode()
         h = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", **(headers or {})}
         if data is not None:
             h["Content-Type"] = "application/json"
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout_s if timeout_s is None else timeout_s) as resp:
                 raw = resp.read()
                 try:
                     return resp.status, dict(resp.headers), json.loads(raw) if raw else None
@@ -209,19 +214,25 @@ class BalancerClient:
         return self.request("DELETE", "/v1/override?" + urlencode({"by": by, "reason": reason}))[2]
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Block until ``/readyz`` answers 200 (the state restored), or raise TimeoutError."""
+        """Block until ``/readyz`` answers 200 (the state restored), or raise :class:`NotReady` (a
+        TimeoutError) naming the last problem (refused, timed out, 503, ...). Tried at least once;
+        each attempt is cut to the time left (but given at least 1 s), so an address that takes
+        connections and never answers is not waited on for the client's ``timeout_s`` past the deadline."""
         import time
 
         deadline = time.monotonic() + timeout_s
+        last = "no answer"
         while True:
             try:
-                if self.request("GET", "/readyz")[0] == 200:
+                status = self.request("GET", "/readyz", timeout_s=min(self.timeout_s, max(deadline - time.monotonic(), 1.0)))[0]
+                if status == 200:
                     return
-            except (OSError, ServiceError, BadResponse):  # still starting: refused, closed, half an answer
-                pass
+                last = f"HTTP {status}"
+            except (OSError, ServiceError, BadResponse) as e:  # still starting: refused, closed, half an answer
+                last = str(getattr(e, "reason", None) or e) or type(e).__name__
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.url} not ready within {timeout_s:g} s")
-            time.sleep(0.2)
+                raise NotReady(f"{self.url} not ready within {timeout_s:g} s (last attempt: {last})")
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
 
     def info(self) -> dict:
         """The service's configuration summary (``GET /v1/info``)."""

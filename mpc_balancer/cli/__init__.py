@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 COMMAND_MODULES = ("simulate", "scenarios", "tune", "config", "forecast", "policies", "testbench", "mtorl", "serve", "paper")
 
 
-from .outputs import check_outputs  # noqa: E402
+from .outputs import check_outputs, created_dirs_mark, remove_created_dirs  # noqa: E402
 
 
 class UsageError(Exception):
@@ -44,13 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    mark, done = created_dirs_mark(), False
     try:
         if getattr(args, "run_config", False) and args.config is not None:
             from .config import reparse
 
             args = reparse(parser, argv, args)
         check_outputs(args)  # before any long run: an output that cannot be written fails now
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        done = True
+        return code
     except (UsageError, ValueError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"mpc-balancer {args.command}: error: {msg}", file=sys.stderr)
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    finally:
+        if not done:  # failed or interrupted: no output directory the checks made is left behind empty
+            remove_created_dirs(mark)
 
 
 if __name__ == "__main__":  # pragma: no cover

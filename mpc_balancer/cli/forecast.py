@@ -52,6 +52,19 @@ def run_backtest(args) -> int:
                          f"{' and '.join(EVENT_MODELS)} do)")
     events = load_events(args.events) if args.events else None
     y = load_trace(args.trace).resample(step)
+    if events is not None and len(events) and len(y):
+        # the backtest reads the last --test-days and the --train-days of history before them: an events
+        # file none of whose events falls there (a wrong year, another trace's dates) has no effect
+        end = y.index[-1] + step
+        begin = max(y.index[0], end - pd.Timedelta(days=args.test_days + args.train_days))
+        if not events.overlapping(begin, end):
+            import sys
+
+            n = len(events)
+            print(f"warning: --events {args.events}: none of its {n} event{'s' if n > 1 else ''} "
+                  f"({events.events[0].start} .. {max(e.end for e in events.events)}) falls in the backtest's span "
+                  f"{begin} .. {end} (the last --test-days {args.test_days:g} and the --train-days "
+                  f"{args.train_days:g} before them): the file has no effect; check its dates", file=sys.stderr)
     report, results = compare_models(y, models, horizon=args.horizon, test_days=args.test_days,
                                      train_days=args.train_days, refit_every=args.refit_every, events=events,
                                      label=str(args.trace), freq=args.resample)

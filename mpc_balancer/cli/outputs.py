@@ -5,9 +5,13 @@ unless ``--force`` is given, must not be a directory, and its directory must exi
 creatable and writable (probed with a temporary file). A directory option (``--out DIR``) must be a directory (or not exist
 yet) without files in it unless ``--force``, and writable. Every error names the option and the
 path. The writes themselves are atomic (:func:`mpc_balancer.jsonio.write_json`).
+
+The checks create a missing output directory (to probe it); a command that then fails or is
+interrupted (Ctrl-C) leaves none of them behind empty: :func:`remove_created_dirs`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -42,9 +46,29 @@ def check_outputs(args) -> None:
         check_dir(opt, ns.get(opt.lstrip("-").replace("-", "_")), ns.get("force", False))
 
 
+_created: list[Path] = []  # the directories _writable_dir made, in order (see remove_created_dirs)
+
+
+def created_dirs_mark() -> int:
+    """A mark for :func:`remove_created_dirs`: the directories made after it are the command's."""
+    return len(_created)
+
+
+def remove_created_dirs(mark: int = 0) -> None:
+    """Remove the directories the output checks made since ``mark`` that are still empty (a command
+    that failed or was interrupted before writing into them), deepest first; a directory that holds
+    anything is kept, as is every directory that existed before."""
+    made, _created[mark:] = _created[mark:], []
+    for path in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # only an empty directory goes
+            path.rmdir()
+
+
 def _writable_dir(option: str, path: Path, target: Path) -> None:
     """``path`` is a directory this process can create files in: created if missing, then probed
-    with a temporary file (permission bits alone say nothing to root, or on a read-only mount)."""
+    with a temporary file (permission bits alone say nothing to root, or on a read-only mount).
+    The directories created are recorded for :func:`remove_created_dirs`."""
+    new = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
@@ -52,6 +76,8 @@ def _writable_dir(option: str, path: Path, target: Path) -> None:
         os.unlink(probe)
     except OSError as e:
         raise ValueError(f"{option} {target}: cannot write in {path} ({e.strerror or e})") from None
+    finally:
+        _created.extend(p.absolute() for p in reversed(new) if p.is_dir())
 
 
 def check_file(option: str, value, force: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from . import UsageError
-from .args import positive
+from .args import nonnegative, positive
 from .outputs import declare_outputs
 from .simulate import seed
 
@@ -37,6 +37,9 @@ def register(sub) -> None:
     f.add_argument("--requests", type=positive(int), default=1000, help="sampled requests per tick (default 1000)")
     f.add_argument("--peak-qps", type=positive(float), default=20000.0)
     f.add_argument("--policy", default="pretrained", help="the nodes' per-request policy (pretrained, oracle or a bundle)")
+    f.add_argument("--wait", type=nonnegative(float, 3600.0), default=10.0, metavar="SECONDS",
+                   help="wait up to SECONDS for the service to be ready (GET /readyz answers 200), e.g. while it "
+                        "starts or restores its state; then fail (default 10; 0: one attempt)")
     f.add_argument("--json", default=None, help="write the results JSON here")
     declare_outputs(f, files=("--json",))  # checked before the replay: an existing file is kept without --force
     f.set_defaults(func=_fleet)
@@ -76,7 +79,7 @@ def _fleet(args) -> int:
     from urllib.error import URLError
     from urllib.parse import urlsplit
 
-    from ..client import BadResponse, ServiceError
+    from ..client import BadResponse, NotReady, ServiceError
     from ..jsonio import write_json
     from ..sim.experiment import ExperimentConfig, format_table
     from ..sim.fleet import run_fleet
@@ -92,12 +95,15 @@ def _fleet(args) -> int:
     cfg = ExperimentConfig(trace=args.trace, days=args.days, seed=args.seed, n_requests=args.requests,
                            peak_qps=args.peak_qps, policy=args.policy)
     try:
-        summary = run_fleet(args.url, token, cfg, nodes=args.nodes)
+        summary = run_fleet(args.url, token, cfg, nodes=args.nodes, wait_s=args.wait)
     except ServiceError as e:  # the service refused a report or a read: one line, with what to do about a 409
         hint = ("; a replay starts at the window's first tick, which this service has already stepped past (a "
                 "previous replay, or other traffic): restart it with a fresh state_db or --refit"
                 if e.status == 409 else "")
         raise UsageError(f"--url {args.url}: the service answered {e}{hint}") from None
+    except NotReady as e:  # unreachable, or not ready within --wait
+        raise UsageError(f"--url {args.url}: {e}; is `mpc-balancer serve` running there? (--wait {args.wait:g}: "
+                         "raise it to wait longer for a service that is starting)") from None
     except (TimeoutError, ConnectionError, URLError, BadResponse) as e:  # unreachable, not ready, or not this service
         raise UsageError(f"--url {args.url}: {getattr(e, 'reason', None) or e}") from None
     print(format_table(summary))

@@ -222,6 +222,7 @@ def worker(args) -> int:
 
     if "://" not in args.storage:
         raise ConfigError(f"--storage must be an RDB URL that every worker reaches (postgresql://...), got {args.storage!r}")
+    tuning.check_existing_study(args.storage, args.study)  # before opening: that would create a SQLite file
     storage = tuning.open_storage(args.storage, heartbeat_s=args.heartbeat)
     study = tuning.load_study(storage, args.study)
     spec = tuning.load_spec(study)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,10 +112,11 @@ def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_opt
         raise ValueError(f"--set names controller(s) {sorted(unknown)} that are not in this run ({', '.join(controllers)})")
     built = [make_controller(name, **opts.get(name, {})) for name in controllers]  # fail fast on bad names/options
     cfg.disturbances()  # fail fast on bad --bursts / --outages
+    calendar = None
     if cfg.events is not None:
         from forecasting import load_events
 
-        load_events(cfg.events)  # fail fast on a bad events file
+        calendar = load_events(cfg.events)  # fail fast on a bad events file
         # only forecasting controllers read the calendar: under pid/static/dcaf alone the file was
         # checked and then had no effect on the run
         if not any(c.needs_forecast for c in built):
@@ -122,6 +124,11 @@ def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_opt
                              "traffic, so the announced events would have no effect (the mpc's forecaster reads "
                              "them); drop --events or add mpc")
     sim = build_simulator(cfg, plant_overrides)
+    if calendar is not None:
+        note = events_outside_note(cfg.events, calendar, sim, TickForecaster().history_days)
+        if note is not None and note not in _NOTED:  # once per process: tune's trials run the same window again
+            _NOTED.add(note)
+            print(note, file=sys.stderr)
     policy = make_policy(cfg.policy, sim.cascade)
     # forecasting controllers first: one that cannot fit its forecaster on the history fails at its
     # set-up, before the others have run (each run is independent; the results keep the given order)
@@ -132,6 +139,32 @@ def run_comparison(cfg: ExperimentConfig, controllers: list[str], controller_opt
         forecaster = TickForecaster(events=cfg.events) if c.needs_forecast else None
         runs[i] = sim.run(sim.balancer(c, forecaster), policy, progress=progress)
     return runs, summarize(cfg, sim, runs)
+
+
+_NOTED: set = set()  # the notes of events_outside_note this process has printed
+
+
+def events_outside_note(source, calendar, sim: Simulator, history_days: float) -> str | None:
+    """A warning when the announced events ``calendar`` (read from ``source``) has events, but none of
+    them overlaps what a forecaster of this run reads: the simulated window, the ``history_days``
+    of history before it the forecaster fits on (as far as the trace has history) and the day after
+    it its forecasts may reach (a horizon is at most a day). None otherwise: a calendar that covers
+    a longer period than the run, with at least one event in it, is how a calendar file looks."""
+    import pandas as pd
+
+    if not len(calendar):
+        return None
+    times, period = sim.traffic.times, pd.Timedelta(seconds=sim.traffic.period_s)
+    first, last = sim.times[0], sim.times[-1] + period
+    start = max(times[0], first - pd.Timedelta(days=history_days))
+    end = last + pd.Timedelta(days=1)
+    if calendar.overlapping(start, end):
+        return None
+    n, ends = len(calendar), max(e.end for e in calendar.events)
+    return (f"warning: --events {source}: none of its {n} event{'s' if n > 1 else ''} ({calendar.events[0].start} "
+            f".. {ends}) falls in the simulated window {first} .. {sim.times[-1]}, the history the forecaster fits on "
+            f"(from {start}) or the day its forecasts reach (to {end}): the file has no effect on this run; check its "
+            "dates (or --start / --days)")
 
 
 def summarize(cfg: ExperimentConfig, sim: Simulator, runs: list[SimResult]) -> dict:

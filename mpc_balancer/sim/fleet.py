@@ -24,12 +24,12 @@ from ..client import BalancerClient
 class RemoteBalancer:
     """What :meth:`Simulator.run` asks of a Balancer, answered by a running service over HTTP."""
 
-    def __init__(self, url: str, token: str, nodes: int, timeout_s: float = 60.0):
+    def __init__(self, url: str, token: str, nodes: int, timeout_s: float = 60.0, wait_s: float = 120.0):
         if nodes < 1:
             raise ValueError(f"nodes must be >= 1, got {nodes!r}")
         self.clients = [BalancerClient(url, token, node=f"node-{i:03d}", timeout_s=timeout_s) for i in range(nodes)]
         self.timeout_s = timeout_s
-        self.clients[0].wait_ready()
+        self.clients[0].wait_ready(wait_s)  # a service still starting (or restoring its state) is waited for
         self.info_ = self.clients[0].info()
         self.controller = SimpleNamespace(name=self.info_["controller"], clairvoyant=False)
         self.counts_ = {}
@@ -71,13 +71,14 @@ class RemoteBalancer:
                         reason=body["reason"])
 
 
-def run_fleet(url: str, token: str, cfg, nodes: int = 8) -> dict:
+def run_fleet(url: str, token: str, cfg, nodes: int = 8, wait_s: float = 120.0) -> dict:
     """Simulate ``cfg`` (an :class:`~mpc_balancer.sim.experiment.ExperimentConfig`) with the decisions
-    of the service at ``url``; the summary has the shape of ``simulate --json``."""
+    of the service at ``url``; the summary has the shape of ``simulate --json``. ``wait_s``: how long
+    to wait for the service to be ready (:class:`~mpc_balancer.client.NotReady` after it)."""
     from .experiment import build_simulator, make_policy, summarize
 
     sim = build_simulator(cfg)
-    remote = RemoteBalancer(url, token, nodes)
+    remote = RemoteBalancer(url, token, nodes, wait_s=wait_s)
     expected = remote.info_["expected_nodes"]
     if expected != nodes:
         print(f"note: the service expects {expected} nodes per tick, this fleet has {nodes}: ticks close on the "

@@ -29,12 +29,44 @@ from policies.cascade import Cascade
 
 @dataclass(frozen=True)
 class PlantConfig:
+    """The plant's settings (``--set plant.KEY=VALUE``, a config file's ``[plant]`` table).
+
+    ``target_load``
+        C_m: the load budget, a fraction of capacity, in (0, 1.5].
+    ``scarcity``
+        Demand of the unconstrained allocation at the trace's peak QPS, in units of C_m; in
+        [1, 100]. Below 1 compute is not scarce even at the peak (every controller serves the
+        unconstrained allocation: nothing to balance); above 100 the unconstrained allocation
+        would cost a hundred times the budget, a cost range beyond any cascade's. Where
+        ``peak_fit`` binds (for the shipped cascade: every cluster above about 18) a larger
+        value changes nothing.
+    ``peak_fit``
+        ... but never so little capacity that the cheapest allocation needs more than this x C_m
+        at the peak; in [0.01, 100] (0 sized an infinite capacity).
+    ``capacity``
+        Explicit capacity per cluster (CPU-ms per second), instead of the sizing from
+        ``scarcity`` and ``peak_fit``: given with either of them set to another value than its
+        default, the combination is an error (one of the two would be ignored).
+    ``lag_s``
+        Time constant of the load's first-order lag, seconds (0: none).
+    ``load_noise``
+        Relative standard deviation of the load meter: a reading is ``L (1 + load_noise N(0, 1))``;
+        in [0, 0.2]. Above it readings below zero are no longer rare (at 0.3, 3 ticks a day; at 1,
+        16% of the readings), and the Balancer holds its last lambda on every such sensor fault.
+    ``cost_bias``
+        True cost / estimated cost, per cluster.
+    ``cost_drift``
+        Amplitude of the daily drift of true costs, below 1.
+    ``drop_load``
+        The load above which requests are dropped, above 1.
+    """
+
     target_load: float = 0.9  # C_m: the load budget, a fraction of capacity
     scarcity: float = 14.0  # demand of the unconstrained allocation at peak QPS, in units of C_m
     peak_fit: float = 0.8  # ... but never so little capacity that the cheapest allocation needs more than this x C_m at peak
-    capacity: tuple | None = None  # explicit capacity per cluster (CPU-ms per second); overrides scarcity
+    capacity: tuple | None = None  # explicit capacity per cluster (CPU-ms per second), instead of scarcity and peak_fit
     lag_s: float = 30.0
-    load_noise: float = 0.01
+    load_noise: float = 0.01  # relative noise of the load meter, in [0, 0.2]
     cost_bias: tuple = (1.08, 0.94, 1.05)  # true cost / estimated cost, per cluster
     cost_drift: float = 0.05  # amplitude of the daily drift of true costs
     drop_load: float = 1.3
@@ -63,8 +95,23 @@ class PlantConfig:
                              f"got {self.cost_drift!r}")
         if not 0 < self.target_load <= 1.5:
             raise ValueError(f"plant.target_load (C_m) must be in (0, 1.5], got {self.target_load!r}")
-        if self.scarcity <= 0:
-            raise ValueError(f"plant.scarcity must be > 0, got {self.scarcity!r}")
+        for name, low, high, what in (  # the settings with a physical range (see the class doc)
+                ("scarcity", 1.0, 100.0, "demand of the unconstrained allocation at the peak, in units of C_m: "
+                                         "below 1 compute is never scarce"),
+                ("peak_fit", 0.01, 100.0, "demand of the cheapest allocation at the peak, in units of C_m"),
+                ("load_noise", 0.0, 0.2, "relative noise of the load meter: above 0.2 readings below zero are "
+                                         "no longer rare")):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"plant.{name} must be in [{low:g}, {high:g}] ({what}), got {getattr(self, name)!r}")
+        if self.capacity is not None:
+            # an explicit capacity replaces the sizing: a scarcity or peak_fit given beside it would be ignored
+            # (the defaults are what `config show` lists, so they may stand beside it)
+            moved = [f"plant.{f.name} = {getattr(self, f.name)!r}" for f in fields(self)
+                     if f.name in ("scarcity", "peak_fit") and getattr(self, f.name) != f.default]
+            if moved:
+                raise ValueError(f"plant.capacity = {self.capacity!r} is given with {' and '.join(moved)}: an explicit "
+                                 "capacity replaces the sizing from scarcity and peak_fit (which would be ignored); "
+                                 "give one or the other")
         if self.drop_load <= 1:
             raise ValueError(f"plant.drop_load must be > 1, got {self.drop_load!r}")
 

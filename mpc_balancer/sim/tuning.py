@@ -497,6 +497,43 @@ def create_study(spec: StudySpec, storage, name: str):
     return study
 
 
+def check_existing_study(url: str, name: str) -> None:
+    """For a worker, which joins a study and never creates one: a SQLite ``url`` must name an
+    existing database file that holds the study ``name``, read without writing (opening the
+    storage would create the file, or Optuna's tables in another SQLite file, before
+    :func:`load_study` finds no study). Raises :class:`ConfigError` naming the study and the storage.
+    Other URLs are left to :func:`load_study`."""
+    if not url.startswith("sqlite"):
+        return
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        db = make_url(url).database
+    except Exception:  # noqa: BLE001 - a malformed URL: open_storage names it
+        return
+    where = f"no study {name!r} in {_masked(url)}"
+    hint = f"create it with `mpc-balancer tune --storage {_masked(url)} --study {name} ...` first"
+    if not db or db == ":memory:":
+        raise ConfigError(f"{where}: an in-memory SQLite database holds no study; {hint}")
+    if db.startswith("file:"):  # a SQLite URI (uri=true): left to Optuna
+        return
+    path = Path(db)
+    if not path.is_file():
+        raise ConfigError(f"{where}: the database file {path} does not exist; {hint}")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise ConfigError(f"{where}: {path} holds no Optuna study ({e}); {hint}") from None
+    if found is None:
+        raise ConfigError(f"{where}; {hint}")
+
+
 def load_study(storage, name: str):
     import optuna
 

@@ -57,10 +57,45 @@ def test_plant_settings_of_the_wrong_type_or_range_are_named(item, named, piece,
 
 
 def test_plant_config_keeps_accepting_good_values():
+    from mpc_balancer.sim.config import plant_defaults
     from mpc_balancer.sim.plant import PlantConfig
 
     assert PlantConfig.from_dict({"capacity": [1.0, 2, 3], "cost_drift": 0.99, "lag_s": 0}).capacity == (1.0, 2, 3)
     assert PlantConfig().capacity is None
+    # `config show` lists scarcity and peak_fit at their defaults: a capacity added to that file is no conflict
+    shown = {k: v for k, v in plant_defaults().items() if v is not None}
+    assert PlantConfig.from_dict({**shown, "capacity": [1.0, 2, 3]}).capacity == (1.0, 2, 3)
+    for edge in ({"scarcity": 1}, {"scarcity": 100}, {"peak_fit": 0.01}, {"peak_fit": 100}, {"load_noise": 0},
+                 {"load_noise": 0.2}):
+        PlantConfig.from_dict(edge)
+
+
+@pytest.mark.parametrize("item,piece,allowed", [
+    ("plant.load_noise=50", "50", "[0, 0.2]"),            # half the readings negative: the Balancer held 287 of 288 ticks
+    ("plant.load_noise=0.3", "0.3", "[0, 0.2]"),          # negative readings (and holds) every day
+    ("plant.scarcity=1e9", "1000000000.0", "[1, 100]"),   # ran as scarcity 18 (peak_fit binds), without a word
+    ("plant.scarcity=1e-9", "1e-09", "[1, 100]"),         # a capacity 1e9 x the demand: loads of 1e-10, nothing to balance
+    ("plant.peak_fit=0", "0", "[0.01, 100]"),             # an infinite capacity
+])
+def test_plant_settings_outside_their_physical_range_are_named(item, piece, allowed, capsys):
+    assert main(["simulate", "--days", "0.01", "--no-progress", "--set", item]) == 2
+    err = _err(capsys)
+    assert f"{item.split('=')[0]} must be in {allowed}" in err and f"got {piece}" in err
+
+
+@pytest.mark.parametrize("other", ["plant.scarcity=30", "plant.peak_fit=0.5"])
+def test_plant_capacity_beside_scarcity_or_peak_fit_is_an_error(other, tmp_path, capsys):
+    """An explicit capacity replaced the sizing from scarcity and peak_fit: the other key was ignored."""
+    capacity = "plant.capacity=[4000,2000,25000]"
+    assert main(["simulate", "--days", "0.01", "--no-progress", "--set", capacity, "--set", other]) == 2
+    err = _err(capsys)
+    key, value = other.split("=")
+    assert f"plant.capacity = (4000, 2000, 25000) is given with {key} = {value}" in err and "give one or the other" in err
+    f = tmp_path / "c.toml"
+    f.write_text(f"[plant]\ncapacity = [4000, 2000, 25000]\n{key.split('.')[1]} = {value}\n")
+    assert main(["simulate", "--config", str(f), "--days", "0.01", "--no-progress"]) == 2
+    err = _err(capsys)
+    assert str(f) in err and "plant.capacity" in err and key in err
 
 
 # -- --guard and --set guard.* ---------------------------------------------------------------------------------
@@ -100,6 +135,53 @@ def test_events_without_a_forecasting_controller_are_an_error(tmp_path, capsys):
     assert main(["compare", "--controllers", "pid,hindsight", "--days", "0.01", "--no-progress", "--events", str(ev)]) == 2
     err = _err(capsys)
     assert "--events" in err and "pid, hindsight" in err and "no effect" in err
+
+
+def test_events_all_outside_the_window_are_warned_about(tmp_path, capsys, monkeypatch):
+    """An events file none of whose events the run reads (a wrong year) was accepted without a word.
+    A calendar covering more than the run is fine as long as one event falls in the window, the
+    history the forecaster fits on (28 days) or the day its forecasts reach."""
+    import mpc_balancer.sim.experiment as experiment
+
+    monkeypatch.setattr(experiment, "_NOTED", set())
+
+    def stop(*a, **k):  # the note comes before the policy is made and the controllers run
+        raise ValueError("stopped before the run")
+    monkeypatch.setattr(experiment, "make_policy", stop)
+    ev = tmp_path / "ev.csv"
+    argv = ["simulate", "--controller", "mpc", "--days", "0.01", "--no-progress", "--events", str(ev)]
+    ev.write_text("start,end,name,expected_multiplier\n2020-01-01 00:00,2020-01-02 00:00,promo,2\n"
+                  "2021-01-01,2021-01-02,sale,2\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"warning: --events {ev}: none of its 2 events" in err and "simulated window 1995-08-28 13:18:00" in err
+    for inside in ("1995-08-21 10:00,1995-08-21 12:00",   # in the history the forecaster fits on
+                   "1995-08-28 20:00,1995-08-28 22:00"):  # after the window, within the forecasts' reach
+        ev.write_text(f"start,end,name\n{inside},promo\n2020-01-01,2020-01-02,x\n")
+        assert main(argv) == 2
+        assert "warning" not in capsys.readouterr().err
+
+
+# -- interrupted runs ------------------------------------------------------------------------------------------
+def test_interrupted_compare_leaves_no_empty_out_directory(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during ``compare --out DIR`` left the empty DIR the output check had created."""
+    import mpc_balancer.cli.simulate as simulate
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(simulate, "run_comparison", interrupted)
+    out, kept = tmp_path / "a" / "b" / "out", tmp_path / "mine"
+    kept.mkdir()  # an empty directory the user made is theirs
+    assert main(["compare", "--days", "0.01", "--no-progress", "--out", str(out), "--json", str(kept / "r.json")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and kept.is_dir()
+
+    def half_written(*a, **k):  # a directory that holds something is kept
+        (out / "partial.csv").write_text("x")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(simulate, "run_comparison", half_written)
+    assert main(["compare", "--days", "0.01", "--no-progress", "--out", str(out)]) == 130
+    assert (out / "partial.csv").exists()
 
 
 # -- --policy PATH ---------------------------------------------------------------------------------------------
@@ -150,7 +232,7 @@ def test_train_awrq_options_under_a_joint_network_are_an_error(tmp_path, argv, c
     assert main(["train", "--algo", "rem", "--out", str(tmp_path / "b"), *argv]) == 2
     err = _err(capsys)
     assert argv[0] in err and "--algo rem" in err
-    assert not list((tmp_path / "b").iterdir())
+    assert not (tmp_path / "b").exists()  # nothing written, and the --out the check made is not left behind
 
 
 # -- fleet -----------------------------------------------------------------------------------------------------
@@ -206,3 +288,41 @@ def test_fleet_service_errors_are_one_line(token, capsys, monkeypatch):
     monkeypatch.setattr(fleet, "run_fleet", unreachable)
     assert main(["fleet", "--url", "http://127.0.0.1:9", "--days", "0.01"]) == 2
     assert "not ready" in _err(capsys)
+
+
+def test_fleet_against_nothing_fails_within_wait(token, capsys):
+    """An unreachable --url waited the client's 120 s before failing; ``--wait`` (default 10 s)
+    bounds it, and the error names the last problem and the option."""
+    import socket
+
+    from mpc_balancer.cli import build_parser
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    assert main(["fleet", "--url", url, "--days", "0.01", "--wait", "0.2"]) == 2
+    err = _err(capsys)
+    assert f"--url {url}" in err and "not ready within 0.2 s" in err and "refused" in err and "--wait" in err
+    fleet = build_parser().commands["fleet"]
+    assert fleet.parse_args(["--url", url]).wait == 10.0 and "--wait" in fleet.format_help()
+
+
+# -- tune worker -----------------------------------------------------------------------------------------------
+def test_tune_worker_on_a_missing_study_names_it_and_creates_no_file(tmp_path, capsys):
+    """``tune worker --storage sqlite:///x.db --study NAME`` created an empty x.db, then failed."""
+    optuna = pytest.importorskip("optuna")
+    db = tmp_path / "x.db"
+    assert main(["tune", "worker", "--storage", f"sqlite:///{db}", "--study", "nosuch"]) == 2
+    err = _err(capsys)
+    assert "no study 'nosuch'" in err and f"sqlite:///{db}" in err and "does not exist" in err
+    assert not db.exists()
+    other = tmp_path / "other.db"  # a SQLite file of something else: read, not written
+    optuna.create_study(study_name="there", storage=f"sqlite:///{other}")
+    before = other.read_bytes()
+    assert main(["tune", "worker", "--storage", f"sqlite:///{other}", "--study", "nosuch"]) == 2
+    assert "no study 'nosuch'" in _err(capsys) and other.read_bytes() == before
+
+    from mpc_balancer.sim.tuning import check_existing_study
+
+    check_existing_study(f"sqlite:///{other}", "there")  # the study exists: the worker goes on

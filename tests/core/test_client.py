@@ -122,3 +122,25 @@ def test_report_takes_what_a_node_has_at_hand(server):
     tick = c._tick(datetime(2024, 1, 1), np.float32(10.0), pd.Series({"a": 0.5}), {"a": decimal.Decimal("0.1")}, None,
                    pd.Series({"a": np.float64(0.0)}))
     assert tick["qps"] == 10.0 and tick["load"] == {"a": 0.5} and tick["lam"] == {"a": 0.1} and tick["over"] == {"a": 0.0}
+
+
+def test_wait_ready_names_the_last_problem_and_never_waits_past_its_deadline(monkeypatch):
+    """``fleet --wait 10`` against a host that takes connections and never answers waited the
+    client's 60 s per attempt; against a closed port the error said only "not ready"."""
+    with socket.socket() as s:  # a port nobody listens on: refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = BalancerClient(f"http://127.0.0.1:{port}", token="t", timeout_s=60.0)
+    from mpc_balancer.client import NotReady
+
+    with pytest.raises(NotReady, match=r"not ready within 0.3 s \(last attempt: .*refused"):
+        c.wait_ready(timeout_s=0.3)
+    asked = []
+
+    def silent(method, path, body=None, headers=None, timeout_s=None):
+        asked.append(timeout_s)
+        raise TimeoutError("timed out")
+    monkeypatch.setattr(c, "request", silent)
+    with pytest.raises(TimeoutError, match="not ready within 0.5 s"):
+        c.wait_ready(timeout_s=0.5)
+    assert asked and all(t is not None and t <= 1.0 for t in asked)  # each attempt cut to the time left (>= 1 s)

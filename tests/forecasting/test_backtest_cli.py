@@ -47,3 +47,28 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
     bad.write_text("start,end,name\n2024-01-01,oops,a\n")
     assert main(["forecast", "backtest", "--trace", "nasa", "--events", str(bad)]) == 2
     assert "row 2: column 'end'" in capsys.readouterr().err
+
+
+def test_cli_backtest_warns_when_no_event_falls_in_its_span(tmp_path, capsys, make_traffic, monkeypatch):
+    """Events none of which falls in the test window or the training history before it were read
+    and had no effect, without a word; a calendar reaching beyond the span is fine."""
+    import forecasting.report
+
+    def stop(*a, **k):  # the warning comes before the backtest runs
+        raise ValueError("stopped before the backtest")
+    monkeypatch.setattr(forecasting.report, "compare_models", stop)
+    csv = tmp_path / "trace.csv"
+    make_traffic(days=20, seed=8).rename("requests").to_frame().rename_axis("timestamp").to_csv(csv)  # 2024-01-01 .. 01-20
+    ev = tmp_path / "ev.csv"
+    argv = ["forecast", "backtest", "--trace", str(csv), "--resample", "1h", "--models", "sarima", "--test-days", "2",
+            "--train-days", "5", "--events", str(ev)]
+    for rows, warned in (("2020-01-01,2020-01-02,a\n", True),
+                         ("2024-01-02,2024-01-03,a\n", True),    # before the 5 training days
+                         ("2024-01-02,2024-01-03,a\n2024-01-17,2024-01-18,b\n2025-01-01,2025-01-02,c\n", False)):
+        ev.write_text("start,end,name\n" + rows)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert ("warning: --events" in err) == warned, err
+        if warned:
+            n = rows.count("\n")
+            assert f"none of its {n} event" in err and "2024-01-14 00:00:00 .. 2024-01-21 00:00:00" in err

@@ -96,3 +96,12 @@ def test_calendar_multiplier_is_the_product_of_the_active_events():
               for t in times]  # start inclusive, end exclusive
     np.testing.assert_array_equal(cal.multiplier(times.asi8), expect)
     assert np.array_equal(EventCalendar().multiplier(times.asi8), np.ones(len(times)))
+
+
+def test_calendar_counts_the_events_overlapping_a_span():
+    cal = EventCalendar([Event(pd.Timestamp("2024-01-02"), pd.Timestamp("2024-01-03"), "a"),
+                         Event(pd.Timestamp("2024-02-01"), pd.Timestamp("2024-02-02"), "b")])
+    assert cal.overlapping("2024-01-01", "2024-03-01") == 2
+    assert cal.overlapping("2024-01-02 12:00", "2024-01-10") == 1
+    assert cal.overlapping("2024-01-03", "2024-02-01") == 0  # [start, end): touching ends do not overlap
+    assert cal.overlapping(pd.Timestamp("2023-01-01", tz="UTC"), "2023-12-31") == 0
