@@ -16,6 +16,7 @@ import argparse
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +37,7 @@ def one(job):
 
 
 def table(rows: list[dict]) -> str:
+    """The per-trace tables; Return% and the mu gap need hindsight among the controllers ("n/a" without it)."""
     out = []
     for trace in sorted({r["trace"] for r in rows}):
         for scenario in SCENARIOS:
@@ -57,13 +59,30 @@ def table(rows: list[dict]) -> str:
                 active = [np.mean(list(m.get("guard_subticks", {"-": 0}).values())) for m in ms]
 
                 def f(v, p=4):
+                    if np.isnan(v).any():  # no hindsight run to compare with
+                        return "n/a"
                     return f"{np.mean(v):.{p}f} [{np.min(v):.{p}f}, {np.max(v):.{p}f}]"
                 out.append(f"{name:<11}{f(ret, 2):>25}{f(mu):>26}{f(nu, 5):>29}{f(gap):>26}{f(cost, 2):>22}{np.mean(active):>18.0f}")
     return "\n".join(out)
 
 
+def check_json(ap, path, force: bool) -> None:
+    """``--json`` is checked before the runs: an existing file is not overwritten without ``--force``."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        ap.error(f"--json {path}: is a directory, expected a file name")
+    if p.exists() and not force:
+        ap.error(f"--json {path}: file exists; pass --force to overwrite it")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--json {path}: cannot create {p.parent} ({e.strerror or e})")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--traces", default="nasa,elb,nyc-taxi")
     ap.add_argument("--scenarios", default="plain,bursts")
     ap.add_argument("--seeds", default="0,1,2")
@@ -73,7 +92,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--set", action="append", metavar="CONTROLLER.KEY=VALUE", help="controller option, e.g. mpc.backoff_min=-0.05")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     a = ap.parse_args()
+    check_json(ap, a.json, a.force)
     from mpc_balancer.sim.experiment import parse_overrides
 
     options, _ = parse_overrides(a.set)
@@ -84,6 +105,8 @@ def main() -> None:
         rows = list(ex.map(one, jobs))
     print(f"{len(jobs)} runs of {a.days:g} days, guard {a.guard}, {time.perf_counter() - t0:.0f} s wall on {a.jobs} processes")
     print(table(rows))
+    if "hindsight" not in a.controllers.split(","):
+        print("\n(Return% of hindsight and the mu gap are n/a: add hindsight to --controllers for them)")
     if a.json:
         from mpc_balancer.jsonio import write_json
 

@@ -50,7 +50,7 @@ def coverage(trace: str, days: float, band: int, aci_gain: float, bursts: bool, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--traces", default="nasa,elb,nyc-taxi")
     ap.add_argument("--days", type=float, default=2.0)
     ap.add_argument("--aci-gain", type=float, default=TickForecaster().aci_gain)

@@ -115,7 +115,8 @@ def peers(timeout_s, ticks):
         except subprocess.TimeoutExpired:
             rows.append((f"sf {name}", (float("nan"),) * 2, (float("nan"),) * 2, f"did not finish fit+{ticks} ticks within {timeout_s} s"))
         except (IndexError, ValueError):
-            rows.append((f"sf {name}", (float("nan"),) * 2, (float("nan"),) * 2, "failed: " + out.stderr.strip().splitlines()[-1][:80]))
+            last = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}, no output"])[-1]
+            rows.append((f"sf {name}", (float("nan"),) * 2, (float("nan"),) * 2, "failed: " + last[:80]))
     return rows
 
 
@@ -136,13 +137,13 @@ def main():
     ap.add_argument("--skip-peers", action="store_true", help="only our models")
     ap.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)  # internal: run one peer, print JSON
     args = ap.parse_args()
+    train, future = load_data()
+    if args.peer:  # a statsforecast model alone: no torch in this process
+        print(json.dumps(run_peer(args.peer, train, future, args.peer_ticks)))
+        return
     import torch
 
     torch.set_num_threads(1)  # 2 threads measured ~20x slower on the shared 2-core machine
-    train, future = load_data()
-    if args.peer:
-        print(json.dumps(run_peer(args.peer, train, future, args.peer_ticks)))
-        return
     print(f"data: nasa 5-min, fit on {len(train)} points ({train.index[0]} .. {train.index[-1]}), "
           f"then {args.ticks} ticks; ours: medians of {args.repeats} fits", flush=True)
     rows = ours(train, future, args.repeats, args.ticks)
@@ -150,9 +151,13 @@ def main():
         print("  done:", r[0], flush=True)
     if not args.skip_peers:
         rows += peers(args.peer_timeout, args.peer_ticks)
+
+    def cell(v, width, p):  # a peer that is missing, timed out or failed has no figure: "-"
+        return f"{'-':>{width}}" if np.isnan(v) else f"{v:>{width}.{p}f}"
+
     print(f"{'model':<28}{'fit wall s':>12}{'fit CPU s':>11}{'tick wall ms':>14}{'tick CPU ms':>13}  notes (medians)")
     for name, fit, tick, note in rows:
-        print(f"{name:<28}{fit[0]:>12.2f}{fit[1]:>11.2f}{tick[0]:>14.3f}{tick[1]:>13.3f}  {note}")
+        print(f"{name:<28}{cell(fit[0], 12, 2)}{cell(fit[1], 11, 2)}{cell(tick[0], 14, 3)}{cell(tick[1], 13, 3)}  {note}")
     print("targets: SARIMA fit <= 5 s, hybrid fit <= 30 s, update+predict(96) <= 5 ms per tick")
 
 

@@ -30,6 +30,7 @@ import argparse
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -183,8 +184,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def check_json(ap, path, force: bool) -> None:
+    """``--json`` is checked before the runs: an existing file is not overwritten without ``--force``,
+    and its directory is made now rather than found missing after the runs."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        ap.error(f"--json {path}: is a directory, expected a file name")
+    if p.exists() and not force:
+        ap.error(f"--json {path}: file exists; pass --force to overwrite it")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--json {path}: cannot create {p.parent} ({e.strerror or e})")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--traces", default="nasa,elb,nyc-taxi")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--days", type=float, default=7.0)
@@ -192,7 +209,9 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     a = ap.parse_args()
+    check_json(ap, a.json, a.force)
     variants = a.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:

@@ -68,7 +68,7 @@ def time_nmpc(name, sim, horizon, ticks):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ticks", type=int, default=120)
     ap.add_argument("--horizon", type=int, default=96)
     ap.add_argument("--skip-nmpc", action="store_true")
@@ -90,8 +90,9 @@ def main():
                 print(f"{label}: not timed ({type(e).__name__}: {e})")
     print(f"one MPC tick, H={H}, {G} clusters, {len(datas)} recorded ticks of a closed-loop NASA run")
     print(f"{'solver':<36}{'p50 ms':>9}{'p95 ms':>9}{'first ms':>10}{'solved':>8}")
-    for k, r in rows.items():
-        print(f"{k:<36}{r['p50']:>9.3f}{r['p95']:>9.3f}{r['first_ms']:>10.1f}{r['ok']:>8.2f}")
+    for k, r in rows.items():  # solved: the QP solvers' status; NMPC and shooting report none ("-")
+        ok = "-" if np.isnan(r["ok"]) else f"{r['ok']:.2f}"
+        print(f"{k:<36}{r['p50']:>9.3f}{r['p95']:>9.3f}{r['first_ms']:>10.1f}{ok:>8}")
     q, c = rows["osqp (quadratic frontier, warm)"], rows["cvxpy (quadratic frontier)"]
     print(f"OSQP vs cvxpy (same QP): p50 {c['p50'] / q['p50']:.1f}x faster, p95 {c['p95'] / q['p95']:.1f}x; target p95 <= 2 ms and >= 5x")
 

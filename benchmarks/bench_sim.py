@@ -128,23 +128,34 @@ class PhaseProfiler:
 
 class StepCpuClock:
     """CPU time of every ``Balancer.step`` (this thread's clock: on a shared machine, what the tick
-    itself cost, without the time other processes held the core)."""
+    itself cost, without the time other processes held the core).
+
+    Only outermost calls are recorded (a step called inside another counts in the outer one). A
+    controller's set-up may step Balancers of its own before the run's first tick (nmpc trains on
+    simulated PID runs: thousands of steps); :meth:`run_ticks` keeps the run's ticks alone."""
 
     def __enter__(self):
         from mpc_balancer.balancer import Balancer
 
         self.ms: list[float] = []
         self.original = Balancer.step
-        original, ms = self.original, self.ms
+        original, ms, depth = self.original, self.ms, [0]
 
         def step(bal, telemetry):
+            depth[0] += 1
             t0 = time.thread_time()
             try:
                 return original(bal, telemetry)
             finally:
-                ms.append((time.thread_time() - t0) * 1e3)
+                depth[0] -= 1
+                if depth[0] == 0:
+                    ms.append((time.thread_time() - t0) * 1e3)
         Balancer.step = step
         return self
+
+    def run_ticks(self, ticks: int) -> np.ndarray:
+        """The CPU ms of the run's ``ticks`` ticks: the last steps recorded (the set-up's come first)."""
+        return np.asarray(self.ms[-ticks:] if ticks else [])
 
     def __exit__(self, *exc):
         from mpc_balancer.balancer import Balancer
@@ -169,7 +180,7 @@ def measure(a) -> dict:
                 cpus.append(time.process_time() - c0)  # includes the controller's setup (forecaster fit, training)
             walls.append(run.wall_s)
             steps.append(run.log["solve_ms"].to_numpy())
-            step_cpu.append(np.asarray(clock.ms))
+            step_cpu.append(clock.run_ticks(len(run.log)))
         ms, cms = np.concatenate(steps), np.concatenate(step_cpu)
         worst = int(np.argmax(steps[0]))
         in_step = [float(c.sum()) / 1e3 for c in step_cpu]
@@ -250,7 +261,7 @@ def print_results(cur: dict, base: dict | None) -> None:
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trace", default="nasa")
     ap.add_argument("--days", type=float, default=7.0)
     ap.add_argument("--requests", type=int, default=1000)
@@ -267,14 +278,24 @@ def main():
                     "nasa,elb,nyc-taxi")
     ap.add_argument("--compare-controllers", default="mpc", help="controllers whose decisions are compared (e.g. mpc,pid,hindsight)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     ap.add_argument("--emit", default=None, help=argparse.SUPPRESS)  # subprocess mode: write the measurements here
     a = ap.parse_args()
-    try:
-        import torch
+    if a.json and not a.emit:  # checked before the runs, not found wrong after them
+        p = Path(a.json)
+        if p.is_dir():
+            ap.error(f"--json {a.json}: is a directory, expected a file name")
+        if p.exists() and not a.force:
+            ap.error(f"--json {a.json}: file exists; pass --force to overwrite it")
+        if not p.parent.is_dir():
+            ap.error(f"--json {a.json}: directory {p.parent} does not exist")
+    if "nmpc" in f"{a.controllers},{a.compare_controllers}".split(","):  # the only controller that uses torch (training)
+        try:
+            import torch
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
     if a.emit:
         Path(a.emit).write_text(json.dumps(measure(a)))
         return

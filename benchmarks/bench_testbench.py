@@ -11,7 +11,7 @@ interleaved load test per run; the table is fitted on the knots of that run and 
 left-out lengths of the same run (fit accuracy without the drift of a shared machine between
 sessions).
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_testbench.py [--runs 3] [--table FILE] [--json OUT] [--same-session]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_testbench.py [--runs 3] [--table FILE] [--json OUT [--force] | --same-session]
 
 Process CPU time is the cost; wall time is reported alongside (the machine may be shared).
 """
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -45,7 +46,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=0.3, help="seconds per repeat window")
     ap.add_argument("--repeats", type=int, default=9, help="interleaved windows per bucket")
     ap.add_argument("--only", default=None, help="comma-separated workloads (default: all built-ins)")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     args = ap.parse_args()
+    if args.json and args.same_session:
+        ap.error("--json is written by the left-out run only, not with --same-session")
+    check_json(ap, args.json, args.force)
     if args.same_session:
         return same_session(args)
     table = load_cost_table(args.table)
@@ -105,6 +110,22 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump({"created": now_iso(), "table": args.table, "machine": machine_info(), "rows": rows}, f, indent=1)
     return 0
+
+
+def check_json(ap, path, force: bool) -> None:
+    """``--json`` is checked before the load tests: an existing file is not overwritten without
+    ``--force``, and its directory is made now rather than found missing after the runs."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        ap.error(f"--json {path}: is a directory, expected a file name")
+    if p.exists() and not force:
+        ap.error(f"--json {path}: file exists; pass --force to overwrite it")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--json {path}: cannot create {p.parent} ({e.strerror or e})")
 
 
 def _selected(args) -> dict:

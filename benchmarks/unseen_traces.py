@@ -58,7 +58,7 @@ def spike90(rng: np.random.Generator) -> pd.Series:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="directory to write social.csv and spike90.csv into")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--force", action="store_true", help="overwrite the CSVs if they exist")
