@@ -7,8 +7,10 @@ such a system never sees. So by default (``mode="rate"``):
 1. the trace's counts are smoothed by a centred moving average whose width is matched to the
    *local* count level ``m_t`` (a one-hour centred mean): ``w_t = ceil(1 / (target_cv**2 * m_t))``
    trace steps, capped at one hour, so the Poisson sampling noise left is about ``target_cv``
-   (3%) everywhere: busy hours keep their minute-scale bursts, quiet hours are averaged longer;
-2. the rate is interpolated linearly to the control period;
+   (3%) everywhere: busy hours keep their minute-scale bursts, quiet hours are averaged longer.
+   An outage (a run of zeros where the steps around it would have brought ``OUTAGE_REQUESTS`` or
+   more requests) is no noise: it stays zero and no window reaches across it;
+2. the rate is interpolated linearly to the control period (a tick within an outage's step is zero);
 3. it is scaled so that the 99.5th percentile of the rate is ``peak_qps``;
 4. each tick's arrivals are drawn ``Poisson(rate * period)`` at that scaled volume.
 
@@ -24,6 +26,10 @@ from .traces import Trace, TraceError
 
 EDGE_RATIO = 1.5  # neighbouring ticks this far apart are a step of the trace, not a ramp
 MAX_SPIKE = 1e4  # a rate this many times the trace's 99.5th percentile is a corrupt row (real spikes: 90x)
+MAX_COUNT = 1e250  # a count above this overflows the smoothing's sums (1e9 a minute is a busy real trace)
+# a run of zero counts is an outage (kept at zero, not smoothed over) when the rows around it would have
+# brought this many requests over its length; fewer is a quiet spell's sampling noise, averaged out
+OUTAGE_REQUESTS = 100.0
 
 
 class Traffic:
@@ -41,6 +47,11 @@ class Traffic:
             raise ValueError(f"target_cv must be in (0, 1), got {target_cv!r}")
         self.trace, self.period_s, self.peak_qps, self.mode, self.target_cv = trace, float(period_s), float(peak_qps), mode, target_cv
         counts = trace.series.asfreq(trace.step).interpolate("time")  # missing rows: linear (documented in traces)
+        if counts.max() > MAX_COUNT:  # the level's running sums overflowed to nan: "negative dimensions are not allowed"
+            raise TraceError(f"trace {trace.name!r}: the rate near {counts.idxmax()} is {counts.max():.3g} requests a step, "
+                             f"more than {MAX_COUNT:g} (its sums overflow): an outlier row, not traffic, or counts in "
+                             "another unit; fix or remove it, or scale the counts down")
+        outage = _outages(counts.to_numpy(dtype=float), _reach(trace.step))
         self.smoothing_steps = np.ones(len(counts), dtype=np.int64)
         if mode == "rate":
             counts, self.smoothing_steps = _level_matched_smooth(counts, trace.step, target_cv)
@@ -50,6 +61,8 @@ class Traffic:
         if len(self.times) < 2:
             raise TraceError(f"trace {trace.name!r} spans less than two control periods of {self.period_s:g} s")
         r = np.interp(self.times.asi8, counts.index.asi8, rate)
+        if outage.any():  # a tick in an outage's step has no traffic (not a ramp towards the next step's)
+            r[outage[np.searchsorted(counts.index.asi8, self.times.asi8, side="right") - 1]] = 0.0
         p995 = np.percentile(r, 99.5)
         ref = np.percentile(r[r > 0], 99.5) if np.any(r > 0) else 0.0  # of the ticks with traffic: sparse traces too
         if ref > 0 and r.max() > MAX_SPIKE * ref:
@@ -131,8 +144,31 @@ class Traffic:
         return rng.poisson(lam).astype(np.int64)
 
 
+def _reach(step: pd.Timedelta) -> int:
+    """Half the one-hour window of the local count level, in trace steps (at least one: the
+    neighbours that tell an outage of an hourly trace)."""
+    return max(1, (max(1, int(pd.Timedelta(hours=1) // step)) | 1) // 2)
+
+
+def _outages(y: np.ndarray, reach: int) -> np.ndarray:
+    """Where ``y`` is a run of zeros that is an outage, not Poisson noise: the rows within ``reach``
+    of it on either side would have brought ``OUTAGE_REQUESTS`` or more requests over its length."""
+    out = np.zeros(len(y), dtype=bool)
+    z = np.diff(np.concatenate([[0], (y == 0).astype(np.int8), [0]]))
+    for s, e in zip(np.flatnonzero(z == 1), np.flatnonzero(z == -1)):
+        around = np.concatenate([y[max(0, s - reach):s], y[e:e + reach]])
+        if around.size and around.mean() * (e - s) >= OUTAGE_REQUESTS:
+            out[s:e] = True
+    return out
+
+
 def _level_matched_smooth(counts: pd.Series, step: pd.Timedelta, target_cv: float) -> tuple[pd.Series, np.ndarray]:
-    """Centred moving average with a per-point half-width matched to the local count level."""
+    """Centred moving average with a per-point half-width matched to the local count level.
+
+    An outage (:func:`_outages`) stays zero and is a wall: the level and the box of a step near it
+    take only the steps on its own side (a box spilling over it made up minutes of traffic inside
+    the outage and halved the traffic before it). Steps farther from every outage than the level's
+    window get what they got before outages were walls, bit for bit."""
     cap = max(1, int(pd.Timedelta(hours=1) // step))
     level = counts.rolling(cap | 1, center=True, min_periods=1).mean().to_numpy()
     w = np.ceil(1.0 / (target_cv ** 2 * np.maximum(level, 1e-9)))
@@ -148,4 +184,21 @@ def _level_matched_smooth(counts: pd.Series, step: pd.Timedelta, target_cv: floa
         box = np.ones(2 * int(h) + 1)
         sums[at] = np.convolve(y, box, mode="same")[at]
         n[at] = np.convolve(ones, box, mode="same")[at]
+    reach = _reach(step)  # the level's half-window, (cap | 1) // 2 (1 where that is 0: a box of one step)
+    outage = _outages(y, reach)
+    if outage.any():
+        # the segments between outages; a step within the level's window of one is redone on its segment
+        idx = np.arange(len(y))
+        seg = np.cumsum(np.concatenate([[0], np.diff(outage.astype(np.int8)) != 0]))
+        starts = np.flatnonzero(np.concatenate([[True], seg[1:] != seg[:-1]]))
+        ends = np.concatenate([starts[1:], [len(y)]]) - 1
+        hits = np.concatenate([[0], np.cumsum(outage)])
+        near = idx[(hits[np.minimum(idx + reach + 1, len(y))] - hits[np.maximum(idx - reach, 0)] > 0) & ~outage]
+        lo_seg, hi_seg = np.maximum(starts[seg[near]], near - reach), np.minimum(ends[seg[near]], near + reach)
+        for i, a, b in zip(near, lo_seg, hi_seg):
+            lvl = y[a:b + 1].mean()
+            h = min(int(np.clip(np.ceil(1.0 / (target_cv ** 2 * max(lvl, 1e-9))), 1, cap)) // 2, (len(y) - 1) // 2)
+            lo, hi = max(a, i - h), min(b, i + h)
+            sums[i], n[i], half[i] = y[lo:hi + 1].sum(), hi + 1 - lo, h
+        sums[outage], n[outage], half[outage] = 0.0, 1.0, 0
     return pd.Series(sums / n, index=counts.index), 2 * half + 1

@@ -23,7 +23,7 @@ import numpy as np
 SURGE_SHARE = 0.5  # of the requests missed during an outage, the share retried when it ends
 SURGE_TAU_S = 300.0  # time constant of the retry surge
 SURGE_MAX = 3.0  # cap on the surge's excess over the normal rate (peak 4x)
-MAX_FACTOR = 1000.0  # largest burst factor: overlapping bursts multiply, and 1e308 overflowed to an inf rate
+MAX_FACTOR = 1000.0  # largest burst factor, and of overlapping bursts together (they multiply: 1e308, or 40 of 100x, overflowed)
 MAX_MINUTES = 1440.0  # longest burst or outage: one day (a longer one is a different trace, not an event)
 
 
@@ -140,7 +140,9 @@ class Disturbances:
     def multiplier(self, n_ticks: int, period_s: float, subticks: int) -> np.ndarray:
         """Factor on the rate, ``(n_ticks, subticks)``: each sub-tick's share of every event is the
         fraction of the sub-tick it covers (an edge inside a sub-tick weighs by its overlap).
-        Overlapping bursts multiply; an outage zeroes whatever it covers."""
+        Overlapping bursts multiply, up to ``MAX_FACTOR`` together (many long bursts a day multiplied
+        past the float range: ``lam value too large`` from the Poisson draw); an outage zeroes whatever
+        it covers."""
         dt = period_s / subticks
         edges = np.arange(n_ticks * subticks + 1) * dt
         mult = np.ones(n_ticks * subticks)
@@ -149,7 +151,7 @@ class Disturbances:
         for kind, start, length, factor in self.events(n_ticks * period_s):
             cover = np.clip(np.minimum(edges[1:], start + length) - np.maximum(edges[:-1], start), 0.0, dt) / dt
             if kind == "burst":
-                mult *= 1.0 + (factor - 1.0) * cover
+                mult = np.minimum(mult * (1.0 + (factor - 1.0) * cover), MAX_FACTOR)
             else:
                 down = np.maximum(down, cover)
                 # retries: SURGE_SHARE of the missed traffic on top, exp(-t/tau) after the return,

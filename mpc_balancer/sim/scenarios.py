@@ -15,15 +15,21 @@ import pandas as pd
 
 from ..jsonio import write_json
 from ..traces import Trace
+from .disturbances import MAX_FACTOR
 
 SPIKE_START = pd.Timestamp("2024-01-04 14:00")
 
 
 def spike_trace(factor: float = 8.0, duration_min: int = 30, base_fraction: float = 0.11, days: int = 4,
                 start: pd.Timestamp = SPIKE_START) -> Trace:
-    """Minute counts: ``base_fraction`` of the peak with a +-10% daily cycle, times ``factor`` during the spike."""
-    if not factor > 0:
-        raise ValueError(f"--factor must be > 0, got {factor!r}")
+    """Minute counts: ``base_fraction`` of the peak with a +-10% daily cycle, times ``factor`` during the spike.
+
+    ``factor`` is in ``[1, MAX_FACTOR]``: below 1 the "spike" is a drop, whose metrics (counted from
+    its start) read 0 ticks to recover while the load peaked when the traffic came back; 1e300 ran
+    into the traffic's overflow check, which named a row of a trace the user never wrote."""
+    if not (isinstance(factor, (int, float, np.number)) and 1 <= factor <= MAX_FACTOR):
+        raise ValueError(f"--factor must be in [1, {MAX_FACTOR:g}] (a spike multiplies the traffic; for a drop or an "
+                         f"outage, use --outages of simulate/compare), got {factor!r}")
     idx = pd.date_range("2024-01-01", periods=days * 1440, freq="1min")
     hour = idx.hour + idx.minute / 60
     level = 1e6 * base_fraction * (1 + 0.1 * np.sin(2 * np.pi * (hour - 8) / 24))

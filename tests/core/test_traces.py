@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mpc_balancer.traces import TraceError, available, load_trace, parse_trace
+from mpc_balancer.traces import TraceError, TraceWarning, available, load_trace, parse_trace
 from mpc_balancer.traffic import Traffic
 
 
@@ -39,13 +39,15 @@ def write(tmp_path, text, name="t.csv", gz=False):
 @pytest.mark.parametrize("text,needle", [
     ("", "empty file"),
     ("timestamp,value\n", "no data rows"),
-    ("time,value\n2020-01-01,1\n", "missing column 'timestamp'"),
+    ("host,value\nweb1,1\n", "missing column 'timestamp'"),
+    ("value\n5\n6\n", "missing column 'timestamp' (header is 'value'"),
     ("timestamp\n2020-01-01\n2020-01-02\n", "missing value column"),
     ("timestamp,value\n2020-01-01 00:00,1\nnot-a-date,2\n", "row 3: unparsable timestamp 'not-a-date'"),
-    ("timestamp,value\n2020-01-01 00:00,1\n2020-01-01 00:01,NaN\n", "row 3: column 'value' is not a number"),
+    ("timestamp,value\n2020-01-01 00:00,1\n2020-01-01 00:01,abc\n", "row 3: column 'value' is not a number"),
+    ("timestamp,value\n2020-01-01 00:00,1\n2020-01-01 00:01,NaN\n", "need at least 2 rows with a count, got 1"),
     ("timestamp,value\n2020-01-01 00:00,1\n2020-01-01 00:01,-4\n", "row 3: negative value -4"),
-    ("timestamp,value\n2020-01-01 00:01,1\n2020-01-01 00:00,2\n", "row 3: timestamp 2020-01-01 00:00 is not after"),
-    ("timestamp,value\n2020-01-01 00:00,1\n2020-01-01 00:00,2\n", "strictly increasing"),
+    ("timestamp,value\n2020-01-01 00:00,1\n2020-01-01 00:00,2\n", "rows 2 and 3 have the same timestamp 2020-01-01 00:00 "
+     "and different counts"),
 ])
 def test_bad_files_name_row_and_problem(tmp_path, text, needle):
     with pytest.raises(TraceError, match=needle.replace("(", r"\(").replace("'", "'")):
@@ -156,8 +158,10 @@ def test_irregular_or_coarsening_timestamps_are_named_not_flattened():
     t = pd.date_range("2026-01-01", periods=4 * 1440, freq="min")
     night = ((t.hour < 6) & (t.minute % 2 == 1)) & (t.day == 2)  # a sparse night: every other minute left out
     long_gap = (t >= "2026-01-03") & (t < "2026-01-04 06:00")  # an outage of 30 h without rows
-    for drop in (night, long_gap):  # gaps, not a coarser resolution: read, the gaps interpolated
-        assert parse_trace(_csv(t[~drop], np.ones((~drop).sum()))).step == pd.Timedelta(minutes=1)
+    for drop, said in ((night, "no row has a count of 0"), (long_gap, "the longest 30 h")):
+        # gaps, not a coarser resolution: read, the gaps interpolated and named
+        with pytest.warns(TraceWarning, match=said):
+            assert parse_trace(_csv(t[~drop], np.ones((~drop).sum()))).step == pd.Timedelta(minutes=1)
 
 
 def test_a_short_trace_and_an_idle_one():
