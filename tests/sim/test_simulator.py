@@ -238,3 +238,14 @@ def test_guard_settings_the_rule_does_not_read_are_refused_by_the_simulator_itse
         with pytest.raises(ValueError, match=f"{key}=.* has no effect under the guard rule '{guard['rule']}'"):
             Simulator(traffic, days=0.01, guard=guard)
     Simulator(traffic, days=0.01, guard={"rule": "maxpower", "step": 3, "release": 0.1})  # what maxpower reads
+
+
+def test_the_table_keeps_mu_and_nu_apart_when_nu_is_large():
+    """An overload of 100 x C_m or more (many long bursts) filled nu's column: "0.9929208.1266"."""
+    from mpc_balancer.sim.experiment import format_table
+
+    row = {"controller": "pid", "revenue": 1.0, "uplift_vs_static_pct": None, "mu": 0.9929, "nu": 208.1266,
+           "degraded_pct": 0.0, "wall_s": 1.0, "clusters": {"rank": {"mu": 0.9929, "nu": 208.1266}}}
+    summary = {"trace": "t", "days": 0.2, "window": ["a", "b"], "policy": "pretrained", "results": [row]}
+    line = format_table(summary).splitlines()[2].split()
+    assert line[3:5] == ["0.9929", "208.1266"]
