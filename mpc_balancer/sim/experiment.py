@@ -204,7 +204,8 @@ def format_table(summary: dict) -> str:
     for m in rows:
         up = "-" if m["uplift_vs_static_pct"] is None else f"{m['uplift_vs_static_pct']:+.2f}"
         cl = "".join(f"{m['clusters'][c]['mu']:>10.4f}/{m['clusters'][c]['nu']:<7.4f}" for c in clusters)
-        lines.append(f"{m['controller']:<11}{m['revenue']:>14.5g}{up:>9}{m['mu']:>8.4f} {m['nu']:>7.4f}{cl}{m['degraded_pct']:>8.3f}{m['wall_s']:>8.1f}")
+        lines.append(f"{m['controller']:<11}{m['revenue']:>14.5g}{up:>9}{m['mu']:>8.4f} {m['nu']:>7.4f}{cl}"
+                     f"{m['degraded_pct']:>8.3f}{m['wall_s']:>8.1f}")
     if any(m["mu"] is None or m["mu"] != m["mu"] for m in rows):  # None in JSON, NaN in memory
         lines.append("mu and nu are undefined (nan) where the window has no tick with traffic: no controller can load a "
                      "cluster without requests (choose another --start or --days)")
