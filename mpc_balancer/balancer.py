@@ -190,7 +190,8 @@ class Balancer:
         controller : str or Controller
             ``"static" | "dcaf" | "pid" | "mpc"``, ``"nmpc" | "shooting"`` (with ``weights=PATH``, a
             dynamics model exported by a simulator run: an embedded Balancer has no simulator to
-            train one in), or a configured controller.
+            train one in), or a configured controller. The hindsight limit is refused (``ValueError``):
+            it needs the simulator's view of the coming tick.
         clusters : dict of str -> Cluster
             Each cluster's capacity (CPU-ms per second) and target ``C_m``; the order is the order
             of every array the Balancer returns.
@@ -223,6 +224,11 @@ class Balancer:
             controller = make_controller(controller, **controller_options)
         else:
             raise ValueError(f"controller must be a name or a Controller, got {controller!r}")
+        if controller.clairvoyant:  # it would fall back to the PID on every tick, each saying why
+            raise ValueError(f"controller {controller.name!r} is clairvoyant: it decides from the simulator's view of "
+                             "the coming tick (its true traffic, requests and costs), which Balancer.step never has; "
+                             "it is the simulator's reference limit (mpc-balancer simulate/compare), not a controller "
+                             "to embed")
         if not isinstance(clusters, dict) or not clusters:
             raise ValueError(f"clusters must be a non-empty dict of name -> Cluster, got {clusters!r}")
         for name, c in clusters.items():
@@ -586,7 +592,8 @@ class Balancer:
 
     def load_state_dict(self, d: dict) -> None:
         """Restore a checkpoint taken by :meth:`state_dict` (see the module doc): validated field
-        by field, applied all or nothing."""
+        by field, applied all or nothing. The last good lambda is clipped to this Balancer's
+        ``[lam_min, lam_max]`` (a restart that narrowed them holds its first tick inside them)."""
         from forecasting.state import StateError  # not at import: the package's models are not on the decision path
         with self._lock:
             self._wait_late()
@@ -614,7 +621,10 @@ class Balancer:
                 if self.pid_ is not None:
                     self.pid_.load_state_dict(pid_before)
                 raise
-            self.last_good_ = np.asarray(d["last_good"], dtype=float)
+            # within this Balancer's bounds: a checkpoint written under wider ones (lam_max lowered on
+            # restart) was held as it was, the nodes applied it, and their report of a lambda outside
+            # [lam_min, lam_max] was held again: every tick, for good
+            self.last_good_ = np.clip(np.asarray(d["last_good"], dtype=float), self.ctx_.lam_min, self.ctx_.lam_max)
             self.counts_ = {k: int(v) for k, v in d["counts"].items()}
             self.ticks_, self.n_features_ = int(d["ticks"]), d["n_features"]
             self.last_time_ = None if d["last_time"] is None else pd.Timestamp(d["last_time"])

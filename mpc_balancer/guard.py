@@ -148,7 +148,7 @@ class NodeGuard:
 
     def apply(self, lam_central) -> np.ndarray:
         """The lambda the node applies in the coming sub-tick, given the central one."""
-        lam_central = np.asarray(lam_central, dtype=float)
+        lam_central = _numbers("lam_central", lam_central)
         if lam_central.shape != self.target.shape:
             raise ValueError(f"lam_central must have {self.target.size} values, got shape {lam_central.shape}")
         if not np.all(np.isfinite(lam_central) & (lam_central > 0)):  # a floor raised from 0 or NaN stays there
@@ -162,7 +162,7 @@ class NodeGuard:
         :meth:`observe` of each row in turn, with :meth:`apply` of that lambda again between two
         rows (the node's loop). An idle guard whose readings are all at or under ``C_m`` only
         counts them: that common case takes one step, not m."""
-        loads = np.array(loads, dtype=float)
+        loads = _numbers("loads", loads)
         if loads.ndim != 2 or loads.shape[1] != self.target.size:
             raise ValueError(f"loads must have shape (m, {self.target.size}), got {loads.shape}")
         if not len(loads):
@@ -181,7 +181,7 @@ class NodeGuard:
         """The node's load per cluster at the end of the sub-tick: counted for :meth:`take_over`,
         and sets the next sub-tick's floor. A reading that is not a finite load >= 0 (a broken
         meter) is not counted and neither raises nor releases the floor."""
-        load = np.array(load, dtype=float)  # a copy: kept as last_load, whatever the caller does with its buffer
+        load = _numbers("load", load)  # a copy: kept as last_load, whatever the caller does with its buffer
         if load.shape != self.target.shape:
             raise ValueError(f"load must have {self.target.size} values, got shape {load.shape}")
         ratio = load / self.target
@@ -200,7 +200,8 @@ class NodeGuard:
         if not over.any() and not self.floor.any():
             return  # idle and no overload: the floor stays at zero
         if self.rule == "proportional":
-            step = np.minimum(np.power(np.maximum(ratio, 1.0), self.gain), self.max_step)
+            with np.errstate(over="ignore"):  # an absurd reading (1e300) steps by max_step, silently
+                step = np.minimum(np.power(np.maximum(ratio, 1.0), self.gain), self.max_step)
         else:
             step = np.full(ratio.shape, self.step_)
         raised = np.minimum(self.lam_local * step, self.lam_max)
@@ -209,6 +210,23 @@ class NodeGuard:
                               np.where(ratio < 1.0 - self.release, decayed, self.floor))
         # once the central lambda has caught up the guard is idle: nothing left to decay from
         self.floor = np.where(self.floor <= self._central, 0.0, self.floor)
+
+
+def _numbers(name: str, value) -> np.ndarray:
+    """``value`` as a new float array, or a ``ValueError`` naming ``name`` and the value (a string, a
+    flag or None instead of the readings is a caller's mistake; NaN, or None for one cluster, is a
+    broken meter's reading and passes as NaN)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fiu":  # the node's own meter readings
+        return np.array(value, dtype=float)
+    try:
+        if value is None:
+            raise TypeError
+        arr = np.array(value)
+        if arr.dtype.kind in "bUSV" or (arr.dtype.kind == "O" and any(isinstance(v, (bool, str, bytes)) for v in arr.ravel())):
+            raise TypeError
+        return arr.astype(float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers, one per cluster, got {value!r}") from None
 
 
 # what a user may set (--set guard.KEY=VALUE): the rule's parameters; C_m and lam_max come from the plant

@@ -16,7 +16,9 @@ of that action's revenue. Nothing else -- no ground-truth revenue, no true costs
             return cost, revenue        # (n, G) CPU-ms per request, (n,) estimated revenue
 
 Costs must not rise on cluster ``g`` when ``lambda_g`` rises (a Lagrangian policy satisfies this),
-and both arrays must be finite. :func:`checked_response` enforces shapes and finiteness with an
+and both arrays must be finite. ``features`` is read-only (one sample answers many lambdas, and a
+policy may cache its work on it): a policy that changes it in place raises ``ValueError`` naming its
+method (copy it first). :func:`checked_response` enforces shapes and finiteness with an
 error that names the policy and the field.
 
 A policy may also offer ``respond_many(features, lams) -> (cost (K, n, G), revenue (K, n))``, the
@@ -90,9 +92,20 @@ def check_policy(policy, clusters: tuple[str, ...]) -> None:
         raise ValueError(f"policy clusters {list(names)} do not match the balancer's clusters {list(clusters)}")
 
 
+def _call(policy, method: str, *args):
+    """``policy.<method>(*args)``; numpy's error for a write to the read-only sample names the method."""
+    try:
+        return getattr(policy, method)(*args)
+    except ValueError as e:
+        if "read-only" not in str(e):
+            raise
+        raise ValueError(f"{type(policy).__name__}.{method} changed its features in place ({e}): the request sample "
+                         "is read-only, shared by every lambda asked; copy it before changing it") from None
+
+
 def checked_response(policy, features: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``policy.respond`` with its output validated: cost ``(n, G)`` >= 0 and revenue ``(n,)``, finite."""
-    return _checked(policy, "respond", policy.respond(features, lam), (len(features), len(policy.clusters)))
+    return _checked(policy, "respond", _call(policy, "respond", features, lam), (len(features), len(policy.clusters)))
 
 
 def checked_cost(policy, features: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -102,7 +115,7 @@ def checked_cost(policy, features: np.ndarray, lam: np.ndarray) -> np.ndarray:
     if respond_cost is None:
         return checked_response(policy, features, lam)[0]
     shape = (len(features), len(policy.clusters))
-    return _checked_cost(f"{type(policy).__name__}.respond_cost", respond_cost(features, lam), shape)
+    return _checked_cost(f"{type(policy).__name__}.respond_cost", _call(policy, "respond_cost", features, lam), shape)
 
 
 def take_rows(policy, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -138,7 +151,8 @@ def checked_response_many(policy, features: np.ndarray, lams: np.ndarray) -> tup
     calls otherwise."""
     lams = np.asarray(lams, dtype=float)
     if isinstance(policy, BatchPolicy):
-        return _checked(policy, "respond_many", policy.respond_many(features, lams), (len(lams), len(features), len(policy.clusters)))
+        return _checked(policy, "respond_many", _call(policy, "respond_many", features, lams),
+                        (len(lams), len(features), len(policy.clusters)))
     out = [checked_response(policy, features, lam) for lam in lams]
     n, G = len(features), len(policy.clusters)
     return (np.stack([c for c, _ in out]) if out else np.empty((0, n, G)),

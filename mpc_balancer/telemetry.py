@@ -1,6 +1,7 @@
 """What a deployment tells the balancer: its clusters once, and one :class:`Telemetry` per tick."""
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,7 +40,8 @@ class Telemetry:
     Parameters
     ----------
     time : timestamp
-        End of the tick (anything ``pandas.Timestamp`` accepts, timezone-naive).
+        End of the tick (anything ``pandas.Timestamp`` accepts, timezone-naive; not a number: epoch
+        seconds, ``time.time()``, went in as nanoseconds, in the first seconds of 1970).
     qps : float
         Requests per second over the tick.
     load : mapping (or pandas Series) cluster -> float, or array in cluster order
@@ -86,12 +88,23 @@ def _per_cluster(name: str, value, clusters: tuple[str, ...]) -> np.ndarray:
     return arr
 
 
+def _as_ns(t) -> str:
+    """What ``pandas.Timestamp(t)`` makes of the number ``t`` (nanoseconds since 1970), for the message."""
+    try:
+        return str(pd.Timestamp(t))
+    except (TypeError, ValueError, OverflowError):
+        return "no time"
+
+
 def to_observation(tel: Telemetry, clusters: tuple[str, ...], t: int, n_features: int | None) -> Observation:
     """Shape-check ``tel`` into the controllers' array form. A caller's mistake (missing cluster,
     wrong shape or type) raises ``ValueError`` naming the field; bad *values* (NaN, negative) pass
     through for the Balancer's documented hold."""
     if not isinstance(tel, Telemetry):
         raise ValueError(f"step expects a Telemetry, got {type(tel).__name__}")
+    if isinstance(tel.time, (numbers.Number, np.bool_)):  # pandas reads a number as nanoseconds since 1970
+        raise ValueError(f"telemetry time must be a timestamp, got the number {tel.time!r} (pandas would read it as "
+                         f"{_as_ns(tel.time)}); for epoch seconds pass pandas.Timestamp(t, unit='s')")
     try:
         time = pd.Timestamp(tel.time)
     except (TypeError, ValueError):

@@ -16,6 +16,12 @@ morning's overload could not be shed); the prior gives it a direction, and each 
 lambda replaces the prior by a measurement. The MPC's exploration dither and the daily swing of
 lambda widen the range seen.
 
+Load meters lag (a CPU average, a queue draining), so a tick whose QPS moved by ``steady_ratio`` or
+more since the tick before measures neither operating point: it is not a point of the curve (the
+MPC's disturbance ``theta`` skips such ticks for the same reason). Kept, one tick of a QPS reported
+near zero under a normal load (a counter that reset, ``qps=1e-300``) put a cost per request of
+``1e302`` in the window: the curve overflowed and the MPC fell back for the day the point stayed.
+
 Telemetry carries no revenue. The revenue curve follows from the policy being Lagrangian: at the
 lambda it is given, the policy's marginal revenue per unit of compute on cluster ``g`` is
 ``lambda_g`` (envelope theorem), so the frontier's slope between two grid points is the geometric
@@ -47,10 +53,13 @@ class TelemetryResponse:
         Points needed before :attr:`ready`.
     elasticity : float
         Prior ``-d log(cost) / d log(lambda)`` outside the lambdas seen.
+    steady_ratio : float
+        A tick whose QPS is this factor or more away from the previous tick's is skipped (> 1; the
+        module doc).
     """
 
     def __init__(self, capacity: np.ndarray, window: int = 1440, halflife: float = 720.0, min_ticks: int = 30,
-                 elasticity: float = 0.1):
+                 elasticity: float = 0.1, steady_ratio: float = 2.5):
         for k, v, least in (("window", window, 2), ("min_ticks", min_ticks, 1)):
             if not (isinstance(v, (int, np.integer)) and v >= least):
                 raise ValueError(f"telemetry {k} must be an integer >= {least}, got {v!r}")
@@ -58,9 +67,14 @@ class TelemetryResponse:
             raise ValueError(f"telemetry halflife must be finite and > 0, got {halflife!r}")
         if not (np.isfinite(elasticity) and elasticity >= 0):
             raise ValueError(f"telemetry elasticity must be finite and >= 0, got {elasticity!r}")
+        if not (isinstance(steady_ratio, (int, float, np.integer, np.floating)) and np.isfinite(steady_ratio)
+                and steady_ratio > 1):
+            raise ValueError(f"telemetry steady_ratio must be a finite number > 1, got {steady_ratio!r}")
         self.capacity, self.elasticity = np.asarray(capacity, dtype=float), float(elasticity)
         self.window, self.halflife, self.min_ticks = int(window), float(halflife), int(min_ticks)
+        self.steady_ratio = float(steady_ratio)
         self.points_: deque = deque(maxlen=self.window)  # (log lambda (G,), cost per request (G,))
+        self.qps_prev_: float | None = None  # the QPS of the tick observed last (taken or not)
 
     @property
     def ready(self) -> bool:
@@ -68,11 +82,18 @@ class TelemetryResponse:
         return len(self.points_) >= self.min_ticks
 
     def observe(self, qps: float, load: np.ndarray, lam: np.ndarray) -> None:
-        """Add the tick that just ended (skipped without traffic or with unusable values)."""
+        """Add the tick that just ended (skipped without traffic, with unusable values, or when its
+        QPS moved by ``steady_ratio`` or more since the tick before: the module doc)."""
         load, lam = np.asarray(load, dtype=float), np.asarray(lam, dtype=float)
+        qps = float(qps)
+        prev, self.qps_prev_ = self.qps_prev_, (qps if np.isfinite(qps) and qps >= 0 else None)
         if not (np.isfinite(qps) and qps > 0) or not (np.all(np.isfinite(load)) and np.all(lam > 0) and np.all(np.isfinite(lam))):
             return
-        self.points_.append((np.log(lam), load * self.capacity / qps))
+        if prev is not None and not (prev > 0 and abs(np.log(qps / prev)) < np.log(self.steady_ratio)):
+            return  # the load meters answer the tick before as much as this one
+        u = load * self.capacity / qps
+        if np.all(np.isfinite(u)):
+            self.points_.append((np.log(lam), u))
 
     def curve(self, grid: np.ndarray) -> ResponseCurve:
         """The fitted cost curves on ``grid`` and the revenue curves implied by them (module doc)."""
@@ -101,9 +122,15 @@ class TelemetryResponse:
 
     def state_dict(self) -> dict:
         """The points in the window, as lists."""
-        return {"points": [[p[0].tolist(), p[1].tolist()] for p in self.points_]}
+        return {"points": [[p[0].tolist(), p[1].tolist()] for p in self.points_], "qps_prev": self.qps_prev_}
 
     def load_state_dict(self, d: dict) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict` (a checkpoint without ``qps_prev``, written before it was
+        kept, takes its next tick as it comes)."""
+        qps_prev = d.get("qps_prev")
+        if qps_prev is not None and not (isinstance(qps_prev, (int, float)) and not isinstance(qps_prev, bool)
+                                         and np.isfinite(qps_prev) and qps_prev >= 0):
+            raise ValueError(f"telemetry qps_prev must be a finite number >= 0 or null, got {qps_prev!r}")
         self.points_ = deque(((np.asarray(a, dtype=float), np.asarray(b, dtype=float)) for a, b in d["points"]),
                              maxlen=self.window)
+        self.qps_prev_ = None if qps_prev is None else float(qps_prev)

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import numbers
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -135,7 +135,8 @@ class MpcSettings:
         edges and the guard's raises do not corrupt ``theta`` for the ticks after them, while small
         moves, and a guard floor held from tick to tick, still teach it. The same ratio
         weighs a guarded tick in the back-off: a guard raise that cut the cost per request by
-        ``steady_ratio`` or more (a burst shed) does not score the plan.
+        ``steady_ratio`` or more (a burst shed) does not score the plan, and a tick whose QPS moved
+        by ``steady_ratio`` or more is not a point of the telemetry-only cost curves.
     time_limit_s : float
         OSQP's time limit per solve.
     rho, slack, alpha, beta : float
@@ -273,7 +274,8 @@ class MpcSettings:
     def telemetry_options(self) -> dict:
         """The :class:`~mpc_balancer.telemetry_response.TelemetryResponse` options."""
         return {"window": self.telemetry_window, "halflife": self.telemetry_halflife,
-                "min_ticks": self.telemetry_min_ticks, "elasticity": self.telemetry_elasticity}
+                "min_ticks": self.telemetry_min_ticks, "elasticity": self.telemetry_elasticity,
+                "steady_ratio": self.steady_ratio}
 
 
 class MpcController(Controller):
@@ -355,11 +357,35 @@ class MpcController(Controller):
         allocation)."""
         G, s = self.ctx_.n_clusters, self.settings
         self.u_scale_ = np.maximum(np.asarray(u_scale, dtype=float), 1e-9)
+        # The QP's own numbers are absolute (its 1e-9 regularisation, OSQP's tolerances 1e-5): they
+        # suit costs per request of about 1e-3 to 1e3. A cluster whose costs are in other units
+        # (CPU-ns, cores) is solved in units of the power of two nearest its u_scale, exact in
+        # floating point both ways (units_); others in their own. In CPU-ns-like units (costs ~1e6)
+        # the regularisation outweighed the revenue, the plan took the least cost the curve allows
+        # and the clusters ran at 3% of C_m.
+        k = np.round(np.log2(self.u_scale_))
+        self.units_ = np.where(np.abs(k) > 10, np.exp2(k), 1.0)
+        scale = self.u_scale_ / self.units_
         if s.frontier == "pwl":
-            self.problem_ = MpcProblem(G, s.horizon, s.n_segments, s.objective, s.weights, self.u_scale_)
+            self.problem_ = MpcProblem(G, s.horizon, s.n_segments, s.objective, s.weights, scale)
         else:
-            self.problem_ = QuadraticMpcProblem(G, s.horizon, s.objective, s.weights, self.u_scale_)
+            self.problem_ = QuadraticMpcProblem(G, s.horizon, s.objective, s.weights, scale)
         self.solver_ = OsqpMpcSolver(self.problem_, time_limit_s=s.time_limit_s) if s.solver == "osqp" else CvxpyMpcSolver(self.problem_)
+
+    def _solve(self, data: MpcData):
+        """The QP solved in the solver's units (:meth:`_build`), its plan and slack read back in the
+        curve's. ``last_data_`` keeps the numbers the solver saw (benchmarks replay them on
+        ``problem_``)."""
+        units = self.units_
+        if np.all(units == 1.0):
+            self.last_data_ = data
+            return self.solver_.solve(data)
+        self.last_data_ = replace(data, capacity=data.capacity / units, u_prev=data.u_prev / units,
+                                  u_min=data.u_min / units, widths=data.widths / units[:, None],
+                                  slopes=data.slopes * units[:, None])
+        sol = self.solver_.solve(self.last_data_)
+        sol.u, sol.slack = sol.u * units[:, None], sol.slack * units[:, None]
+        return sol
 
     # ----------------------------------------------------------------------------------------
     def _mode(self, obs: Observation) -> str:
@@ -402,7 +428,11 @@ class MpcController(Controller):
             else:
                 old_u = self.curve_.costs_at(lam)
                 new_u = new.costs_at(lam)
-            self.theta_ = self.theta_ * old_u / np.maximum(new_u, 1e-12)
+            # a cluster on which either curve costs nothing (a policy that never loads it) has no
+            # ratio to re-base by: its theta stands (0 / 0 made it 0, and the QP's effective capacity
+            # ``capacity / theta`` infinite: every tick fell back)
+            rebased = self.theta_ * old_u / np.maximum(new_u, 1e-12)
+            self.theta_ = np.where((old_u > 0) & (new_u > 0), rebased, self.theta_)
             if self.u_applied_ is not None:
                 self.u_applied_ = new_u
         self.curve_, self.mode_ = new, mode
@@ -481,8 +511,7 @@ class MpcController(Controller):
         data = MpcData(qps=mean, qps_hi=hi, capacity=cap_eff, target=ctx.target, offset=self.backoff_.copy(),
                        u_prev=u_last, u_min=u_min, widths=np.array([f[1] for f in fr]),
                        slopes=np.array([f[2] for f in fr]), qps_ref=self.qps_ref_)
-        self.last_data_ = data  # the QP's numbers this tick (benchmarks replay them)
-        sol = self.solver_.solve(data)
+        sol = self._solve(data)
         self.ticks_ += 1
         if not sol.ok:
             return Plan(lam=lam_now, controller=self.name, status=f"error: solver {sol.status}", solve_time_s=sol.solve_time_s)
@@ -491,7 +520,7 @@ class MpcController(Controller):
         refine = (self.settings.refine_steps > 0 and self.sample_ is not None
                   and np.max(np.abs(np.log(lam / lam_now))) > np.log(self.settings.refine_above))
         if refine:
-            lam = self._refine(lam, u0)
+            lam = self._refine(lam, self._refine_bound(u0, data, float(hi[0])))
         if mode == "telemetry" and self.settings.dither > 0:
             lam = self.clip(lam * np.exp(self.rng_.uniform(-self.settings.dither, self.settings.dither, G)))  # exploration
         if self.settings.max_fall is not None:
@@ -540,6 +569,23 @@ class MpcController(Controller):
     def _sample_cost(self, lam: np.ndarray) -> np.ndarray:
         """Mean estimated cost per request of each cluster at ``lam`` on the curve's request pool."""
         return self.sample_.cost(lam)
+
+    @staticmethod
+    def _refine_bound(u0: np.ndarray, data: MpcData, qps_hi: float) -> np.ndarray:
+        """The cost per request the refinement keeps each cluster under: the planned ``u0``, except
+        for a cluster whose plan takes all its curve offers (``u0`` at the frontier's ``u_max``,
+        under its load cap): its frontier was measured with the other clusters' lambdas held, and
+        once they move (a cluster's cost depends on every lambda when the policy's actions are
+        joint) it can cost more than that ``u_max`` within the plan's load budget. Held under
+        ``u0``, it was bisected upward as if over its plan: with five clusters sharing joint
+        actions the clusters far under ``C_m`` were raised 100-400x in one tick, every load
+        collapsed to a few percent and the curves, each measured with the others' lambdas high,
+        went flat (no way back). Its bound is its load cap, ``(C_m - b) capacity / qps_hi``."""
+        top = u0 >= data.u_max - 1e-3 * (data.u_max - data.u_min)
+        if not top.any():
+            return u0
+        cap = (data.target - data.offset) * data.capacity / max(qps_hi, 1e-9)
+        return np.where(top, np.maximum(u0, cap), u0)
 
     def _refine(self, lam: np.ndarray, u0: np.ndarray) -> np.ndarray:
         """Joint bisection in log lambda, within two grid steps either side of ``lam`` (the other
@@ -620,6 +666,12 @@ class MpcController(Controller):
         else:  # not built yet in the checkpoint: drop whatever this controller had built
             self.problem_ = self.solver_ = self.u_scale_ = None
         if d["warm_start"] is not None:
-            self.solver_.load_warm_state(d["warm_start"])
+            try:
+                self.solver_.load_warm_state(d["warm_start"])
+            except ValueError as e:  # the QP's size is the settings': say which, not only the shapes
+                raise ValueError(f"warm_start: {e} (the checkpoint was written by an MPC with another horizon, "
+                                 f"frontier or n_segments than this one's horizon={self.settings.horizon}, "
+                                 f"frontier={self.settings.frontier!r}, n_segments={self.settings.n_segments}; "
+                                 "restore into one created with the same settings)") from None
         c = d["curve"]
         self.curve_ = None if c is None else ResponseCurve(np.asarray(c["lam_grid"]), np.asarray(c["cost"]), np.asarray(c["revenue"]))

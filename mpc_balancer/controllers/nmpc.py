@@ -48,6 +48,7 @@ never as an exception.
 from __future__ import annotations
 
 import time
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,7 +158,11 @@ class _LearnedDynamicsController(Controller):
         self.qps_ref_ = float(np.percentile(hist, 99)) if hist.size else 1.0
         self.fit_report_: dict = {}
         if model is None and self.weights is not None:
-            model = MlpDynamics.load(self.weights)
+            try:
+                model = MlpDynamics.load(self.weights)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # missing, unreadable, not a model
+                raise ValueError(f"{self.name}: weights={self.weights!r} is not a readable dynamics model "
+                                 f"({type(e).__name__}: {e})") from None
         if model is None:
             model = self._train(context)
         if model.n_clusters != context.n_clusters:
