@@ -12,7 +12,10 @@ and ``Balancer.step(telemetry) -> Decision`` runs a tick:
    plant's sensors, and so are a cluster's load of exactly 0 while requests are served and a load
    reading repeated unchanged for more than ``max_flat_ticks`` (5) ticks while the QPS moved by 5% or more (a stuck sensor: a live
    reading carries noise): the tick holds the last good lambda and the Decision's ``reason``
-   names the field and the value -- the documented safe fallback);
+   names the field and the value -- the documented safe fallback); a tick without traffic
+   (``qps = 0``: an outage) holds too, its time accepted, and moves no controller, PID or forecaster
+   state, so the traffic's return meets the lambda of the last tick with traffic (the clairvoyant
+   hindsight limit, shown the coming tick, decides instead);
 2. feed the forecaster and ask it for the horizon (controllers that declare ``needs_forecast``);
 3. run the controller; if it raises, returns a non-``ok`` status or non-finite lambdas, or runs
    past ``time_budget_s``, fall back to the PID (which runs in the shadow every tick and is kept
@@ -410,6 +413,18 @@ class Balancer:
             log.info("hold: %s", problem)
             return self._decision(self.last_good_.copy(), "hold", "hold", reason=problem)
         self.suspect_time_ = None
+        if obs.qps == 0 and not self.controller.clairvoyant:
+            # an outage: the tick tells nothing of how the load answers lambda, and lambda is spent
+            # on nobody. Deciding on it wound every controller down (PID and DCAF to lam_min on a
+            # load of 0, the MPC on a nowcast of 0), and the traffic's return, often a retry surge,
+            # then met the cheapest allocation: 2.4-4.5 x C_m on the first tick back. Held: the nodes
+            # keep the lambda of the last tick with traffic, no controller, PID or forecaster state
+            # moves (the forecaster takes the outage as missing observations), the time moves on
+            self.last_time_ = obs.time
+            self.counts_["hold"] += 1
+            reason = "no traffic (qps=0): the last lambda with traffic is held until requests arrive"
+            log.info("hold: %s", reason)
+            return self._decision(self.last_good_.copy(), "hold", "hold", reason=reason)
         self.last_qps_ = float(obs.qps)
         self.ticks_ += 1
         self.last_time_ = obs.time
