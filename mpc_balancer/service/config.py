@@ -220,8 +220,13 @@ def load_config(path: str | Path, state_db: str | Path | None = None) -> ServeCo
     controller = sec.string("name")
     if controller is None:
         sec.fail("name is required (static, dcaf, pid, mpc, ...)")
-    if controller not in controller_names():
-        sec.fail(f"name must be one of {', '.join(controller_names())}, got {controller!r}")
+    from ..controllers import REGISTRY
+
+    embeddable = [n for n in controller_names() if not REGISTRY[n].clairvoyant]  # hindsight needs the simulator
+    if controller not in embeddable:
+        why = " (the hindsight limit is shown the coming tick by the simulator; a service never has it)" \
+            if controller in controller_names() else ""
+        sec.fail(f"name must be one of {', '.join(embeddable)}, got {controller!r}{why}")
     options = sec.get("options", {})
     if not isinstance(options, dict):
         sec.fail(f"options must be a table, got {options!r}")

@@ -169,3 +169,11 @@ def test_backtest_events_no_model_reads_are_an_error(tmp_path, capsys):
                  "--events", str(ev)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--events: none of --models seasonal_naive,seasonal_naive_weekly reads announced events" in err
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mpc_balancer", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "simulate" in out.stdout

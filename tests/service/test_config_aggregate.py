@@ -209,3 +209,11 @@ def test_example_config_serves_telemetry_only_reports(tmp_path, monkeypatch):
     d = svc.decision()
     assert d["time"] == "1995-08-28T13:32:00" and d["status"] == "fallback" and "warming up" in d["reason"]
     svc.close()
+
+
+def test_config_refuses_the_hindsight_limit_naming_why(tmp_path):
+    """It was accepted, and the service then failed at start-up (the Balancer refuses a clairvoyant
+    controller: nothing shows a service the coming tick)."""
+    cfg = write_config(tmp_path / "serve.toml", controller="hindsight")
+    with pytest.raises(ConfigError, match=r"\[controller\] name must be one of .*got 'hindsight' \(the hindsight limit"):
+        load_config(cfg)
