@@ -200,7 +200,10 @@ def test_zero_load_under_traffic_is_a_sensor_fault(sim):
     b = Balancer(PidController()).setup(sim.context(POLICY), initial_lam=0.05)
     dec = b.step(_tel(sim, 0, 100.0, [0.9, 0.0, 0.9]))
     assert dec.status == "hold" and "load[prerank]=0.0 while qps=100" in dec.reason
-    assert b.step(_tel(sim, 1, 0.0, [0.9, 0.0, 0.9])).status == "ok"  # no traffic: a zero load is plausible
+    # no traffic: a zero load is plausible, no sensor fault (the tick holds as an outage)
+    dec = b.step(_tel(sim, 1, 0.0, [0.9, 0.0, 0.9]))
+    assert "no traffic" in dec.reason and "load[" not in dec.reason
+    assert b.step(_tel(sim, 2, 100.0, [0.9, 0.2, 0.9])).status == "ok"
 
 
 @pytest.mark.parametrize("qps_step,held", [(0.0, False), (2.0, True)])
