@@ -35,6 +35,8 @@ def layer(module: str) -> str:
     if top != "mpc_balancer":
         return top
     second = module.split(".")[1] if "." in module else ""
+    if second == "__main__":  # `python -m mpc_balancer`: the command line's entry point, imported by nothing
+        return "cli"
     return second if second in ("sim", "cli") else "engine"
 
 
