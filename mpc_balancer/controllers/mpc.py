@@ -520,7 +520,7 @@ class MpcController(Controller):
         refine = (self.settings.refine_steps > 0 and self.sample_ is not None
                   and np.max(np.abs(np.log(lam / lam_now))) > np.log(self.settings.refine_above))
         if refine:
-            lam = self._refine(lam, self._refine_bound(u0, data, float(hi[0])))
+            lam = self._refine(lam, *self._refine_bound(u0, data, float(hi[0])))
         if mode == "telemetry" and self.settings.dither > 0:
             lam = self.clip(lam * np.exp(self.rng_.uniform(-self.settings.dither, self.settings.dither, G)))  # exploration
         if self.settings.max_fall is not None:
@@ -571,23 +571,27 @@ class MpcController(Controller):
         return self.sample_.cost(lam)
 
     @staticmethod
-    def _refine_bound(u0: np.ndarray, data: MpcData, qps_hi: float) -> np.ndarray:
-        """The cost per request the refinement keeps each cluster under: the planned ``u0``, except
-        for a cluster whose plan takes all its curve offers (``u0`` at the frontier's ``u_max``,
-        under its load cap): its frontier was measured with the other clusters' lambdas held, and
-        once they move (a cluster's cost depends on every lambda when the policy's actions are
-        joint) it can cost more than that ``u_max`` within the plan's load budget. Held under
-        ``u0``, it was bisected upward as if over its plan: with five clusters sharing joint
-        actions the clusters far under ``C_m`` were raised 100-400x in one tick, every load
-        collapsed to a few percent and the curves, each measured with the others' lambdas high,
-        went flat (no way back). Its bound is its load cap, ``(C_m - b) capacity / qps_hi``."""
+    def _refine_bound(u0: np.ndarray, data: MpcData, qps_hi: float) -> tuple[np.ndarray, np.ndarray]:
+        """The cost per request the refinement keeps each cluster under, and the clusters it may
+        only raise: the planned ``u0``, except for a cluster whose plan takes all its curve offers
+        (``u0`` at the frontier's ``u_max``, under its load cap). That frontier was measured with
+        the other clusters' lambdas held, and once they move (a cluster's cost depends on every
+        lambda when the policy's actions are joint) it can cost more than ``u_max`` within the
+        plan's load budget. Held under ``u0``, it was bisected upward as if over its plan: with
+        five clusters sharing joint actions the clusters far under ``C_m`` were raised 100-400x
+        in one tick, every load collapsed to a few percent and the curves, each measured with the
+        others' lambdas high, went flat (no way back). Its bound is its load cap,
+        ``(C_m - b) capacity / qps_hi``, and its lambda is only raised, never set below the plan's:
+        searched downward as well, it sank to the bracket's floor, where its own cost no longer
+        changes but the other clusters' may (the worst nu of the noisy ``social`` stream rose by
+        about 7%)."""
         top = u0 >= data.u_max - 1e-3 * (data.u_max - data.u_min)
         if not top.any():
-            return u0
+            return u0, top
         cap = (data.target - data.offset) * data.capacity / max(qps_hi, 1e-9)
-        return np.where(top, np.maximum(u0, cap), u0)
+        return np.where(top, np.maximum(u0, cap), u0), top
 
-    def _refine(self, lam: np.ndarray, u0: np.ndarray) -> np.ndarray:
+    def _refine(self, lam: np.ndarray, u0: np.ndarray, raise_only: np.ndarray | None = None) -> np.ndarray:
         """Joint bisection in log lambda, within two grid steps either side of ``lam`` (the other
         clusters move too, so the per-cluster curve's own bracket may not hold), for the lambda whose
         cost on the sample is at most ``u0`` (the side that keeps the load plan). A lambda the curve
@@ -596,10 +600,15 @@ class MpcController(Controller):
 
         Each cluster's bracket is cut while the others move, so at the end one may sit above ``u0``
         at the joint point; up to two repair passes then bisect only those clusters upward, the
-        others held."""
+        others held. ``raise_only``: clusters whose lambda is searched from ``lam`` upward only
+        (kept at ``lam`` while their cost there is within ``u0``)."""
         grid = self.grid_
         r2 = (grid[1] / grid[0]) ** 2
         lo, hi = np.maximum(lam / r2, grid[0]), np.minimum(lam * r2, grid[-1])
+        if raise_only is not None and raise_only.any():
+            keep = raise_only & (self._sample_cost(lam) <= u0)
+            lo = np.where(raise_only, np.maximum(lam, grid[0]), lo)
+            hi = np.where(keep, lo, hi)  # within its bound at the plan's lambda: nothing to search
         active = np.ones(len(lam), dtype=bool)
         for _ in range(3):
             for _ in range(self.settings.refine_steps):
