@@ -16,9 +16,10 @@ import argparse
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
+
+from mpc_balancer.cli.outputs import check_file
 
 SCENARIOS = {"plain": (None, None), "bursts": ("10,3-6,1-5", "1,20")}
 
@@ -66,21 +67,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def check_json(ap, path, force: bool) -> None:
-    """``--json`` is checked before the runs: an existing file is not overwritten without ``--force``."""
-    if path is None:
-        return
-    p = Path(path)
-    if p.is_dir():
-        ap.error(f"--json {path}: is a directory, expected a file name")
-    if p.exists() and not force:
-        ap.error(f"--json {path}: file exists; pass --force to overwrite it")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        ap.error(f"--json {path}: cannot create {p.parent} ({e.strerror or e})")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--traces", default="nasa,elb,nyc-taxi")
@@ -94,7 +80,10 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     a = ap.parse_args()
-    check_json(ap, a.json, a.force)
+    try:  # checked before the runs: an existing file is kept without --force, a missing directory made now
+        check_file("--json", a.json, a.force)
+    except ValueError as e:
+        ap.error(str(e))
     from mpc_balancer.sim.experiment import parse_overrides
 
     options, _ = parse_overrides(a.set)

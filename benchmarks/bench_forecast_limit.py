@@ -30,9 +30,10 @@ import argparse
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
+
+from mpc_balancer.cli.outputs import check_file
 
 VARIANTS = ("mpc", "mpc+qps", "mpc+sample", "mpc+ar1")
 
@@ -184,22 +185,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def check_json(ap, path, force: bool) -> None:
-    """``--json`` is checked before the runs: an existing file is not overwritten without ``--force``,
-    and its directory is made now rather than found missing after the runs."""
-    if path is None:
-        return
-    p = Path(path)
-    if p.is_dir():
-        ap.error(f"--json {path}: is a directory, expected a file name")
-    if p.exists() and not force:
-        ap.error(f"--json {path}: file exists; pass --force to overwrite it")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        ap.error(f"--json {path}: cannot create {p.parent} ({e.strerror or e})")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--traces", default="nasa,elb,nyc-taxi")
@@ -211,7 +196,10 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     a = ap.parse_args()
-    check_json(ap, a.json, a.force)
+    try:  # checked before the runs: an existing file is kept without --force, a missing directory made now
+        check_file("--json", a.json, a.force)
+    except ValueError as e:
+        ap.error(str(e))
     variants = a.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:

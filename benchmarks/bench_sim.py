@@ -42,6 +42,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from mpc_balancer.cli.outputs import check_file  # noqa: E402
 from mpc_balancer.controllers import make_controller  # noqa: E402
 from mpc_balancer.sim.experiment import ExperimentConfig, build_simulator, make_policy  # noqa: E402
 
@@ -281,14 +282,11 @@ def main():
     ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     ap.add_argument("--emit", default=None, help=argparse.SUPPRESS)  # subprocess mode: write the measurements here
     a = ap.parse_args()
-    if a.json and not a.emit:  # checked before the runs, not found wrong after them
-        p = Path(a.json)
-        if p.is_dir():
-            ap.error(f"--json {a.json}: is a directory, expected a file name")
-        if p.exists() and not a.force:
-            ap.error(f"--json {a.json}: file exists; pass --force to overwrite it")
-        if not p.parent.is_dir():
-            ap.error(f"--json {a.json}: directory {p.parent} does not exist")
+    if not a.emit:  # checked before the runs: an existing file is kept without --force, a missing directory made now
+        try:
+            check_file("--json", a.json, a.force)
+        except ValueError as e:
+            ap.error(str(e))
     if "nmpc" in f"{a.controllers},{a.compare_controllers}".split(","):  # the only controller that uses torch (training)
         try:
             import torch

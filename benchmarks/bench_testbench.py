@@ -21,12 +21,12 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from mpc_balancer.cli.outputs import check_file  # noqa: E402
 from policies.cost_table import DEFAULT_PATH, load_cost_table  # noqa: E402
 from policies.testbench.evaluate import session_factor, table_for  # noqa: E402
 from policies.testbench.fit import fit_queue_table  # noqa: E402
@@ -50,7 +50,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.json and args.same_session:
         ap.error("--json is written by the left-out run only, not with --same-session")
-    check_json(ap, args.json, args.force)
+    try:  # checked before the runs: an existing file is kept without --force, a missing directory made now
+        check_file("--json", args.json, args.force)
+    except ValueError as e:
+        ap.error(str(e))
     if args.same_session:
         return same_session(args)
     table = load_cost_table(args.table)
@@ -110,22 +113,6 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump({"created": now_iso(), "table": args.table, "machine": machine_info(), "rows": rows}, f, indent=1)
     return 0
-
-
-def check_json(ap, path, force: bool) -> None:
-    """``--json`` is checked before the load tests: an existing file is not overwritten without
-    ``--force``, and its directory is made now rather than found missing after the runs."""
-    if path is None:
-        return
-    p = Path(path)
-    if p.is_dir():
-        ap.error(f"--json {path}: is a directory, expected a file name")
-    if p.exists() and not force:
-        ap.error(f"--json {path}: file exists; pass --force to overwrite it")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        ap.error(f"--json {path}: cannot create {p.parent} ({e.strerror or e})")
 
 
 def _selected(args) -> dict:
