@@ -124,6 +124,12 @@ class MpcSettings:
         (README, "Closed-loop speed").
     pool_ticks : int
         Request samples of the last ticks pooled for the curve.
+    pool_min_rows : int
+        ... and of older ticks too (up to ``pool_min_rows`` ticks) until the pool holds this many
+        requests: a deployment that samples a few requests a tick gets a curve from enough of
+        them. With one request a tick the curve, measured on that one, ran the clusters at 22-25%
+        of ``C_m``. The simulator's ticks (256 requests after the Balancer's cut) never need an
+        older one.
     offset_gain : float
         Gain of the load disturbance ``theta`` (measured / predicted load), in ``(0, 1]``.
     steady_ratio : float
@@ -193,6 +199,7 @@ class MpcSettings:
     curve_every: int = 6
     local_points: int = 2
     pool_ticks: int = 1
+    pool_min_rows: int = 64
     offset_gain: float = 0.5
     steady_ratio: float = 2.5
     time_limit_s: float = 0.05
@@ -224,7 +231,7 @@ class MpcSettings:
             raise ValueError(f"solver must be 'osqp' or 'cvxpy', got {self.solver!r}")
         if self.frontier not in ("quadratic", "pwl"):
             raise ValueError(f"frontier must be 'quadratic' (fitted, fast) or 'pwl' (exact epigraph), got {self.frontier!r}")
-        for k in ("horizon", "n_segments", "grid_points", "curve_every", "pool_ticks"):
+        for k in ("horizon", "n_segments", "grid_points", "curve_every", "pool_ticks", "pool_min_rows"):
             v = getattr(self, k)
             if not (isinstance(v, (int, np.integer)) and v >= 1):
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
@@ -333,7 +340,7 @@ class MpcController(Controller):
         if self.settings.solver == "osqp":
             import osqp  # noqa: F401 -- its import (70-90 ms) is set-up work, not the first tick's
         self.u_scale_: np.ndarray | None = None
-        self.pool_: deque = deque(maxlen=self.settings.pool_ticks)
+        self.pool_: deque = deque()  # the curve's request pool (see _pool)
         self.curve_: ResponseCurve | None = None
         self.mode_: str | None = None  # "sample" or "telemetry": where the current curve came from
         self.theta_ = np.ones(context.n_clusters)
@@ -394,6 +401,17 @@ class MpcController(Controller):
         if obs.features is None:
             return "telemetry" if self.settings.response == "auto" else ""
         return "sample"
+
+    def _pool(self, features: np.ndarray) -> None:
+        """Add a tick's request sample to the pool and drop the oldest ones the pool no longer needs:
+        it keeps the last ``pool_ticks`` samples, and older ones while it holds fewer than
+        ``pool_min_rows`` requests without them (at most ``max(pool_ticks, pool_min_rows)``)."""
+        s, pool = self.settings, self.pool_
+        pool.append(features)
+        rows = sum(len(p) for p in pool)
+        while len(pool) > s.pool_ticks and (rows - len(pool[0]) >= s.pool_min_rows
+                                            or len(pool) > max(s.pool_ticks, s.pool_min_rows)):
+            rows -= len(pool.popleft())
 
     def _refresh_curve(self, lam: np.ndarray, mode: str, as_decided: bool = True) -> None:
         s = self.settings
@@ -458,7 +476,7 @@ class MpcController(Controller):
         if not mode:
             return Plan(lam=lam_now, controller=self.name, status="error: response='sample' but the tick has no features")
         if mode == "sample":
-            self.pool_.append(obs.features if response is None else response.features)
+            self._pool(obs.features if response is None else response.features)
         elif not self.telemetry_.ready:
             return Plan(lam=lam_now, controller=self.name, status=(f"warming up: telemetry response has "
                         f"{len(self.telemetry_.points_)} of {self.telemetry_.min_ticks} ticks"))
@@ -664,7 +682,7 @@ class MpcController(Controller):
         self.qps_hi_ = d.get("qps_hi")
         self.qps_prev_, self.lam_prev_ = d.get("qps_prev"), opt(d.get("lam_prev"))
         self.backoff_ = np.asarray(d["backoff"], dtype=float)
-        self.pool_ = deque((np.asarray(p, dtype=float) for p in d["pool"]), maxlen=self.settings.pool_ticks)
+        self.pool_ = deque(np.asarray(p, dtype=float) for p in d["pool"])
         cp = d["curve_pool"]
         self.sample_ = None if cp is None else Response(self.ctx_.policy, np.asarray(cp, dtype=float), max_requests=None)
         self.mode_ = d["mode"]

@@ -58,7 +58,7 @@ def make(controller, policy, capacity, telemetry_only=False, **options):
                               period_s=60, time_budget_s=float("inf"), **options)
 
 
-def drive(bal, policy, ticks, telemetry_only=False, qps=None, seed=1):
+def drive(bal, policy, ticks, telemetry_only=False, qps=None, seed=1, rows=200):
     """The user's fleet: load = QPS x the policy's mean cost at the applied lambda x 1.05 / capacity,
     following demand with a lag, 1% meter noise. Returns the true loads and the decisions."""
     rng = np.random.default_rng(seed)
@@ -67,7 +67,7 @@ def drive(bal, policy, ticks, telemetry_only=False, qps=None, seed=1):
     times = pd.date_range(start, periods=ticks, freq="min")
     q = qps_at(times) if qps is None else qps(times)
     lam, true = bal.last_good_.copy(), np.full(len(names), 0.5)
-    meas, x = true.copy(), requests(rng, 200)
+    meas, x = true.copy(), requests(rng, rows)
     loads, decisions = [], []
     for k, t in enumerate(times):
         d = bal.step(mb.Telemetry(time=t, qps=q[k], load=dict(zip(names, meas)), lam=dict(zip(names, lam)),
@@ -79,7 +79,7 @@ def drive(bal, policy, ticks, telemetry_only=False, qps=None, seed=1):
         served = requests(rng, 500)
         true = 0.3 * true + 0.7 * qps_at(times[k:k + 1])[0] * 1.05 * policy.respond(served, lam)[0].mean(axis=0) / cap
         meas = true * (1 + 0.01 * rng.standard_normal(len(names)))
-        x = served[:200]
+        x = served[:rows]
         loads.append(true)
     return np.array(loads), decisions
 
@@ -303,3 +303,29 @@ def test_an_epoch_number_for_the_time_is_refused_naming_it(stamp):
         bal.step(tel)
     tel.time = pd.Timestamp(stamp, unit="s")
     assert bal.step(tel).status == "ok"
+
+
+def test_a_sample_of_one_request_a_tick_is_pooled_until_the_curve_has_enough():
+    """One request a tick: the curve, measured on that one request, ran the clusters at 22-25% of C_m."""
+    policy = JointPolicy(2, seed=1)
+    bal = make("mpc", policy, [1000.0, 1300.0], horizon=20)
+    loads, decisions = drive(bal, policy, 480, rows=1)
+    assert all(d.status == "ok" for d in decisions[60:])
+    mu, nu = mu_nu(loads, skip=60)
+    assert mu.max() > 0.8 and nu.max() < 0.02
+    pool = bal.controller.pool_
+    assert sum(len(p) for p in pool) == bal.controller.settings.pool_min_rows == len(pool)
+
+
+def test_the_pool_keeps_the_last_ticks_and_older_ones_only_while_short_of_rows():
+    from mpc_balancer.controllers.mpc import MpcController, MpcSettings
+
+    c = MpcController.__new__(MpcController)
+    c.settings, c.pool_ = MpcSettings(pool_ticks=2, pool_min_rows=10), __import__("collections").deque()
+    for n in (4, 4, 4, 256, 3):
+        c._pool(np.zeros((n, 2)))
+    assert [len(p) for p in c.pool_] == [256, 3]  # the last two ticks: 259 rows, no older one needed
+    for _ in range(12):
+        c._pool(np.zeros((1, 2)))
+    assert [len(p) for p in c.pool_] == [1] * 10  # 10 rows: at most max(pool_ticks, pool_min_rows) ticks
+
