@@ -60,6 +60,7 @@ import inspect
 import numpy as np
 
 from .config import is_number
+from .telemetry import readings
 
 GUARDS = ("none", "maxpower", "proportional")
 
@@ -213,18 +214,13 @@ class NodeGuard:
 
 
 def _numbers(name: str, value) -> np.ndarray:
-    """``value`` as a new float array, or a ``ValueError`` naming ``name`` and the value (a string, a
-    flag or None instead of the readings is a caller's mistake; NaN, or None for one cluster, is a
-    broken meter's reading and passes as NaN)."""
-    if isinstance(value, np.ndarray) and value.dtype.kind in "fiu":  # the node's own meter readings
-        return np.array(value, dtype=float)
+    """``value`` as a new float array (:func:`~mpc_balancer.telemetry.readings`), or a ``ValueError``
+    naming ``name`` and the value (a string, a flag or None instead of the readings is a caller's
+    mistake; NaN, or None for one cluster, is a broken meter's reading and passes as NaN)."""
     try:
         if value is None:
             raise TypeError
-        arr = np.array(value)
-        if arr.dtype.kind in "bUSV" or (arr.dtype.kind == "O" and any(isinstance(v, (bool, str, bytes)) for v in arr.ravel())):
-            raise TypeError
-        return arr.astype(float)
+        return readings(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be numbers, one per cluster, got {value!r}") from None
 

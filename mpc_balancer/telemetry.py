@@ -67,6 +67,18 @@ class Telemetry:
     over: object = None
 
 
+def readings(value) -> np.ndarray:
+    """``value`` (per-cluster readings) as a new float array; ``TypeError`` for flags, strings or
+    bytes, a caller's mistake rather than a reading (an element ``None`` is a missing reading: NaN).
+    A numeric array, the common case of a node's own meter, takes the short way."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fiu":
+        return np.array(value, dtype=float)
+    arr = np.asarray(value)
+    if arr.dtype.kind in "bUSV" or (arr.dtype.kind == "O" and any(isinstance(v, (bool, str, bytes)) for v in arr.ravel())):
+        raise TypeError
+    return arr.astype(float)
+
+
 def _per_cluster(name: str, value, clusters: tuple[str, ...]) -> np.ndarray:
     if isinstance(value, (Mapping, pd.Series)):  # keyed by cluster name, never read by position
         keys = list(value.keys())
@@ -77,10 +89,7 @@ def _per_cluster(name: str, value, clusters: tuple[str, ...]) -> np.ndarray:
                              f"expected exactly {list(clusters)}")
         value = [value[c] for c in clusters]
     try:
-        arr = np.asarray(value)
-        if arr.dtype.kind in "bUS" or (arr.dtype.kind == "O" and any(isinstance(v, (bool, str, bytes)) for v in arr.ravel())):
-            raise TypeError  # flags and strings are a caller's mistake, not a reading (None fails the cast below)
-        arr = arr.astype(float)
+        arr = readings(value)
     except (TypeError, ValueError):
         raise ValueError(f"telemetry {name} must be numbers, one per cluster {list(clusters)}, got {value!r}") from None
     if arr.shape != (len(clusters),):
