@@ -35,6 +35,7 @@ from collections import deque
 import numpy as np
 from scipy.optimize import isotonic_regression
 
+from .config import is_number
 from .frontier import ResponseCurve
 
 
@@ -67,8 +68,7 @@ class TelemetryResponse:
             raise ValueError(f"telemetry halflife must be finite and > 0, got {halflife!r}")
         if not (np.isfinite(elasticity) and elasticity >= 0):
             raise ValueError(f"telemetry elasticity must be finite and >= 0, got {elasticity!r}")
-        if not (isinstance(steady_ratio, (int, float, np.integer, np.floating)) and np.isfinite(steady_ratio)
-                and steady_ratio > 1):
+        if not (is_number(steady_ratio) and np.isfinite(steady_ratio) and steady_ratio > 1):
             raise ValueError(f"telemetry steady_ratio must be a finite number > 1, got {steady_ratio!r}")
         self.capacity, self.elasticity = np.asarray(capacity, dtype=float), float(elasticity)
         self.window, self.halflife, self.min_ticks = int(window), float(halflife), int(min_ticks)
@@ -128,8 +128,7 @@ class TelemetryResponse:
         """Restore :meth:`state_dict` (a checkpoint without ``qps_prev``, written before it was
         kept, takes its next tick as it comes)."""
         qps_prev = d.get("qps_prev")
-        if qps_prev is not None and not (isinstance(qps_prev, (int, float)) and not isinstance(qps_prev, bool)
-                                         and np.isfinite(qps_prev) and qps_prev >= 0):
+        if qps_prev is not None and not (is_number(qps_prev) and np.isfinite(qps_prev) and qps_prev >= 0):
             raise ValueError(f"telemetry qps_prev must be a finite number >= 0 or null, got {qps_prev!r}")
         self.points_ = deque(((np.asarray(a, dtype=float), np.asarray(b, dtype=float)) for a, b in d["points"]),
                              maxlen=self.window)
