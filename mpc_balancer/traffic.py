@@ -54,7 +54,7 @@ class Traffic:
         outage = _outages(counts.to_numpy(dtype=float), _reach(trace.step))
         self.smoothing_steps = np.ones(len(counts), dtype=np.int64)
         if mode == "rate":
-            counts, self.smoothing_steps = _level_matched_smooth(counts, trace.step, target_cv)
+            counts, self.smoothing_steps = _level_matched_smooth(counts, trace.step, target_cv, outage)
         rate = counts.to_numpy() / trace.step.total_seconds()
         step = pd.Timedelta(seconds=self.period_s)
         self.times = pd.date_range(trace.start, trace.end, freq=step)
@@ -162,7 +162,8 @@ def _outages(y: np.ndarray, reach: int) -> np.ndarray:
     return out
 
 
-def _level_matched_smooth(counts: pd.Series, step: pd.Timedelta, target_cv: float) -> tuple[pd.Series, np.ndarray]:
+def _level_matched_smooth(counts: pd.Series, step: pd.Timedelta, target_cv: float,
+                          outage: np.ndarray | None = None) -> tuple[pd.Series, np.ndarray]:
     """Centred moving average with a per-point half-width matched to the local count level.
 
     An outage (:func:`_outages`) stays zero and is a wall: the level and the box of a step near it
@@ -185,7 +186,8 @@ def _level_matched_smooth(counts: pd.Series, step: pd.Timedelta, target_cv: floa
         sums[at] = np.convolve(y, box, mode="same")[at]
         n[at] = np.convolve(ones, box, mode="same")[at]
     reach = _reach(step)  # the level's half-window, (cap | 1) // 2 (1 where that is 0: a box of one step)
-    outage = _outages(y, reach)
+    if outage is None:  # the caller's, when it has them already
+        outage = _outages(y, reach)
     if outage.any():
         # the segments between outages; a step within the level's window of one is redone on its segment
         idx = np.arange(len(y))
