@@ -27,6 +27,14 @@ def _err(capsys) -> str:
     return err[-1]
 
 
+def _parse_error(capsys, argv) -> str:
+    """The error line of a command line argparse refuses (exit 2, before the command runs)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    return _err(capsys)
+
+
 def _strict_json(text: str):
     """``json.loads`` that refuses the non-JSON ``NaN``/``Infinity`` Python writes by default."""
     def refuse(name):
@@ -96,10 +104,7 @@ def test_config_file_with_a_byte_order_mark_is_read(tmp_path, capsys):
                                        ("--horizon", "0"), ("--refit-every", "0"), ("--refit-every", "-2")])
 def test_forecast_backtest_rejects_bad_numbers_by_name(opt, value, capsys):
     """``--test-days inf`` was an OverflowError traceback; ``--refit-every 0`` was taken as the default."""
-    with pytest.raises(SystemExit) as e:
-        main(["forecast", "backtest", "--trace", "nasa", "--models", "seasonal_naive", opt, value])
-    assert e.value.code == 2
-    err = _err(capsys)
+    err = _parse_error(capsys, ["forecast", "backtest", "--trace", "nasa", "--models", "seasonal_naive", opt, value])
     assert opt in err and value in err
 
 
@@ -149,10 +154,7 @@ def test_backtest_library_refit_every_zero_is_an_error():
                                        ("--repeats", "0"), ("--cores", "-1")])
 def test_testbench_run_rejects_bad_numbers_by_name(opt, value, capsys):
     """``--qps inf``/``--duration inf`` were OverflowError tracebacks and ``--warmup nan`` ran."""
-    with pytest.raises(SystemExit) as e:
-        main(["testbench", "run", "--workload", "builtin:ranking", opt, value])
-    assert e.value.code == 2
-    err = _err(capsys)
+    err = _parse_error(capsys, ["testbench", "run", "--workload", "builtin:ranking", opt, value])
     assert opt in err and value in err
 
 
